@@ -1,0 +1,43 @@
+# Tongxin — the two commands are `make up` (run the platform on the local stack)
+# and `make test` (run the whole test suite). Both set everything up on a fresh machine.
+PYTHON ?= python3.11
+VENV   := .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.installed
+
+.PHONY: up test lint fmt demo kafka-jars clean
+
+$(STAMP): pyproject.toml constraints.txt
+	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --upgrade pip
+	$(BIN)/python -m pip install -q -c constraints.txt -e '.[dev]'
+	@touch $(STAMP)
+
+kafka-jars: $(STAMP)
+	$(BIN)/tongxin devstack fetch-kafka
+
+## Run the platform: broker + database + the four services, logs streamed; Ctrl-C stops all.
+up: $(STAMP)
+	$(BIN)/tongxin up
+
+demo: $(STAMP)
+	$(BIN)/tongxin demo
+
+## The whole test suite: lint, unit, integration, e2e (real Apache Kafka + SecantusDB).
+test: $(STAMP) kafka-jars
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+	$(BIN)/mypy
+	TONGXIN_BROKER=$${TONGXIN_BROKER:-kafka} $(BIN)/pytest
+
+lint: $(STAMP)
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+	$(BIN)/mypy
+
+fmt: $(STAMP)
+	$(BIN)/ruff check --fix .
+	$(BIN)/ruff format .
+
+clean:
+	rm -rf $(VENV) .cache var

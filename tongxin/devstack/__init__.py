@@ -1,0 +1,1 @@
+"""Local broker and database started and stopped by code (dev, tests, demos)."""

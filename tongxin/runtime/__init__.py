@@ -1,0 +1,1 @@
+"""Runtime kernel: settings, Kafka and Mongo plumbing, outbox, consumer runner, metrics."""

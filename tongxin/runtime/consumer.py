@@ -1,0 +1,250 @@
+"""The consumer runner: handle, then commit; retry with backoff; park poison on ``<topic>.dlq``.
+
+Offsets are committed only after a record was handled (or parked). Handlers are
+idempotent (see ``mongo.handle_once``), so a redelivery after a crash changes nothing.
+Infrastructure errors (database or broker unreachable) are retried without limit and
+never dead-letter a good record; any other error is retried ``max_attempts`` times and
+then the record is parked with ``x-error``, ``x-attempts`` and ``x-consumer`` headers.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import random
+import time
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from dataclasses import dataclass
+
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord, TopicPartition
+from aiokafka.errors import CommitFailedError, IllegalStateError, KafkaError
+from pymongo.errors import AutoReconnect, ConnectionFailure, NetworkTimeout
+
+from tongxin.contracts.envelope import Envelope, InvalidEnvelope, decode_record
+from tongxin.contracts.topics import dlq_topic
+from tongxin.runtime.metrics import Metrics
+
+log = logging.getLogger(__name__)
+
+Handler = Callable[[Envelope], Awaitable[None]]
+
+TRANSIENT_ERRORS: tuple[type[BaseException], ...] = (
+    ConnectionFailure,  # includes ServerSelectionTimeoutError
+    AutoReconnect,
+    NetworkTimeout,
+    KafkaError,
+    OSError,
+    TimeoutError,
+)
+
+
+def is_transient(exc: BaseException) -> bool:
+    """Errors of the infrastructure, not of the record: retry until it is back."""
+    return isinstance(exc, TRANSIENT_ERRORS)
+
+
+@dataclass(frozen=True, slots=True)
+class RetryPolicy:
+    """Bounded exponential backoff with full jitter."""
+
+    max_attempts: int = 5
+    initial: float = 0.2
+    maximum: float = 5.0
+    multiplier: float = 2.0
+    jitter: bool = True
+
+    def delay(self, attempt: int, rnd: Callable[[], float] = random.random) -> float:
+        """Seconds to wait after failed attempt number ``attempt`` (1-based)."""
+        base = min(self.maximum, self.initial * self.multiplier ** (attempt - 1))
+        return base * (0.5 + rnd() / 2) if self.jitter else base
+
+    def exhausted(self, attempt: int) -> bool:
+        """True when ``attempt`` failed attempts mean the record must be parked."""
+        return attempt >= self.max_attempts
+
+
+class _Stopping(Exception):
+    """Raised inside a retry wait when the runner is asked to stop."""
+
+
+def dlq_headers(
+    original: Sequence[tuple[str, bytes]], error: str, attempts: int, consumer: str
+) -> list[tuple[str, bytes]]:
+    """The original headers plus the dead-letter ones (previous x-* replaced)."""
+    keep = [(k, v) for k, v in original if k not in ("x-error", "x-attempts", "x-consumer")]
+    return [
+        *keep,
+        ("x-error", error[:2000].encode()),
+        ("x-attempts", str(attempts).encode()),
+        ("x-consumer", consumer.encode()),
+    ]
+
+
+class ConsumerRunner:
+    """Runs one consumer group over some topics, dispatching by CloudEvents type."""
+
+    def __init__(
+        self,
+        *,
+        name: str,
+        bootstrap: str,
+        topics: Sequence[str],
+        handlers: Mapping[str, Handler],
+        producer: AIOKafkaProducer,
+        metrics: Metrics,
+        policy: RetryPolicy | None = None,
+        group_id: str | None = None,
+        max_records: int = 200,
+    ) -> None:
+        self.name = name
+        self.topics = list(topics)
+        self.handlers = dict(handlers)
+        self.producer = producer
+        self.metrics = metrics
+        self.policy = policy or RetryPolicy()
+        self.max_records = max_records
+        self.consumer = AIOKafkaConsumer(
+            *self.topics,
+            bootstrap_servers=bootstrap,
+            group_id=group_id or name,
+            enable_auto_commit=False,
+            auto_offset_reset="earliest",
+            session_timeout_ms=10000,
+            heartbeat_interval_ms=3000,
+            max_poll_interval_ms=300000,
+        )
+        self._stop = asyncio.Event()
+        self._task: asyncio.Task[None] | None = None
+
+    async def start(self) -> None:
+        """Join the group and start consuming in the background."""
+        await self.consumer.start()
+        self._task = asyncio.create_task(self._run(), name=f"consumer:{self.name}")
+
+    async def stop(self) -> None:
+        """Finish the record in hand, commit what was handled, leave the group."""
+        self._stop.set()
+        if self._task:
+            await self._task
+        await self.consumer.stop()
+
+    async def _run(self) -> None:
+        while not self._stop.is_set():
+            try:
+                batch = await self.consumer.getmany(timeout_ms=500, max_records=self.max_records)
+            except KafkaError as exc:
+                log.warning("poll failed", extra={"consumer": self.name, "error": repr(exc)})
+                await self._wait(1.0)
+                continue
+            if not batch:
+                continue
+            done = await asyncio.gather(*(self._partition(tp, recs) for tp, recs in batch.items()))
+            offsets = {tp: off for tp, off in done if off is not None}
+            await self._commit(offsets)
+        log.info("consumer stopped", extra={"consumer": self.name})
+
+    async def _commit(self, offsets: dict[TopicPartition, int]) -> None:
+        if not offsets:
+            return
+        try:
+            await self.consumer.commit(offsets)
+        except (CommitFailedError, IllegalStateError, KafkaError) as exc:
+            # partitions moved to another member; it will redeliver and handlers dedupe
+            log.warning("commit failed", extra={"consumer": self.name, "error": repr(exc)})
+
+    async def _partition(
+        self, tp: TopicPartition, records: list[ConsumerRecord[bytes, bytes]]
+    ) -> tuple[TopicPartition, int | None]:
+        """Handle one partition's records in order; returns the offset to commit."""
+        next_offset: int | None = None
+        for rec in records:
+            if self._stop.is_set():
+                break
+            try:
+                await self._handle_record(rec)
+            except _Stopping:
+                break
+            next_offset = rec.offset + 1
+        return tp, next_offset
+
+    async def _wait(self, seconds: float) -> None:
+        try:
+            await asyncio.wait_for(self._stop.wait(), timeout=seconds)
+        except TimeoutError:
+            return
+        raise _Stopping
+
+    async def _handle_record(self, rec: ConsumerRecord[bytes, bytes]) -> None:
+        topic = rec.topic
+        try:
+            env = decode_record(rec.key, rec.value, rec.headers)
+        except InvalidEnvelope as exc:
+            await self._dead_letter(rec, f"InvalidEnvelope: {exc}", 1, "?")
+            return
+        handler = self.handlers.get(env.type)
+        if handler is None:
+            self.metrics.events_consumed.labels(self.name, topic, "other", "ignored").inc()
+            return
+        started = time.perf_counter()
+        attempt = 0
+        while True:
+            try:
+                await handler(env)
+                break
+            except Exception as exc:
+                if is_transient(exc):
+                    log.warning(
+                        "infrastructure error; retrying",
+                        extra={"consumer": self.name, "event_id": env.id, "error": repr(exc)},
+                    )
+                    await self._wait(self.policy.maximum)
+                    continue
+                attempt += 1
+                self.metrics.handler_retries.labels(self.name, env.type).inc()
+                log.warning(
+                    "handler failed",
+                    extra={
+                        "consumer": self.name,
+                        "event_id": env.id,
+                        "type": env.type,
+                        "attempt": attempt,
+                        "error": repr(exc),
+                    },
+                )
+                if self.policy.exhausted(attempt):
+                    await self._dead_letter(rec, f"{type(exc).__name__}: {exc}", attempt, env.type)
+                    return
+                await self._wait(self.policy.delay(attempt))
+        self.metrics.handler_seconds.labels(self.name, env.type).observe(
+            time.perf_counter() - started
+        )
+        self.metrics.events_consumed.labels(self.name, topic, env.type, "handled").inc()
+
+    async def _dead_letter(
+        self, rec: ConsumerRecord[bytes, bytes], error: str, attempts: int, ce_type: str
+    ) -> None:
+        headers = dlq_headers(list(rec.headers), error, attempts, self.name)
+        while True:
+            try:
+                await self.producer.send_and_wait(
+                    dlq_topic(rec.topic), value=rec.value, key=rec.key, headers=headers
+                )
+                break
+            except KafkaError as exc:
+                log.warning("dead-letter publish failed", extra={"error": repr(exc)})
+                await self._wait(1.0)
+        self.metrics.dlq.labels(self.name, rec.topic).inc()
+        self.metrics.events_consumed.labels(
+            self.name, rec.topic, ce_type if ce_type != "?" else "invalid", "dead_lettered"
+        ).inc()
+        log.error(
+            "record parked on dead-letter topic",
+            extra={
+                "consumer": self.name,
+                "topic": rec.topic,
+                "partition": rec.partition,
+                "offset": rec.offset,
+                "attempts": attempts,
+                "error": error[:300],
+            },
+        )

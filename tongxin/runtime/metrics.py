@@ -1,0 +1,61 @@
+"""Prometheus metrics with an injected registry; names carry the ``tongxin_`` prefix."""
+
+from __future__ import annotations
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+
+
+class Metrics:
+    """Every metric a service exports. Label values are bounded (types, topics, routes)."""
+
+    def __init__(self, service: str, registry: CollectorRegistry | None = None) -> None:
+        self.registry = registry or CollectorRegistry()
+        self.service = service
+        r = self.registry
+        self.http_requests = Counter(
+            "tongxin_http_requests_total",
+            "HTTP requests answered",
+            ["method", "route", "status"],
+            registry=r,
+        )
+        self.http_seconds = Histogram(
+            "tongxin_http_request_seconds",
+            "HTTP request latency",
+            ["method", "route"],
+            registry=r,
+        )
+        self.events_consumed = Counter(
+            "tongxin_events_consumed_total",
+            "Records handled by a consumer, by outcome (handled, ignored, dead_lettered)",
+            ["consumer", "topic", "type", "outcome"],
+            registry=r,
+        )
+        self.handler_seconds = Histogram(
+            "tongxin_event_handler_seconds",
+            "Time spent handling one record (including retries)",
+            ["consumer", "type"],
+            registry=r,
+        )
+        self.handler_retries = Counter(
+            "tongxin_event_handler_retries_total",
+            "Handler attempts that failed and were retried",
+            ["consumer", "type"],
+            registry=r,
+        )
+        self.events_published = Counter(
+            "tongxin_events_published_total",
+            "Events published by the outbox relay",
+            ["topic", "type"],
+            registry=r,
+        )
+        self.outbox_pending = Gauge(
+            "tongxin_outbox_pending",
+            "Outbox records not yet published (last relay pass)",
+            registry=r,
+        )
+        self.dlq = Counter(
+            "tongxin_dlq_records_total",
+            "Records parked on a dead-letter topic",
+            ["consumer", "topic"],
+            registry=r,
+        )

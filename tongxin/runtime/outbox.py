@@ -1,0 +1,212 @@
+"""Transactional outbox: the business write and its event commit together; a relay publishes.
+
+``MongoOutbox.add`` inserts the encoded record inside the caller's transaction. The
+``OutboxRelay`` publishes pending records with ``acks=all`` and marks them sent. A record
+published but not yet marked (the process died in between) is published again after a
+restart: delivery is at-least-once and consumers deduplicate by event id.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import logging
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Protocol
+
+from aiokafka import AIOKafkaProducer
+from pymongo.asynchronous.client_session import AsyncClientSession
+from pymongo.asynchronous.database import AsyncDatabase
+
+from tongxin.contracts.envelope import Envelope, Headers, encode_record
+from tongxin.runtime.metrics import Metrics
+from tongxin.runtime.mongo import Doc, IndexSpec
+
+log = logging.getLogger(__name__)
+
+OUTBOX = "outbox"
+OUTBOX_INDEXES = [IndexSpec(OUTBOX, [("sent", 1), ("seq", 1)], name="pending_in_order")]
+
+
+@dataclass(frozen=True, slots=True)
+class OutboxRecord:
+    """One encoded event waiting to be published."""
+
+    id: str
+    topic: str
+    key: bytes
+    value: bytes
+    headers: Headers
+    type: str
+
+
+class OutboxStore(Protocol):
+    """Where pending records wait (port)."""
+
+    async def pending(self, limit: int) -> list[OutboxRecord]:
+        """The oldest unsent records, in insertion order."""
+        ...
+
+    async def mark_sent(self, ids: Sequence[str]) -> None:
+        """Mark these records as published."""
+        ...
+
+
+class Publisher(Protocol):
+    """Something that puts a record on a topic and returns once the broker acknowledged."""
+
+    async def publish(self, record: OutboxRecord) -> None:
+        """Publish and wait for the acknowledgement."""
+        ...
+
+
+_seq_counter = itertools.count()
+
+
+def _next_seq() -> int:
+    # wall-clock nanoseconds keep order across restarts; the counter breaks ties in-process
+    return time.time_ns() * 1000 + next(_seq_counter) % 1000
+
+
+class MongoOutbox:
+    """The outbox collection of one service's database (real ``OutboxStore``)."""
+
+    def __init__(self, db: AsyncDatabase[Doc], topic_prefix: str = "") -> None:
+        self.col = db[OUTBOX]
+        self.topic_prefix = topic_prefix
+
+    async def add(self, session: AsyncClientSession, topic: str, env: Envelope) -> None:
+        """Stage ``env`` for ``topic`` inside the caller's transaction."""
+        key, value, headers = encode_record(env)
+        await self.col.insert_one(
+            {
+                "_id": env.id,
+                "topic": self.topic_prefix + topic,
+                "key": key,
+                "value": value,
+                "headers": [[k, v] for k, v in headers],
+                "type": env.type,
+                "seq": _next_seq(),
+                "sent": False,
+                "created_at": datetime.now(UTC),
+            },
+            session=session,
+        )
+
+    async def pending(self, limit: int) -> list[OutboxRecord]:
+        cursor = self.col.find({"sent": False}).sort("seq", 1).limit(limit)
+        return [
+            OutboxRecord(
+                id=d["_id"],
+                topic=d["topic"],
+                key=bytes(d["key"]),
+                value=bytes(d["value"]),
+                headers=[(k, bytes(v)) for k, v in d["headers"]],
+                type=d["type"],
+            )
+            async for d in cursor
+        ]
+
+    async def mark_sent(self, ids: Sequence[str]) -> None:
+        if ids:
+            await self.col.update_many(
+                {"_id": {"$in": list(ids)}},
+                {"$set": {"sent": True, "sent_at": datetime.now(UTC)}},
+            )
+
+    async def count_pending(self) -> int:
+        """How many records wait (for metrics and tests)."""
+        return await self.col.count_documents({"sent": False})
+
+
+class OutboxRelay:
+    """Publishes pending outbox records; woken by ``nudge()`` after a commit, or by polling."""
+
+    def __init__(
+        self,
+        store: OutboxStore,
+        publisher: Publisher,
+        *,
+        metrics: Metrics | None = None,
+        batch_size: int = 200,
+        poll_interval: float = 0.5,
+    ) -> None:
+        self.store = store
+        self.publisher = publisher
+        self.metrics = metrics
+        self.batch_size = batch_size
+        self.poll_interval = poll_interval
+        self._wake = asyncio.Event()
+        self._stopping = False
+
+    def nudge(self) -> None:
+        """Tell the relay there is something new to publish."""
+        self._wake.set()
+
+    async def relay_once(self) -> int:
+        """Publish one batch; returns how many records were published and marked."""
+        records = await self.store.pending(self.batch_size)
+        if not records:
+            return 0
+        results = await asyncio.gather(
+            *(self.publisher.publish(r) for r in records), return_exceptions=True
+        )
+        done = [r for r, res in zip(records, results, strict=True) if res is None]
+        failed = [res for res in results if isinstance(res, BaseException)]
+        await self.store.mark_sent([r.id for r in done])
+        if self.metrics:
+            for r in done:
+                self.metrics.events_published.labels(r.topic, r.type).inc()
+        if failed:
+            log.warning(
+                "outbox publish failed; will retry",
+                extra={"failed": len(failed), "error": repr(failed[0])},
+            )
+            raise failed[0] if isinstance(failed[0], Exception) else RuntimeError(failed[0])
+        return len(done)
+
+    async def run(self) -> None:
+        """Relay until ``stop()``; errors back off and retry, nothing is dropped."""
+        backoff = self.poll_interval
+        while not self._stopping:
+            try:
+                n = await self.relay_once()
+                backoff = self.poll_interval
+            except Exception as exc:
+                log.warning("outbox relay pass failed", extra={"error": repr(exc)})
+                n = 0
+                backoff = min(backoff * 2, 5.0)
+            if n >= self.batch_size:
+                continue
+            self._wake.clear()
+            try:
+                await asyncio.wait_for(self._wake.wait(), timeout=backoff)
+            except TimeoutError:
+                pass
+        # drain what is left so a clean stop leaves nothing behind
+        try:
+            while await self.relay_once():
+                pass
+        except Exception as exc:
+            log.warning("outbox drain at stop failed", extra={"error": repr(exc)})
+
+    def stop(self) -> None:
+        """Ask ``run()`` to drain and return."""
+        self._stopping = True
+        self._wake.set()
+
+
+class KafkaPublisher:
+    """Publishes outbox records with an aiokafka producer (real ``Publisher``)."""
+
+    def __init__(self, producer: AIOKafkaProducer) -> None:
+        self.producer = producer
+
+    async def publish(self, record: OutboxRecord) -> None:
+        fut = await self.producer.send(
+            record.topic, value=record.value, key=record.key, headers=record.headers
+        )
+        await fut

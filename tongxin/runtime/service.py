@@ -1,0 +1,259 @@
+"""One service process: clients built in the lifespan, stopped in reverse; health and metrics.
+
+A service hands :func:`create_service_app` its routers and a ``setup`` coroutine that
+creates indexes, seeds data and returns its :class:`Subscription` list. Nothing touches
+the network at import time.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
+from contextlib import asynccontextmanager
+from dataclasses import dataclass, field
+from typing import Annotated, Any
+
+from aiokafka import AIOKafkaProducer
+from fastapi import APIRouter, Depends, FastAPI, Request, Response
+from fastapi.responses import JSONResponse
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from pymongo import AsyncMongoClient
+from pymongo.asynchronous.database import AsyncDatabase
+
+from tongxin.runtime.auth import Principal, principal_from_header
+from tongxin.runtime.consumer import ConsumerRunner, Handler, RetryPolicy
+from tongxin.runtime.errors import ApiError, install_error_handlers
+from tongxin.runtime.kafka import contract_topics, ensure_topics, make_producer, wait_broker
+from tongxin.runtime.logs import configure_logging
+from tongxin.runtime.metrics import Metrics
+from tongxin.runtime.mongo import (
+    PROCESSED_INDEXES,
+    Doc,
+    IndexSpec,
+    ensure_indexes,
+    make_client,
+    wait_ready,
+)
+from tongxin.runtime.outbox import OUTBOX_INDEXES, KafkaPublisher, MongoOutbox, OutboxRelay
+from tongxin.runtime.settings import ServiceSettings
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True, slots=True)
+class Subscription:
+    """A consumer group of this service: contract topic names and handlers by CE type."""
+
+    name: str
+    topics: Sequence[str]
+    handlers: Mapping[str, Handler]
+
+
+@dataclass
+class ServiceRuntime:
+    """The clients of one service process, kept on ``app.state.rt``."""
+
+    name: str
+    settings: ServiceSettings
+    metrics: Metrics
+    mongo: AsyncMongoClient[Doc]
+    db: AsyncDatabase[Doc]
+    producer: AIOKafkaProducer
+    outbox: MongoOutbox
+    relay: OutboxRelay
+    consumers: list[ConsumerRunner] = field(default_factory=list)
+    tasks: list[asyncio.Task[None]] = field(default_factory=list)
+    # set when the process stops; background loops of a service watch it
+    stopping: asyncio.Event = field(default_factory=asyncio.Event)
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def source(self) -> str:
+        """CloudEvents ``source`` of events this service emits."""
+        return f"/tongxin/{self.name}"
+
+    def topic(self, name: str) -> str:
+        """Physical topic name for a contract topic."""
+        return self.settings.topic(name)
+
+
+Setup = Callable[[ServiceRuntime], Awaitable[list[Subscription]]]
+
+
+async def start_runtime(
+    name: str,
+    settings: ServiceSettings,
+    metrics: Metrics,
+    indexes: Sequence[IndexSpec],
+    setup: Setup,
+) -> ServiceRuntime:
+    """Connect, bootstrap topics and indexes, start relay and consumers."""
+    mongo = make_client(settings.mongodb_uri)
+    await wait_ready(mongo)
+    db = mongo[settings.db_name(name)]
+    await ensure_indexes(db, [*OUTBOX_INDEXES, *PROCESSED_INDEXES, *indexes])
+    await wait_broker(settings.kafka_bootstrap)
+    await ensure_topics(settings.kafka_bootstrap, contract_topics(settings.topic_prefix))
+    producer = make_producer(settings.kafka_bootstrap, idempotence=settings.kafka_idempotence)
+    await producer.start()
+    outbox = MongoOutbox(db, settings.topic_prefix)
+    relay = OutboxRelay(
+        outbox,
+        KafkaPublisher(producer),
+        metrics=metrics,
+        poll_interval=settings.outbox_poll_interval_s,
+    )
+    rt = ServiceRuntime(name, settings, metrics, mongo, db, producer, outbox, relay)
+    rt.tasks.append(asyncio.create_task(relay.run(), name=f"{name}:outbox-relay"))
+    policy = RetryPolicy(
+        max_attempts=settings.consumer_max_attempts,
+        initial=settings.consumer_backoff_initial_s,
+        maximum=settings.consumer_backoff_max_s,
+    )
+    for sub in await setup(rt):
+        runner = ConsumerRunner(
+            name=f"{name}.{sub.name}",
+            group_id=f"{settings.topic_prefix}tongxin.{name}.{sub.name}",
+            bootstrap=settings.kafka_bootstrap,
+            topics=[settings.topic(t) for t in sub.topics],
+            handlers=sub.handlers,
+            producer=producer,
+            metrics=metrics,
+            policy=policy,
+        )
+        await runner.start()
+        rt.consumers.append(runner)
+    log.info("service started", extra={"service": name})
+    return rt
+
+
+async def stop_runtime(rt: ServiceRuntime) -> None:
+    """Stop in reverse: consumers (commit), relay (drain), producer (flush), database."""
+    for c in reversed(rt.consumers):
+        try:
+            await c.stop()
+        except Exception as exc:
+            log.warning("consumer stop failed", extra={"consumer": c.name, "error": repr(exc)})
+    rt.stopping.set()
+    rt.relay.stop()
+    await asyncio.gather(*rt.tasks, return_exceptions=True)
+    await rt.producer.stop()
+    await rt.mongo.close()
+    log.info("service stopped", extra={"service": rt.name})
+
+
+def get_runtime(request: Request) -> ServiceRuntime:
+    """FastAPI dependency: the running service's clients."""
+    rt: ServiceRuntime = request.app.state.rt
+    return rt
+
+
+RuntimeDep = Annotated[ServiceRuntime, Depends(get_runtime)]
+
+
+def get_principal(request: Request) -> Principal | None:
+    """FastAPI dependency: the bearer-token principal, or None for anonymous callers."""
+    rt: ServiceRuntime = request.app.state.rt
+    return principal_from_header(rt.settings.jwt_secret, request.headers.get("authorization"))
+
+
+OptionalPrincipal = Annotated[Principal | None, Depends(get_principal)]
+
+
+def require_principal(principal: OptionalPrincipal) -> Principal:
+    """FastAPI dependency: a valid bearer token is required."""
+    if principal is None:
+        raise ApiError(401, "unauthorized", "A bearer token is required.")
+    return principal
+
+
+CurrentPrincipal = Annotated[Principal, Depends(require_principal)]
+
+
+def _health_router() -> APIRouter:
+    router = APIRouter(tags=["operations"])
+
+    @router.get("/healthz")
+    async def healthz() -> dict[str, str]:
+        """The process is up."""
+        return {"status": "ok"}
+
+    @router.get("/readyz")
+    async def readyz(request: Request) -> JSONResponse:
+        """Broker and database are reachable."""
+        rt: ServiceRuntime | None = getattr(request.app.state, "rt", None)
+        checks: dict[str, str] = {}
+        if rt is None:
+            return JSONResponse({"status": "starting", "checks": checks}, 503)
+        try:
+            await asyncio.wait_for(rt.mongo.admin.command("ping"), 2)
+            checks["database"] = "ok"
+        except Exception as exc:
+            checks["database"] = f"down: {type(exc).__name__}"
+        try:
+            await asyncio.wait_for(rt.producer.client.fetch_all_metadata(), 2)
+            checks["broker"] = "ok"
+        except Exception as exc:
+            checks["broker"] = f"down: {type(exc).__name__}"
+        ok = all(v == "ok" for v in checks.values())
+        return JSONResponse(
+            {"status": "ok" if ok else "degraded", "checks": checks}, 200 if ok else 503
+        )
+
+    @router.get("/metrics")
+    async def metrics(request: Request) -> Response:
+        """Prometheus text exposition."""
+        m: Metrics = request.app.state.metrics
+        rt: ServiceRuntime | None = getattr(request.app.state, "rt", None)
+        if rt is not None:
+            m.outbox_pending.set(await rt.outbox.count_pending())
+        return Response(generate_latest(m.registry), media_type=CONTENT_TYPE_LATEST)
+
+    return router
+
+
+def create_service_app(
+    *,
+    name: str,
+    title: str,
+    settings: ServiceSettings,
+    routers: Sequence[APIRouter],
+    indexes: Sequence[IndexSpec],
+    setup: Setup,
+) -> FastAPI:
+    """Build a service's FastAPI app; clients are created only when the lifespan starts."""
+    configure_logging(name, settings.log_level)
+    metrics = Metrics(name)
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        rt = await start_runtime(name, settings, metrics, indexes, setup)
+        app.state.rt = rt
+        try:
+            yield
+        finally:
+            await stop_runtime(rt)
+
+    app = FastAPI(title=title, version="0.1.0", lifespan=lifespan)
+    app.state.metrics = metrics
+    app.state.settings = settings
+    install_error_handlers(app)
+
+    @app.middleware("http")
+    async def _observe(
+        request: Request, call_next: Callable[[Request], Awaitable[Response]]
+    ) -> Response:
+        started = time.perf_counter()
+        response = await call_next(request)
+        route = request.scope.get("route")
+        path = getattr(route, "path", "unmatched")
+        metrics.http_requests.labels(request.method, path, str(response.status_code)).inc()
+        metrics.http_seconds.labels(request.method, path).observe(time.perf_counter() - started)
+        return response
+
+    app.include_router(_health_router())
+    for r in routers:
+        app.include_router(r)
+    return app

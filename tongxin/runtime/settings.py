@@ -1,0 +1,52 @@
+"""Settings shared by every service, read from ``TONGXIN_*`` env vars (SPEC §5).
+
+Each service subclasses :class:`ServiceSettings` in its own ``config.py``; nothing else
+reads ``os.environ``.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import Field, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+PLACEHOLDER_SECRET = "dev-secret-change-me"  # refused outside development
+
+
+class ServiceSettings(BaseSettings):
+    """Settings every service needs; env prefix ``TONGXIN_``."""
+
+    model_config = SettingsConfigDict(env_prefix="TONGXIN_", env_ignore_empty=True, extra="ignore")
+
+    env: Literal["development", "test", "production"] = "development"
+    kafka_bootstrap: str = "127.0.0.1:9092"
+    mongodb_uri: str = "mongodb://127.0.0.1:27017/?directConnection=true"
+    # Database names are "<db_prefix><service>" so tests can isolate runs.
+    db_prefix: str = "tongxin_"
+    # Topic names are "<topic_prefix><contract name>"; empty in production.
+    topic_prefix: str = ""
+    kafka_idempotence: bool = True
+    jwt_secret: str = PLACEHOLDER_SECRET
+    deadline_scale: float = Field(default=1.0, gt=0)
+    host: str = "127.0.0.1"
+    log_level: str = "INFO"
+    # Consumer retry policy: attempts before a record is parked on <topic>.dlq.
+    consumer_max_attempts: int = Field(default=5, ge=1)
+    consumer_backoff_initial_s: float = Field(default=0.2, ge=0)
+    consumer_backoff_max_s: float = Field(default=5.0, ge=0)
+    outbox_poll_interval_s: float = Field(default=0.5, gt=0)
+
+    @model_validator(mode="after")
+    def _refuse_placeholder_secret(self) -> ServiceSettings:
+        if self.env == "production" and self.jwt_secret == PLACEHOLDER_SECRET:
+            raise ValueError("TONGXIN_JWT_SECRET must be set to a real secret in production")
+        return self
+
+    def topic(self, name: str) -> str:
+        """The physical topic name for a contract topic name."""
+        return self.topic_prefix + name
+
+    def db_name(self, service: str) -> str:
+        """The database that belongs to ``service`` (services share no collection)."""
+        return self.db_prefix + service
