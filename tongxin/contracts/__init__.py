@@ -12,6 +12,7 @@ from tongxin.contracts.events import (
     NotificationSent,
     RequestSubmitted,
     TaskOffered,
+    TaskUnmatched,
     event_model_for,
 )
 from tongxin.contracts.topics import DLQ_SUFFIX, TOPICS, Topic, dlq_topic
@@ -26,6 +27,7 @@ __all__ = [
     "NotificationSent",
     "RequestSubmitted",
     "TaskOffered",
+    "TaskUnmatched",
     "Topic",
     "decode_record",
     "dlq_topic",

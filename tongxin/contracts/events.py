@@ -115,6 +115,17 @@ class TaskOffered(Event):
     scores: dict[str, float] = Field(default_factory=dict)
 
 
+class TaskUnmatched(Event):
+    """No eligible volunteer was left for a case's task (emitted by volunteer)."""
+
+    event_type: ClassVar[str] = "task.unmatched"
+
+    task_id: str
+    case_id: str
+    skills: list[Skill]
+    reason: str
+
+
 class NotificationSent(Event):
     """A message about an event reached a recipient over a channel (emitted by notify)."""
 
@@ -129,7 +140,8 @@ class NotificationSent(Event):
 
 
 EVENT_MODELS: dict[str, type[Event]] = {
-    m.ce_type(): m for m in (RequestSubmitted, CaseRouted, TaskOffered, NotificationSent)
+    m.ce_type(): m
+    for m in (RequestSubmitted, CaseRouted, TaskOffered, TaskUnmatched, NotificationSent)
 }
 
 Upcaster = Callable[[dict[str, Any]], dict[str, Any]]

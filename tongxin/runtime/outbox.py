@@ -9,7 +9,6 @@ restart: delivery is at-least-once and consumers deduplicate by event id.
 from __future__ import annotations
 
 import asyncio
-import itertools
 import logging
 import time
 from collections.abc import Sequence
@@ -63,12 +62,14 @@ class Publisher(Protocol):
         ...
 
 
-_seq_counter = itertools.count()
+_last_seq = 0
 
 
 def _next_seq() -> int:
-    # wall-clock nanoseconds keep order across restarts; the counter breaks ties in-process
-    return time.time_ns() * 1000 + next(_seq_counter) % 1000
+    """Wall-clock nanoseconds (order across restarts), strictly increasing in-process."""
+    global _last_seq
+    _last_seq = max(time.time_ns(), _last_seq + 1)
+    return _last_seq
 
 
 class MongoOutbox:

@@ -68,6 +68,8 @@ class ServiceRuntime:
     # set when the process stops; background loops of a service watch it
     stopping: asyncio.Event = field(default_factory=asyncio.Event)
     extra: dict[str, Any] = field(default_factory=dict)
+    # closed after the consumers stopped, in reverse order (e.g. a service's HTTP clients)
+    closers: list[Callable[[], Awaitable[None]]] = field(default_factory=list)
 
     @property
     def source(self) -> str:
@@ -137,6 +139,11 @@ async def stop_runtime(rt: ServiceRuntime) -> None:
         except Exception as exc:
             log.warning("consumer stop failed", extra={"consumer": c.name, "error": repr(exc)})
     rt.stopping.set()
+    for close in reversed(rt.closers):
+        try:
+            await close()
+        except Exception as exc:
+            log.warning("close failed", extra={"error": repr(exc)})
     rt.relay.stop()
     await asyncio.gather(*rt.tasks, return_exceptions=True)
     await rt.producer.stop()

@@ -6,12 +6,14 @@ reads ``os.environ``.
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Literal
 
 from pydantic import Field, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-PLACEHOLDER_SECRET = "dev-secret-change-me"  # refused outside development
+REPO_ROOT = Path(__file__).resolve().parents[2]
+PLACEHOLDER_SECRET = "tongxin-development-secret-change-me!"  # refused outside development
 
 
 class ServiceSettings(BaseSettings):
@@ -36,6 +38,8 @@ class ServiceSettings(BaseSettings):
     consumer_backoff_initial_s: float = Field(default=0.2, ge=0)
     consumer_backoff_max_s: float = Field(default=5.0, ge=0)
     outbox_poll_interval_s: float = Field(default=0.5, gt=0)
+    # Editable seed data (communities, units, volunteers) and the routing policy file.
+    seed_dir: Path = REPO_ROOT / "deploy" / "seed"
 
     @model_validator(mode="after")
     def _refuse_placeholder_secret(self) -> ServiceSettings:

@@ -1,0 +1,316 @@
+"""``tongxin`` — run the platform locally, serve one service, mint tokens, look at topics."""
+
+from __future__ import annotations
+
+import asyncio
+import importlib
+import json
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+from typing import Annotated, Any
+
+import httpx
+import typer
+
+from tongxin.runtime.auth import Role, mint_token
+from tongxin.runtime.settings import REPO_ROOT, ServiceSettings
+
+app = typer.Typer(help="Tongxin 同心 — community governance service platform", no_args_is_help=True)
+devstack_app = typer.Typer(help="The local broker and database.", no_args_is_help=True)
+app.add_typer(devstack_app, name="devstack")
+
+SERVICES: dict[str, int] = {"intake": 8001, "routing": 8002, "volunteer": 8003, "notify": 8004}
+
+
+def service_port(name: str, env: dict[str, str] | None = None) -> int:
+    """The port of a service: ``TONGXIN_<NAME>_PORT`` or its default."""
+    env = dict(os.environ) if env is None else env
+    return int(env.get(f"TONGXIN_{name.upper()}_PORT") or SERVICES[name])
+
+
+@app.command()
+def serve(
+    name: Annotated[str, typer.Argument(help="intake | routing | volunteer | notify")],
+    port: Annotated[int | None, typer.Option(help="default: the service's port")] = None,
+) -> None:
+    """Run one service (what `tongxin up` and docker-compose start)."""
+    import uvicorn
+
+    if name not in SERVICES:
+        raise typer.BadParameter(f"unknown service {name!r}; one of {', '.join(SERVICES)}")
+    settings = ServiceSettings()
+    module = importlib.import_module(f"services.{name}.app")
+    uvicorn.run(
+        module.create_app,
+        factory=True,
+        host=settings.host,
+        port=port or service_port(name),
+        log_config=None,
+        access_log=False,
+        timeout_graceful_shutdown=25,
+    )
+
+
+@devstack_app.command("fetch-kafka")
+def fetch_kafka() -> None:
+    """Fetch the Apache Kafka jars from Maven Central once (needs Java and Maven)."""
+    from tongxin.devstack.kafka import ensure_jars, java_available
+
+    if not java_available():
+        typer.echo("no Java runtime: the local stack will use the tansu broker instead")
+        return
+    typer.echo(f"Kafka jars: {ensure_jars()}")
+
+
+class _Prefixer(threading.Thread):
+    """Copies a child's output to ours, each line prefixed with the service name."""
+
+    def __init__(self, name: str, stream: Any) -> None:
+        super().__init__(daemon=True)
+        self.prefix = f"{name:<9}| "
+        self.stream = stream
+
+    def run(self) -> None:
+        for raw in iter(self.stream.readline, b""):
+            line = raw.decode(errors="replace").rstrip()
+            sys.stdout.write(self.prefix + _pretty(line) + "\n")
+            sys.stdout.flush()
+
+
+def _pretty(line: str) -> str:
+    try:
+        rec = json.loads(line)
+    except ValueError:
+        return line
+    if not isinstance(rec, dict) or "msg" not in rec:
+        return line
+    extra = {k: v for k, v in rec.items() if k not in ("ts", "level", "service", "logger", "msg")}
+    tail = " " + json.dumps(extra, ensure_ascii=False) if extra else ""
+    return f"{rec.get('ts', '')[11:23]} {rec.get('level', ''):<7} {rec['msg']}{tail}"
+
+
+def start_services(
+    env: dict[str, str], names: list[str] | None = None, stream: bool = True
+) -> dict[str, subprocess.Popen[bytes]]:
+    """Start services as child processes (`tongxin serve NAME`)."""
+    procs: dict[str, subprocess.Popen[bytes]] = {}
+    for name in names or list(SERVICES):
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "tongxin.cli", "serve", name],
+            env=env,
+            stdout=subprocess.PIPE if stream else subprocess.DEVNULL,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+        if stream:
+            _Prefixer(name, proc.stdout).start()
+        procs[name] = proc
+    return procs
+
+
+def wait_ready(env: dict[str, str], names: list[str], timeout: float = 90.0) -> None:
+    """Wait until every service answers ``/readyz`` with 200."""
+    deadline = time.monotonic() + timeout
+    pending = set(names)
+    while pending and time.monotonic() < deadline:
+        for name in list(pending):
+            try:
+                r = httpx.get(f"http://127.0.0.1:{service_port(name, env)}/readyz", timeout=2)
+                if r.status_code == 200:
+                    pending.discard(name)
+            except httpx.HTTPError:
+                pass
+        time.sleep(0.3)
+    if pending:
+        raise TimeoutError(f"not ready after {timeout:.0f}s: {', '.join(sorted(pending))}")
+
+
+def stop_services(procs: dict[str, subprocess.Popen[bytes]], timeout: float = 30.0) -> None:
+    """SIGTERM every service (they drain and commit), SIGKILL any that hang."""
+    for p in procs.values():
+        if p.poll() is None:
+            p.send_signal(signal.SIGTERM)
+    deadline = time.monotonic() + timeout
+    for p in procs.values():
+        try:
+            p.wait(max(0.1, deadline - time.monotonic()))
+        except subprocess.TimeoutExpired:
+            p.kill()
+            p.wait()
+
+
+@app.command()
+def up(
+    data_dir: Annotated[
+        Path, typer.Option(help="where the local broker and database keep data")
+    ] = (REPO_ROOT / "var"),
+    kafka_port: int = 9092,
+    mongo_port: int = 27017,
+) -> None:
+    """Start the local stack and the four services; Ctrl-C stops everything cleanly."""
+    from tongxin.devstack.stack import LocalStack, StackConfig
+
+    stack = LocalStack(StackConfig.from_env(data_dir, kafka_port=kafka_port, mongo_port=mongo_port))
+    typer.echo(f"starting the local stack in {data_dir} …")
+    stopping = threading.Event()
+
+    def _on_signal(_signum: int, _frame: Any) -> None:
+        stopping.set()
+
+    signal.signal(signal.SIGINT, _on_signal)
+    signal.signal(signal.SIGTERM, _on_signal)
+    stack.start()
+    procs: dict[str, subprocess.Popen[bytes]] = {}
+    try:
+        env = {**os.environ, **stack.service_env()}
+        typer.echo(f"broker: {stack.broker_kind} at {stack.bootstrap}")
+        typer.echo(f"database: SecantusDB at {stack.mongodb_uri}")
+        procs = start_services(env)
+        wait_ready(env, list(procs))
+        typer.echo("\nTongxin is up:")
+        for name in procs:
+            url = f"http://127.0.0.1:{service_port(name, env)}"
+            typer.echo(f"  {name:<9} {url}  (docs {url}/docs, metrics {url}/metrics)")
+        typer.echo("Press Ctrl-C to stop.\n")
+        while not stopping.is_set():
+            for name, p in procs.items():
+                if p.poll() is not None:
+                    typer.echo(f"{name} exited with code {p.returncode}; stopping", err=True)
+                    stopping.set()
+            stopping.wait(0.5)
+    finally:
+        typer.echo("stopping services …")
+        stop_services(procs)
+        typer.echo("stopping broker and database …")
+        stack.stop()
+        typer.echo("stopped.")
+
+
+@app.command()
+def token(
+    role: Annotated[Role, typer.Option(help="staff | department | volunteer | admin | platform")],
+    unit: Annotated[str | None, typer.Option(help="e.g. dept:civil-affairs")] = None,
+    sub: Annotated[str, typer.Option(help="subject (user id)")] = "dev-user",
+    ttl: Annotated[int, typer.Option(help="lifetime in seconds")] = 8 * 3600,
+) -> None:
+    """Mint a development token signed with TONGXIN_JWT_SECRET."""
+    settings = ServiceSettings()
+    typer.echo(mint_token(settings.jwt_secret, sub=sub, role=role, unit=unit, ttl_s=ttl))
+
+
+@app.command()
+def topics() -> None:
+    """Create the contract topics (idempotent) on TONGXIN_KAFKA_BOOTSTRAP and list them."""
+    from tongxin.runtime.kafka import contract_topics, ensure_topics
+
+    settings = ServiceSettings()
+    wanted = contract_topics(settings.topic_prefix)
+    asyncio.run(ensure_topics(settings.kafka_bootstrap, wanted))
+    for name, partitions in wanted:
+        typer.echo(f"{name}\t{partitions} partition(s)")
+
+
+DEMO_REQUESTS: list[dict[str, Any]] = [
+    {
+        "category": "sanitation",
+        "title": "楼道垃圾堆放",
+        "description": "3单元楼道堆放垃圾多日无人清理，气味很大。",
+        "community": "community:liyuan",
+        "compound": "compound:liyuan-jiayuan",
+        "submitter": {"name": "张秀英", "phone": "13812341234"},
+    },
+    {
+        "category": "elderly_care",
+        "title": "独居老人需要助餐",
+        "description": "6栋独居老人行动不便，希望有志愿者帮忙送餐。",
+        "community": "community:liyuan",
+        "compound": "compound:jinyuan",
+        "submitter": {"name": "李建华", "phone": "13987654321", "party_member": True},
+    },
+    {
+        "category": "safety_hazard",
+        "urgency": "emergency",
+        "title": "燃气管道泄漏",
+        "description": "小区东门燃气管道有明显气味，疑似泄漏。",
+        "community": "community:chengdong",
+        "compound": "compound:dongsheng",
+        "submitter": {"name": "王强", "phone": "13700001111"},
+    },
+    {
+        "category": "legal_aid",
+        "vulnerable": True,
+        "title": "工资被拖欠需要法律帮助",
+        "description": "低保户家庭成员务工工资被拖欠三个月，需要法律援助。",
+        "community": "community:chengdong",
+        "compound": "compound:lanting",
+        "submitter": {"name": "赵梅", "phone": "13655556666"},
+    },
+]
+
+
+@app.command()
+def demo(
+    intake_url: str = "http://127.0.0.1:8001",
+    routing_url: str = "http://127.0.0.1:8002",
+    volunteer_url: str = "http://127.0.0.1:8003",
+    notify_url: str = "http://127.0.0.1:8004",
+    wait: float = 10.0,
+) -> None:
+    """Submit sample requests to a running platform and print each one's journey."""
+    settings = ServiceSettings()
+    staff = mint_token(settings.jwt_secret, sub="demo", role=Role.STAFF)
+    auth = {"Authorization": f"Bearer {staff}"}
+    with httpx.Client(timeout=10) as http:
+        for body in DEMO_REQUESTS:
+            r = http.post(f"{intake_url}/v1/requests", json=body)
+            if r.status_code != 201:
+                typer.echo(f"submit failed: {r.status_code} {r.text}", err=True)
+                raise typer.Exit(1)
+            rid = r.json()["id"]
+            typer.echo(f"\n■ {rid}  {body['title']}  ({body['category']})")
+            deadline = time.monotonic() + wait
+            case: dict[str, Any] | None = None
+            tasks: list[dict[str, Any]] = []
+            notes: list[dict[str, Any]] = []
+            while time.monotonic() < deadline:
+                cases = http.get(
+                    f"{routing_url}/v1/cases", params={"request_id": rid}, headers=auth
+                )
+                case = (cases.json() or [None])[0] if cases.status_code == 200 else None
+                if case:
+                    tasks = http.get(
+                        f"{volunteer_url}/v1/tasks", params={"request_id": rid}, headers=auth
+                    ).json()
+                    notes = http.get(
+                        f"{notify_url}/v1/notifications", params={"request_id": rid}, headers=auth
+                    ).json()
+                    if not case.get("needs_volunteers") or (tasks and len(notes) >= 2):
+                        break
+                time.sleep(0.3)
+            if not case:
+                typer.echo("  routing has not opened a case yet")
+                continue
+            cls = case["classification"]
+            typer.echo(f"  routed   tier={case['tier']}  rule={cls['rule']}  units={case['units']}")
+            typer.echo(f"           {cls['reason']}")
+            for t in tasks:
+                who = t.get("volunteer_id") or "-"
+                typer.echo(
+                    f"  task     {t['id']} {t['status']} volunteer={who} {t.get('scores', '')}"
+                )
+            for n in notes:
+                typer.echo(f"  notified {n['recipient']} via {n['channel']}: {n['status']}")
+
+
+def main() -> None:
+    """Entry point of the ``tongxin`` command."""
+    app()
+
+
+if __name__ == "__main__":
+    main()
