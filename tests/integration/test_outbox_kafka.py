@@ -1,0 +1,91 @@
+"""The transactional outbox against real SecantusDB and Kafka."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from datetime import UTC, datetime
+
+import pytest
+from aiokafka import AIOKafkaProducer
+from pymongo import AsyncMongoClient
+from pymongo.asynchronous.client_session import AsyncClientSession
+
+from tests.support import headers_of, read_topic, unique
+from tongxin.contracts.envelope import Envelope
+from tongxin.contracts.events import RequestSubmitted, Submitter
+from tongxin.devstack.stack import LocalStack
+from tongxin.runtime.kafka import ensure_topics, make_producer
+from tongxin.runtime.mongo import Doc, ensure_indexes, in_transaction, make_client
+from tongxin.runtime.outbox import OUTBOX_INDEXES, KafkaPublisher, MongoOutbox, OutboxRelay
+
+
+def submitted(request_id: str) -> Envelope:
+    ev = RequestSubmitted(
+        request_id=request_id,
+        channel="hotline",
+        category="employment",
+        title="求职帮扶",
+        description="希望得到就业帮扶信息",
+        community="community:chengdong",
+        submitter=Submitter(name="李四", phone="13812345678"),
+        submitted_at=datetime.now(UTC),
+    )
+    return Envelope.wrap(ev, "/tongxin/intake")
+
+
+@pytest.fixture
+async def env(stack: LocalStack) -> AsyncIterator[tuple[AsyncMongoClient[Doc], AIOKafkaProducer]]:
+    client = make_client(stack.mongodb_uri)
+    producer = make_producer(stack.bootstrap, idempotence=stack.broker_kind != "tansu")
+    await producer.start()
+    yield client, producer
+    await producer.stop()
+    await client.close()
+
+
+async def test_committed_records_are_published_in_order_and_aborted_ones_never(
+    stack: LocalStack, env: tuple[AsyncMongoClient[Doc], AIOKafkaProducer]
+) -> None:
+    client, producer = env
+    db = client[unique("it_")]
+    await ensure_indexes(db, OUTBOX_INDEXES)
+    prefix = unique("t.") + "."
+    topic = "tongxin.requests.v1"
+    await ensure_topics(stack.bootstrap, [(prefix + topic, 3)])
+    outbox = MongoOutbox(db, prefix)
+    events = [submitted("YS-20260101-000001") for _ in range(5)]
+
+    async def commit_all(session: AsyncClientSession) -> None:
+        await db.requests.insert_one({"_id": "YS-20260101-000001"}, session=session)
+        for e in events:
+            await outbox.add(session, topic, e)
+
+    await in_transaction(client, commit_all)
+
+    class Boom(Exception):
+        pass
+
+    async def aborted(session: AsyncClientSession) -> None:
+        await outbox.add(session, topic, submitted("YS-aborted"))
+        raise Boom
+
+    with pytest.raises(Boom):
+        await in_transaction(client, aborted)
+    assert await outbox.count_pending() == 5
+
+    relay = OutboxRelay(outbox, KafkaPublisher(producer))
+    assert await relay.relay_once() == 5
+    assert await outbox.count_pending() == 0
+    assert await relay.relay_once() == 0  # nothing is published twice
+
+    records = await read_topic(stack.bootstrap, prefix + topic, min_count=5)
+    assert [headers_of(r)["ce_id"] for r in records] == [e.id for e in events]  # one key: in order
+    for r in records:
+        h = headers_of(r)
+        assert r.key == b"YS-20260101-000001"
+        assert h["ce_type"] == "tongxin.request.submitted.v1"
+        assert h["ce_source"] == "/tongxin/intake"
+        assert h["ce_specversion"] == "1.0"
+        assert h["content-type"] == "application/json"
+        assert "ce_time" in h
+    assert all(b"YS-aborted" not in r.value for r in records)
