@@ -95,19 +95,27 @@ def _pretty(line: str) -> str:
 
 
 def start_services(
-    env: dict[str, str], names: list[str] | None = None, stream: bool = True
+    env: dict[str, str], names: list[str] | None = None, log_dir: Path | None = None
 ) -> dict[str, subprocess.Popen[bytes]]:
-    """Start services as child processes (`tongxin serve NAME`)."""
+    """Start services as child processes (`tongxin serve NAME`).
+
+    Their output is streamed to ours with a name prefix, or appended to
+    ``log_dir/<name>.log`` when ``log_dir`` is given.
+    """
     procs: dict[str, subprocess.Popen[bytes]] = {}
     for name in names or list(SERVICES):
+        out: Any = subprocess.PIPE
+        if log_dir is not None:
+            log_dir.mkdir(parents=True, exist_ok=True)
+            out = open(log_dir / f"{name}.log", "ab")  # noqa: SIM115 - the child owns it
         proc = subprocess.Popen(
             [sys.executable, "-m", "tongxin.cli", "serve", name],
             env=env,
-            stdout=subprocess.PIPE if stream else subprocess.DEVNULL,
+            stdout=out,
             stderr=subprocess.STDOUT,
             start_new_session=True,
         )
-        if stream:
+        if log_dir is None:
             _Prefixer(name, proc.stdout).start()
         procs[name] = proc
     return procs

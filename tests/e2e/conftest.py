@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import os
 import subprocess
+import tempfile
 from collections.abc import Iterator
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import pytest
 
@@ -21,6 +23,7 @@ class Platform:
 
     env: dict[str, str]
     sink: WebhookSink
+    log_dir: Path
     procs: dict[str, subprocess.Popen[bytes]] = field(default_factory=dict)
 
     def url(self, name: str) -> str:
@@ -34,7 +37,7 @@ class Platform:
 
     def start(self, *names: str) -> None:
         chosen = list(names) or list(SERVICES)
-        self.procs.update(start_services(self.env, chosen, stream=False))
+        self.procs.update(start_services(self.env, chosen, log_dir=self.log_dir))
         wait_ready(self.env, chosen, timeout=120)
 
     def kill(self, name: str) -> None:
@@ -42,6 +45,10 @@ class Platform:
         p = self.procs.pop(name)
         p.kill()
         p.wait()
+
+    def log(self, name: str) -> str:
+        """Everything a service printed so far (JSON lines)."""
+        return (self.log_dir / f"{name}.log").read_text(errors="replace")
 
     def stop(self) -> None:
         stop_services(self.procs)
@@ -63,7 +70,7 @@ def platform(stack: LocalStack) -> Iterator[Platform]:
         "TONGXIN_OUTBOX_POLL_INTERVAL_S": "0.2",
         **{f"TONGXIN_{name.upper()}_PORT": str(free_port()) for name in SERVICES},
     }
-    p = Platform(env, sink)
+    p = Platform(env, sink, Path(tempfile.mkdtemp(prefix=f"{run}-logs-")))
     p.start()
     yield p
     p.stop()

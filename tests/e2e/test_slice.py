@@ -3,6 +3,8 @@ Kafka and SecantusDB, with the four services as separate processes."""
 
 from __future__ import annotations
 
+import asyncio
+import signal
 from collections import defaultdict
 from typing import Any
 
@@ -164,3 +166,28 @@ async def test_routing_killed_before_consuming_routes_each_request_exactly_once(
 
 async def _at_least(coro: Any, n: int) -> bool:
     return (await coro) >= n
+
+
+async def test_sigterm_stops_a_service_cleanly_and_it_resumes(platform: Platform) -> None:
+    """SIGTERM: consumers commit, the outbox drains, the process exits; a restart resumes."""
+    proc = platform.procs.pop("volunteer")
+    proc.send_signal(signal.SIGTERM)
+    # uvicorn re-raises the signal after its graceful shutdown, so the status is -SIGTERM
+    code = await asyncio.to_thread(proc.wait, 40)
+    assert code in (0, -signal.SIGTERM)
+    log = platform.log("volunteer")
+    assert '"msg": "consumer stopped"' in log
+    assert '"msg": "service stopped"' in log
+    r = await submit(platform, {**ELDERLY, "title": "停机期间的请求"})
+    assert r.status_code == 201
+    rid = r.json()["id"]
+    platform.start("volunteer")
+    # earlier tests filled the elder-care volunteers' capacity: offered or unmatched
+    await eventually(
+        lambda: _has(
+            platform.sink.matching(request_id=rid, event_type="task.offered")
+            + platform.sink.matching(request_id=rid, event_type="task.unmatched")
+        ),
+        timeout=30,
+        what="the restarted volunteer service handled the case",
+    )

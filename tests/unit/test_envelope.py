@@ -237,21 +237,15 @@ def test_decode_rejects_json_that_is_not_an_object(value: bytes | None) -> None:
         decode_record(b"k", value, _valid_headers())
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=AssertionError,
-    reason="BUG envelope.py decode_record: a JSON string value is JSON-decoded twice",
-)
-def test_decode_rejects_a_json_string_that_contains_an_object() -> None:
-    # The value is the JSON *string* "{\"smuggled\": 1}", not an object. The SDK already
-    # parses application/json data (giving a str here) and decode_record parses it again.
+@pytest.mark.parametrize("content_type", [b"application/json", b"text/plain"])
+def test_decode_rejects_a_json_string_that_contains_an_object(content_type: bytes) -> None:
+    # Regression: the value is the JSON *string* "{\"smuggled\": 1}", not an object. The SDK
+    # parses application/json data (giving a str here); it must not be parsed a second time.
     value = json.dumps('{"smuggled": 1}').encode()
+    headers = _valid_headers(**{"content-type": content_type})
 
-    try:
-        decoded = decode_record(b"k", value, _valid_headers())
-    except InvalidEnvelope:
-        return
-    raise AssertionError(f"accepted a JSON string as an object: {decoded.data!r}")
+    with pytest.raises(InvalidEnvelope, match="JSON object"):
+        decode_record(b"k", value, headers)
 
 
 def test_decode_rejects_empty_required_attributes() -> None:

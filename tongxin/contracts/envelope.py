@@ -82,18 +82,21 @@ def decode_record(
     for required in ("ce_id", "ce_type", "ce_source", "ce_specversion"):
         if required not in hdrs:
             raise InvalidEnvelope(f"missing header {required}")
+    if hdrs["ce_specversion"] != b"1.0":
+        raise InvalidEnvelope("only CloudEvents specversion 1.0 is accepted")
     try:
         ev = ce_kafka.from_binary_event(
             ce_kafka.KafkaMessage(headers=hdrs, key=key, value=value or b"")
         )
     except Exception as exc:  # the SDK raises several exception types for bad input
         raise InvalidEnvelope(f"not a CloudEvent: {exc}") from exc
-    data = ev.get_data()
-    if isinstance(data, (bytes, str)):
-        try:
-            data = json.loads(data)
-        except ValueError as exc:
-            raise InvalidEnvelope(f"data is not JSON: {exc}") from exc
+    # the value is parsed here, once: the SDK's data handling is not relied on for it
+    if not value:
+        raise InvalidEnvelope("data must be a JSON object, the value is empty")
+    try:
+        data = json.loads(value)
+    except ValueError as exc:
+        raise InvalidEnvelope(f"data is not JSON: {exc}") from exc
     if not isinstance(data, dict):
         raise InvalidEnvelope("data must be a JSON object")
     t = ev.get_time() or datetime.now(UTC)

@@ -156,7 +156,7 @@ def parse_ce_type(ce_type: str) -> tuple[str, int] | None:
     if not ce_type.startswith(CE_TYPE_PREFIX):
         return None
     body, _, version = ce_type[len(CE_TYPE_PREFIX) :].rpartition(".v")
-    if not body or not version.isdigit():
+    if not body or not (version.isascii() and version.isdigit()):
         return None
     return body, int(version)
 

@@ -44,7 +44,9 @@ def mint_token(
 def decode_token(secret: str, token: str) -> Principal:
     """Verify a token; 401 for anything invalid or expired."""
     try:
-        claims = jwt.decode(token, secret, algorithms=["HS256"], options={"require": ["sub"]})
+        claims = jwt.decode(
+            token, secret, algorithms=["HS256"], options={"require": ["sub", "exp"]}
+        )
         role = Role(str(claims.get("role")))
     except (jwt.PyJWTError, ValueError) as exc:
         raise ApiError(401, "unauthorized", "Invalid or expired token.") from exc

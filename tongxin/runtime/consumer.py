@@ -17,7 +17,13 @@ from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord, TopicPartition
-from aiokafka.errors import CommitFailedError, IllegalStateError, KafkaError
+from aiokafka.errors import (
+    CommitFailedError,
+    IllegalStateError,
+    KafkaConnectionError,
+    KafkaError,
+    KafkaTimeoutError,
+)
 from pymongo.errors import AutoReconnect, ConnectionFailure, NetworkTimeout
 
 from tongxin.contracts.envelope import Envelope, InvalidEnvelope, decode_record
@@ -32,20 +38,23 @@ TRANSIENT_ERRORS: tuple[type[BaseException], ...] = (
     ConnectionFailure,  # includes ServerSelectionTimeoutError
     AutoReconnect,
     NetworkTimeout,
-    KafkaError,
-    OSError,
+    ConnectionError,
     TimeoutError,
 )
 
 
 def is_transient(exc: BaseException) -> bool:
     """Errors of the infrastructure, not of the record: retry until it is back."""
+    if isinstance(exc, (KafkaConnectionError, KafkaTimeoutError)):
+        return True
+    if isinstance(exc, KafkaError):
+        return bool(getattr(exc, "retriable", False))
     return isinstance(exc, TRANSIENT_ERRORS)
 
 
 @dataclass(frozen=True, slots=True)
 class RetryPolicy:
-    """Bounded exponential backoff with full jitter."""
+    """Bounded exponential backoff; jitter picks between half and all of the delay."""
 
     max_attempts: int = 5
     initial: float = 0.2
@@ -55,7 +64,10 @@ class RetryPolicy:
 
     def delay(self, attempt: int, rnd: Callable[[], float] = random.random) -> float:
         """Seconds to wait after failed attempt number ``attempt`` (1-based)."""
-        base = min(self.maximum, self.initial * self.multiplier ** (attempt - 1))
+        try:
+            base = min(self.maximum, self.initial * self.multiplier ** (attempt - 1))
+        except OverflowError:
+            base = self.maximum
         return base * (0.5 + rnd() / 2) if self.jitter else base
 
     def exhausted(self, attempt: int) -> bool:

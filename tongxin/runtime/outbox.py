@@ -173,6 +173,8 @@ class OutboxRelay:
         """Relay until ``stop()``; errors back off and retry, nothing is dropped."""
         backoff = self.poll_interval
         while not self._stopping:
+            # cleared before the pass, so a nudge or stop during the pass is not lost
+            self._wake.clear()
             try:
                 n = await self.relay_once()
                 backoff = self.poll_interval
@@ -180,9 +182,8 @@ class OutboxRelay:
                 log.warning("outbox relay pass failed", extra={"error": repr(exc)})
                 n = 0
                 backoff = min(backoff * 2, 5.0)
-            if n >= self.batch_size:
+            if n >= self.batch_size or self._stopping:
                 continue
-            self._wake.clear()
             try:
                 await asyncio.wait_for(self._wake.wait(), timeout=backoff)
             except TimeoutError:
