@@ -71,6 +71,17 @@ class ServiceRuntime:
     # closed after the consumers stopped, in reverse order (e.g. a service's HTTP clients)
     closers: list[Callable[[], Awaitable[None]]] = field(default_factory=list)
 
+    def run_in_background(
+        self, name: str, run: Callable[[], Awaitable[None]], stop: Callable[[], None]
+    ) -> None:
+        """Run a loop (e.g. a deadline scheduler) until the service stops."""
+        self.tasks.append(asyncio.create_task(run(), name=f"{self.name}:{name}"))
+
+        async def _stop() -> None:
+            stop()
+
+        self.closers.append(_stop)
+
     @property
     def source(self) -> str:
         """CloudEvents ``source`` of events this service emits."""

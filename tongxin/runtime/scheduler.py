@@ -1,0 +1,193 @@
+"""Durable deadlines: timers in the database, claimed with a lease, fired exactly once.
+
+A service schedules a deadline inside the transaction that creates what it guards
+(``schedule``). Every replica runs a :class:`DeadlineScheduler`; a due deadline is
+claimed with a lease (``find_one_and_update``), and its handler runs the state change
+together with ``complete`` in one transaction. ``complete`` only succeeds for the current
+lease holder, so if a replica stalls past its lease and another one claims the deadline,
+the first one's transaction aborts: the effect happens exactly once, and a restart loses
+nothing because nothing lives in memory.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import uuid
+from collections.abc import Awaitable, Callable, Mapping
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from pymongo import ReturnDocument
+from pymongo.asynchronous.client_session import AsyncClientSession
+from pymongo.asynchronous.database import AsyncDatabase
+
+from tongxin.runtime.mongo import Doc, IndexSpec
+
+log = logging.getLogger(__name__)
+
+DEADLINES = "deadlines"
+DEADLINE_INDEXES = [
+    IndexSpec(DEADLINES, [("status", 1), ("due_at", 1)], name="due"),
+    IndexSpec(DEADLINES, [("subject", 1), ("status", 1)]),
+]
+
+PENDING, FIRED, CANCELLED = "pending", "fired", "cancelled"
+
+
+class LeaseLost(Exception):
+    """Another replica holds the deadline now; this one's transaction must abort."""
+
+
+# A handler gets the deadline document and a ``complete(session)`` to call inside its
+# own transaction together with the state change.
+Complete = Callable[[AsyncClientSession], Awaitable[None]]
+DeadlineHandler = Callable[[Doc, Complete], Awaitable[None]]
+
+
+class DeadlineStore:
+    """The ``deadlines`` collection of one service's database."""
+
+    def __init__(self, db: AsyncDatabase[Doc]) -> None:
+        self.col = db[DEADLINES]
+
+    async def schedule(
+        self,
+        session: AsyncClientSession | None,
+        deadline_id: str,
+        kind: str,
+        due_at: datetime,
+        subject: str,
+        payload: Mapping[str, Any] | None = None,
+    ) -> None:
+        """Create (or move) a pending deadline, inside the caller's transaction."""
+        await self.col.update_one(
+            {"_id": deadline_id},
+            {
+                "$set": {
+                    "kind": kind,
+                    "due_at": due_at,
+                    "subject": subject,
+                    "payload": dict(payload or {}),
+                    "status": PENDING,
+                    "lease_owner": None,
+                    "lease_until": None,
+                }
+            },
+            upsert=True,
+            session=session,
+        )
+
+    async def cancel(self, session: AsyncClientSession | None, deadline_id: str) -> bool:
+        """Cancel a pending deadline; False when it had already fired or did not exist."""
+        res = await self.col.update_one(
+            {"_id": deadline_id, "status": PENDING},
+            {"$set": {"status": CANCELLED, "cancelled_at": datetime.now(UTC)}},
+            session=session,
+        )
+        return res.modified_count == 1
+
+    async def cancel_subject(self, session: AsyncClientSession | None, subject: str) -> int:
+        """Cancel every pending deadline of a subject (e.g. a resolved case)."""
+        res = await self.col.update_many(
+            {"subject": subject, "status": PENDING},
+            {"$set": {"status": CANCELLED, "cancelled_at": datetime.now(UTC)}},
+            session=session,
+        )
+        return res.modified_count
+
+    async def claim_due(self, owner: str, lease: timedelta, now: datetime) -> Doc | None:
+        """Claim one due deadline whose lease is free or expired."""
+        return await self.col.find_one_and_update(
+            {
+                "status": PENDING,
+                "due_at": {"$lte": now},
+                "$or": [{"lease_until": None}, {"lease_until": {"$lt": now}}],
+            },
+            {"$set": {"lease_owner": owner, "lease_until": now + lease}},
+            sort=[("due_at", 1)],
+            return_document=ReturnDocument.AFTER,
+        )
+
+    async def complete(self, session: AsyncClientSession, deadline_id: str, owner: str) -> None:
+        """Mark fired, only for the lease holder; raises LeaseLost otherwise."""
+        res = await self.col.update_one(
+            {"_id": deadline_id, "status": PENDING, "lease_owner": owner},
+            {"$set": {"status": FIRED, "fired_at": datetime.now(UTC), "fired_by": owner}},
+            session=session,
+        )
+        if res.modified_count != 1:
+            raise LeaseLost(deadline_id)
+
+    async def release(self, deadline_id: str, owner: str, retry_at: datetime) -> None:
+        """Give a claimed deadline back after its handler failed (it is retried later)."""
+        await self.col.update_one(
+            {"_id": deadline_id, "status": PENDING, "lease_owner": owner},
+            {"$set": {"lease_owner": None, "lease_until": retry_at}},
+        )
+
+
+class DeadlineScheduler:
+    """Claims and fires due deadlines of one service, by kind."""
+
+    def __init__(
+        self,
+        store: DeadlineStore,
+        handlers: Mapping[str, DeadlineHandler],
+        *,
+        lease: timedelta = timedelta(seconds=30),
+        tick: float = 0.5,
+        owner: str | None = None,
+        clock: Callable[[], datetime] = lambda: datetime.now(UTC),
+    ) -> None:
+        self.store = store
+        self.handlers = dict(handlers)
+        self.lease = lease
+        self.tick = tick
+        self.owner = owner or f"scheduler-{uuid.uuid4().hex[:8]}"
+        self.clock = clock
+        self._stop = asyncio.Event()
+
+    async def fire_due(self, limit: int = 100) -> int:
+        """Fire up to ``limit`` due deadlines; returns how many this replica fired."""
+        fired = 0
+        for _ in range(limit):
+            doc = await self.store.claim_due(self.owner, self.lease, self.clock())
+            if doc is None:
+                break
+            handler = self.handlers.get(doc["kind"])
+            deadline_id = doc["_id"]
+
+            async def complete(session: AsyncClientSession, _id: str = deadline_id) -> None:
+                await self.store.complete(session, _id, self.owner)
+
+            try:
+                if handler is None:
+                    raise LookupError(f"no handler for deadline kind {doc['kind']!r}")
+                await handler(doc, complete)
+                fired += 1
+            except LeaseLost:
+                log.info("deadline taken over by another replica", extra={"deadline": deadline_id})
+            except Exception as exc:
+                log.warning(
+                    "deadline handler failed; will retry",
+                    extra={"deadline": deadline_id, "error": repr(exc)},
+                )
+                await self.store.release(deadline_id, self.owner, self.clock() + self.lease)
+        return fired
+
+    async def run(self) -> None:
+        """Fire due deadlines every ``tick`` seconds until ``stop()``."""
+        while not self._stop.is_set():
+            try:
+                await self.fire_due()
+            except Exception as exc:  # database down: keep trying
+                log.warning("deadline scan failed", extra={"error": repr(exc)})
+            try:
+                await asyncio.wait_for(self._stop.wait(), self.tick)
+            except TimeoutError:
+                pass
+
+    def stop(self) -> None:
+        """Ask ``run()`` to return after the deadline in hand."""
+        self._stop.set()
