@@ -195,7 +195,7 @@ def test_parse_event_ignores_unknown_fields() -> None:
 @pytest.mark.parametrize(
     "ce_type",
     [
-        "tongxin.request.withdrawn.v1",  # ours, but no model in this code
+        "tongxin.request.forwarded.v1",  # our prefix, but no such event
         "tongxin.request.submitted.v9",  # a version this code does not know
         "com.example.request.submitted.v1",  # not ours
         "garbage",

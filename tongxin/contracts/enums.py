@@ -88,4 +88,25 @@ class NotifyChannel(StrEnum):
     """Delivery channels of notify."""
 
     WEBHOOK = "webhook"
+    WECOM = "wecom"  # 企业微信 group robot
+    DINGTALK = "dingtalk"  # 钉钉 robot
+    EMAIL = "email"
+    SMS = "sms"
     CONSOLE = "console"
+
+
+class Rating(StrEnum):
+    """A resident's rating of a resolved request (回访)."""
+
+    SATISFIED = "satisfied"
+    BASICALLY_SATISFIED = "basically_satisfied"
+    DISSATISFIED = "dissatisfied"
+
+
+class CareType(StrEnum):
+    """Kinds of registered vulnerable residents 特殊关爱对象."""
+
+    ELDERLY_ALONE = "elderly_alone"
+    DISABLED = "disabled"
+    HARDSHIP = "hardship"
+    LEFT_BEHIND_CHILD = "left_behind_child"

@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Mapping, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from typing import Annotated, Any
@@ -72,7 +72,7 @@ class ServiceRuntime:
     closers: list[Callable[[], Awaitable[None]]] = field(default_factory=list)
 
     def run_in_background(
-        self, name: str, run: Callable[[], Awaitable[None]], stop: Callable[[], None]
+        self, name: str, run: Callable[[], Coroutine[Any, Any, None]], stop: Callable[[], None]
     ) -> None:
         """Run a loop (e.g. a deadline scheduler) until the service stops."""
         self.tasks.append(asyncio.create_task(run(), name=f"{self.name}:{name}"))

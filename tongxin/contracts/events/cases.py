@@ -1,4 +1,5 @@
-"""Events of ``tongxin.cases.v1`` (owned by routing)."""
+"""Events of ``tongxin.cases.v1`` (owned by routing) and the commands of
+``tongxin.inbound.case-commands.v1`` (sent by department systems, handled by routing)."""
 
 from __future__ import annotations
 
@@ -37,6 +38,123 @@ class CaseRouted(Event):
     resolve_by: datetime
     needs_volunteers: bool = False
     skills: list[Skill] = Field(default_factory=list)
+    deliberation: bool = False
 
 
-MODELS: tuple[type[Event], ...] = (CaseRouted,)
+class CaseEvent(Event):
+    """Common fields of the case lifecycle events."""
+
+    case_id: str
+    unit: str | None = None
+    by: str | None = None
+    note: str | None = None
+    at: datetime
+
+
+class CaseAcknowledged(CaseEvent):
+    """A unit acknowledged (reported in to) a case (emitted by routing)."""
+
+    event_type: ClassVar[str] = "case.acknowledged"
+
+    in_time: bool = True
+
+
+class CaseProgressed(CaseEvent):
+    """A unit reported progress on a case (emitted by routing)."""
+
+    event_type: ClassVar[str] = "case.progressed"
+
+
+class CaseResolved(CaseEvent):
+    """A unit resolved a case; the resident is asked for feedback (emitted by routing)."""
+
+    event_type: ClassVar[str] = "case.resolved"
+
+    in_time: bool = True
+
+
+class CaseReturned(CaseEvent):
+    """A unit returned a case (退单) for reassignment by the town committee (emitted by routing)."""
+
+    event_type: ClassVar[str] = "case.returned"
+
+    reason: str
+
+
+class CaseEscalated(CaseEvent):
+    """A deadline was missed: the case went one level up with a new deadline (routing)."""
+
+    event_type: ClassVar[str] = "case.escalated"
+
+    from_level: str
+    to_level: str
+    to_unit: str
+    reason: str
+    deadline: datetime
+
+
+class CaseReopened(CaseEvent):
+    """A dissatisfied resident reopened a resolved case (emitted by routing)."""
+
+    event_type: ClassVar[str] = "case.reopened"
+
+    reason: str | None = None
+
+
+class CaseClosed(CaseEvent):
+    """A case ended: satisfied feedback, no feedback in time, or withdrawn (routing)."""
+
+    event_type: ClassVar[str] = "case.closed"
+
+    reason: str
+
+
+class CaseCommand(Event):
+    """A department system's command about a case (``tongxin.inbound.case-commands.v1``)."""
+
+    case_id: str
+    unit: str
+    by: str | None = None
+    note: str | None = None
+
+
+class AcknowledgeCase(CaseCommand):
+    """Command: the unit acknowledges (reports in to) the case."""
+
+    event_type: ClassVar[str] = "case.acknowledge"
+
+
+class ProgressCase(CaseCommand):
+    """Command: the unit reports progress."""
+
+    event_type: ClassVar[str] = "case.progress"
+
+
+class ResolveCase(CaseCommand):
+    """Command: the unit resolves the case."""
+
+    event_type: ClassVar[str] = "case.resolve"
+
+
+class ReturnCase(CaseCommand):
+    """Command: the unit returns the case with a reason."""
+
+    event_type: ClassVar[str] = "case.return"
+
+    reason: str
+
+
+MODELS: tuple[type[Event], ...] = (
+    CaseRouted,
+    CaseAcknowledged,
+    CaseProgressed,
+    CaseResolved,
+    CaseReturned,
+    CaseEscalated,
+    CaseReopened,
+    CaseClosed,
+    AcknowledgeCase,
+    ProgressCase,
+    ResolveCase,
+    ReturnCase,
+)

@@ -22,4 +22,19 @@ class NotificationSent(Event):
     sent_at: datetime
 
 
-MODELS: tuple[type[Event], ...] = (NotificationSent,)
+class NotificationFailed(Event):
+    """A message could not be delivered after the last attempt (emitted by notify)."""
+
+    event_type: ClassVar[str] = "notification.failed"
+
+    notification_id: str
+    source_event_id: str
+    source_event_type: str
+    recipient: str
+    channel: NotifyChannel
+    error: str
+    attempts: int
+    failed_at: datetime
+
+
+MODELS: tuple[type[Event], ...] = (NotificationSent, NotificationFailed)

@@ -1,4 +1,4 @@
-"""Events of ``tongxin.requests.v1`` (owned by intake)."""
+"""Events of ``tongxin.requests.v1`` and ``tongxin.public.status.v1`` (owned by intake)."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ from typing import Any, ClassVar
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from tongxin.contracts.enums import Category, Channel, Urgency
+from tongxin.contracts.enums import Category, Channel, Rating, Tier, Urgency
 from tongxin.contracts.events.base import Event, GeoPoint
 
 
@@ -41,4 +41,47 @@ class RequestSubmitted(Event):
     submitted_at: datetime
 
 
-MODELS: tuple[type[Event], ...] = (RequestSubmitted,)
+class RequestFeedbackGiven(Event):
+    """The resident rated a resolved request; dissatisfied reopens it (emitted by intake)."""
+
+    event_type: ClassVar[str] = "request.feedback_given"
+
+    case_id: str | None = None
+    rating: Rating
+    comment: str | None = None
+    given_at: datetime
+
+
+class RequestWithdrawn(Event):
+    """The resident withdrew the request before resolution (emitted by intake)."""
+
+    event_type: ClassVar[str] = "request.withdrawn"
+
+    reason: str | None = None
+    withdrawn_at: datetime
+
+
+class RequestStatus(Event):
+    """A request's status changed — masked for other platforms (``tongxin.public.status.v1``).
+
+    Carries no name, no street address; the phone only masked (``138****1234``).
+    """
+
+    event_type: ClassVar[str] = "request.status"
+
+    status: str
+    category: Category
+    community: str
+    compound: str | None = None
+    tier: Tier | None = None
+    phone_masked: str | None = None
+    note: str | None = None
+    changed_at: datetime
+
+
+MODELS: tuple[type[Event], ...] = (
+    RequestSubmitted,
+    RequestFeedbackGiven,
+    RequestWithdrawn,
+    RequestStatus,
+)

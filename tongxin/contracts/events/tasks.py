@@ -7,7 +7,7 @@ from typing import ClassVar
 
 from pydantic import Field
 
-from tongxin.contracts.enums import Skill
+from tongxin.contracts.enums import CareType, Skill
 from tongxin.contracts.events.base import Event
 
 
@@ -25,6 +25,44 @@ class TaskOffered(Event):
     scores: dict[str, float] = Field(default_factory=dict)
 
 
+class TaskEvent(Event):
+    """Common fields of a task's walk after the offer."""
+
+    task_id: str
+    case_id: str
+    volunteer_id: str
+    at: datetime
+
+
+class TaskAccepted(TaskEvent):
+    """The volunteer accepted the offered task (emitted by volunteer)."""
+
+    event_type: ClassVar[str] = "task.accepted"
+
+
+class TaskDeclined(TaskEvent):
+    """The volunteer declined; the task goes to the next candidate (emitted by volunteer)."""
+
+    event_type: ClassVar[str] = "task.declined"
+
+    reason: str | None = None
+
+
+class TaskExpired(TaskEvent):
+    """The offer's accept deadline passed; the task goes to the next candidate (volunteer)."""
+
+    event_type: ClassVar[str] = "task.expired"
+
+
+class TaskCompleted(TaskEvent):
+    """The volunteer completed the task and recorded hours (emitted by volunteer)."""
+
+    event_type: ClassVar[str] = "task.completed"
+
+    hours: float
+    note: str | None = None
+
+
 class TaskUnmatched(Event):
     """No eligible volunteer was left for a case's task (emitted by volunteer)."""
 
@@ -36,4 +74,29 @@ class TaskUnmatched(Event):
     reason: str
 
 
-MODELS: tuple[type[Event], ...] = (TaskOffered, TaskUnmatched)
+class CareVisitOverdue(Event):
+    """A care recipient's visit was missed (emitted by volunteer).
+
+    Not about a request: ``request_id`` (the record key) is ``care:<recipient id>``.
+    """
+
+    event_type: ClassVar[str] = "care.visit_overdue"
+
+    recipient_id: str
+    visit_id: str
+    care_type: CareType
+    community: str
+    compound: str | None = None
+    due_at: datetime
+    volunteer_ids: list[str] = Field(default_factory=list)
+
+
+MODELS: tuple[type[Event], ...] = (
+    TaskOffered,
+    TaskAccepted,
+    TaskDeclined,
+    TaskExpired,
+    TaskCompleted,
+    TaskUnmatched,
+    CareVisitOverdue,
+)
