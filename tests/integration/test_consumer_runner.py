@@ -17,7 +17,7 @@ from tongxin.contracts.envelope import Envelope, encode_record
 from tongxin.contracts.events import RequestSubmitted, Submitter
 from tongxin.contracts.topics import dlq_topic
 from tongxin.devstack.stack import LocalStack
-from tongxin.runtime.consumer import ConsumerRunner, RetryPolicy
+from tongxin.runtime.consumer import ConsumerRunner, PermanentError, RetryPolicy
 from tongxin.runtime.kafka import ensure_topics, make_producer
 from tongxin.runtime.metrics import Metrics
 from tongxin.runtime.mongo import PROCESSED_INDEXES, Doc, ensure_indexes, handle_once, make_client
@@ -162,27 +162,36 @@ async def test_poison_records_are_parked_and_the_partition_moves_on(
     handled: list[str] = []
     calls: dict[str, int] = {}
 
+    invalid = submitted("YS-invalid")
+
     async def handler(env: Envelope) -> None:
         calls[env.key] = calls.get(env.key, 0) + 1
         if env.key == "YS-bad":
             raise ValueError("cannot handle this one")
+        if env.key == "YS-invalid":
+            raise PermanentError("refused by validation")
         handled.append(env.key)
 
-    # 1. not a CloudEvent at all, 2. a record the handler always fails on, 3. a good one
+    # 1. not a CloudEvent at all, 2. a record the handler always fails on,
+    # 3. one the handler refuses for good (no retries), 4. a good one
     await producer.send_and_wait(topic, value=b"\xff not json", key=b"junk")
     await send(producer, topic, bad)
+    await send(producer, topic, invalid)
     await send(producer, topic, good)
     r = runner(stack, topic, producer, {good.type: handler}, group)
     await r.start()
     try:
-        await eventually(lambda: _eq(committed(stack, group, topic), 3), what="all 3 committed")
+        await eventually(lambda: _eq(committed(stack, group, topic), 4), what="all 4 committed")
     finally:
         await r.stop()
     assert handled == ["YS-good"]
     assert calls["YS-bad"] == FAST.max_attempts
-    parked = await read_topic(stack.bootstrap, dlq_topic(topic), min_count=2)
-    assert len(parked) == 2
-    junk, failed = sorted(parked, key=lambda r: r.offset)
+    assert calls["YS-invalid"] == 1
+    parked = await read_topic(stack.bootstrap, dlq_topic(topic), min_count=3)
+    assert len(parked) == 3
+    junk, failed, refused = sorted(parked, key=lambda r: r.offset)
+    h = headers_of(refused)
+    assert h["x-attempts"] == "1" and "PermanentError: refused by validation" in h["x-error"]
     assert junk.value == b"\xff not json" and junk.key == b"junk"
     h = headers_of(junk)
     assert h["x-consumer"] == group and h["x-attempts"] == "1"

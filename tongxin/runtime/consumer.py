@@ -75,6 +75,11 @@ class RetryPolicy:
         return attempt >= self.max_attempts
 
 
+class PermanentError(Exception):
+    """A handler's verdict that the record can never be handled (invalid input from
+    another platform, say): it is parked on the DLQ at once, without retries."""
+
+
 class _Stopping(Exception):
     """Raised inside a retry wait when the runner is asked to stop."""
 
@@ -212,6 +217,9 @@ class ConsumerRunner:
                     await self._wait(self.policy.maximum)
                     continue
                 attempt += 1
+                if isinstance(exc, PermanentError):
+                    await self._dead_letter(rec, f"{type(exc).__name__}: {exc}", attempt, env.type)
+                    return
                 self.metrics.handler_retries.labels(self.name, env.type).inc()
                 log.warning(
                     "handler failed",
