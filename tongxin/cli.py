@@ -23,6 +23,10 @@ from tongxin.runtime.settings import REPO_ROOT, ServiceSettings
 app = typer.Typer(help="Tongxin 同心 — community governance service platform", no_args_is_help=True)
 devstack_app = typer.Typer(help="The local broker and database.", no_args_is_help=True)
 app.add_typer(devstack_app, name="devstack")
+dlq_app = typer.Typer(
+    help="Dead-letter topics: list and replay parked records.", no_args_is_help=True
+)
+app.add_typer(dlq_app, name="dlq")
 
 SERVICES: dict[str, int] = {"intake": 8001, "routing": 8002, "volunteer": 8003, "notify": 8004}
 
@@ -221,6 +225,54 @@ def topics() -> None:
     asyncio.run(ensure_topics(settings.kafka_bootstrap, wanted))
     for name, partitions in wanted:
         typer.echo(f"{name}\t{partitions} partition(s)")
+
+
+@dlq_app.command("list")
+def dlq_list(
+    topic: Annotated[str, typer.Argument(help="e.g. tongxin.cases.v1 (or its .dlq)")],
+    all_records: Annotated[bool, typer.Option("--all", help="include replayed ones")] = False,
+) -> None:
+    """Show the records parked on a topic's DLQ (not yet replayed, unless --all)."""
+    from tongxin.runtime.dlq import list_parked
+
+    settings = ServiceSettings()
+    parked = asyncio.run(
+        list_parked(
+            settings.kafka_bootstrap,
+            settings.topic(topic),
+            pending_only=not all_records,
+        )
+    )
+    for p in parked:
+        typer.echo(
+            f"{p.partition}:{p.offset}\t{(p.key or b'').decode(errors='replace')}\t{p.ce_type}"
+            f"\t{p.consumer}\tattempts={p.attempts}\t{p.error}"
+        )
+    typer.echo(f"{len(parked)} record(s)")
+
+
+@dlq_app.command("replay")
+def dlq_replay(
+    topic: Annotated[str, typer.Argument(help="e.g. tongxin.cases.v1 (or its .dlq)")],
+) -> None:
+    """Put every parked, not yet replayed record back on its topic (once the cause is fixed)."""
+    from tongxin.runtime.dlq import replay
+    from tongxin.runtime.kafka import make_producer
+
+    settings = ServiceSettings()
+
+    async def run() -> int:
+        producer = make_producer(settings.kafka_bootstrap, idempotence=settings.kafka_idempotence)
+        await producer.start()
+        try:
+            done = await replay(settings.kafka_bootstrap, settings.topic(topic), producer)
+        finally:
+            await producer.stop()
+        for p in done:
+            typer.echo(f"replayed {p.partition}:{p.offset} {p.ce_type} ({p.error[:80]})")
+        return len(done)
+
+    typer.echo(f"{asyncio.run(run())} record(s) replayed")
 
 
 DEMO_REQUESTS: list[dict[str, Any]] = [

@@ -1,0 +1,150 @@
+"""Dead-letter topics: look at parked records and put them back on their topic.
+
+``<topic>.dlq`` records carry the original key, value and headers plus ``x-error``,
+``x-attempts`` and ``x-consumer``. Replay republishes them on ``<topic>`` without the
+``x-*`` headers (adding ``x-replayed``), so the consumers handle them again once the cause
+is fixed; handlers are idempotent, so a record that did succeed somewhere changes nothing.
+Replay progress is a consumer group of its own, so each parked record is replayed once.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord, TopicPartition
+from aiokafka.admin import AIOKafkaAdminClient
+
+from tongxin.contracts.topics import DLQ_SUFFIX
+
+REPLAY_GROUP = "tongxin.dlq-replay"
+DLQ_HEADERS = ("x-error", "x-attempts", "x-consumer")
+
+
+@dataclass(frozen=True, slots=True)
+class Parked:
+    """One record on a dead-letter topic."""
+
+    partition: int
+    offset: int
+    key: bytes | None
+    error: str
+    attempts: str
+    consumer: str
+    ce_id: str | None
+    ce_type: str | None
+
+
+def replay_headers(headers: Sequence[tuple[str, bytes]]) -> list[tuple[str, bytes]]:
+    """The original headers without the dead-letter ones, plus a replay counter."""
+    count = 0
+    out: list[tuple[str, bytes]] = []
+    for k, v in headers:
+        if k == "x-replayed":
+            count = int(v or b"0")
+        elif k not in DLQ_HEADERS:
+            out.append((k, v))
+    return [*out, ("x-replayed", str(count + 1).encode())]
+
+
+def _parked(rec: ConsumerRecord[bytes, bytes]) -> Parked:
+    h = {k: v.decode(errors="replace") for k, v in rec.headers}
+    return Parked(
+        partition=rec.partition,
+        offset=rec.offset,
+        key=rec.key,
+        error=h.get("x-error", ""),
+        attempts=h.get("x-attempts", ""),
+        consumer=h.get("x-consumer", ""),
+        ce_id=h.get("ce_id"),
+        ce_type=h.get("ce_type"),
+    )
+
+
+async def _drain(consumer: AIOKafkaConsumer) -> list[ConsumerRecord[bytes, bytes]]:
+    """Everything from the consumer's position to the end of its partitions."""
+    records: list[ConsumerRecord[bytes, bytes]] = []
+    parts = consumer.assignment()
+    end = await consumer.end_offsets(list(parts))
+    while True:
+        pos = {tp: await consumer.position(tp) for tp in parts}
+        if all(pos[tp] >= end[tp] for tp in parts):
+            return records
+        batch = await consumer.getmany(timeout_ms=1000)
+        for recs in batch.values():
+            records.extend(recs)
+
+
+async def _partitions(bootstrap: str, topic: str) -> list[int]:
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
+    await admin.start()
+    try:
+        described = await admin.describe_topics([topic])
+    finally:
+        await admin.close()
+    for t in described:
+        if t.get("topic") == topic and not t.get("error_code"):
+            return sorted(p["partition"] for p in t.get("partitions", []))
+    raise LookupError(f"no topic {topic}")
+
+
+async def _assigned(bootstrap: str, dlq: str, group: str | None) -> AIOKafkaConsumer:
+    consumer = AIOKafkaConsumer(
+        bootstrap_servers=bootstrap,
+        group_id=group,
+        enable_auto_commit=False,
+        auto_offset_reset="earliest",
+    )
+    await consumer.start()
+    try:
+        tps = [TopicPartition(dlq, p) for p in await _partitions(bootstrap, dlq)]
+        consumer.assign(tps)
+        for tp in tps:
+            committed = await consumer.committed(tp) if group else None
+            if committed is None:
+                await consumer.seek_to_beginning(tp)
+            else:
+                consumer.seek(tp, committed)
+    except BaseException:
+        await consumer.stop()
+        raise
+    return consumer
+
+
+def dlq_name(topic: str) -> str:
+    """Accept either ``tongxin.cases.v1`` or ``tongxin.cases.v1.dlq``."""
+    return topic if topic.endswith(DLQ_SUFFIX) else topic + DLQ_SUFFIX
+
+
+async def list_parked(bootstrap: str, topic: str, *, pending_only: bool = True) -> list[Parked]:
+    """Records on ``topic``'s DLQ (only those not replayed yet, by default)."""
+    consumer = await _assigned(bootstrap, dlq_name(topic), REPLAY_GROUP if pending_only else None)
+    try:
+        return [_parked(r) for r in await _drain(consumer)]
+    finally:
+        await consumer.stop()
+
+
+async def replay(bootstrap: str, topic: str, producer: AIOKafkaProducer) -> list[Parked]:
+    """Republish every not-yet-replayed record of ``topic``'s DLQ; returns what was replayed."""
+    dlq = dlq_name(topic)
+    original = dlq[: -len(DLQ_SUFFIX)]
+    consumer = await _assigned(bootstrap, dlq, REPLAY_GROUP)
+    try:
+        records = await _drain(consumer)
+        for rec in records:
+            await producer.send_and_wait(
+                original,
+                value=rec.value,
+                key=rec.key,
+                headers=replay_headers(rec.headers),
+            )
+        if records:
+            last: dict[TopicPartition, int] = {}
+            for rec in records:
+                tp = TopicPartition(dlq, rec.partition)
+                last[tp] = max(last.get(tp, 0), rec.offset + 1)
+            await consumer.commit(last)
+        return [_parked(r) for r in records]
+    finally:
+        await consumer.stop()
