@@ -275,6 +275,22 @@ def dlq_replay(
     typer.echo(f"{asyncio.run(run())} record(s) replayed")
 
 
+@app.command()
+def asyncapi(
+    write: Annotated[
+        Path | None, typer.Option(help="write asyncapi.json and schemas/ into this folder")
+    ] = None,
+) -> None:
+    """Print the AsyncAPI 3.0 document of every topic and event (or write the contract docs)."""
+    from tongxin.contracts.asyncapi import asyncapi_document, dumps, write_contracts
+
+    if write is None:
+        typer.echo(dumps(asyncapi_document()), nl=False)
+        return
+    for path in write_contracts(write):
+        typer.echo(f"wrote {path}")
+
+
 DEMO_REQUESTS: list[dict[str, Any]] = [
     {
         "category": "sanitation",
