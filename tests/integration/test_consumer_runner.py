@@ -147,6 +147,10 @@ async def test_redelivered_event_changes_nothing(
         for _ in range(3):  # the same event delivered three times
             await send(producer, topic, env)
         await eventually(lambda: _eq(committed(stack, group, topic), 3), what="3 handled")
+        lag = r.metrics.registry.get_sample_value(
+            "tongxin_consumer_lag", {"consumer": group, "topic": topic, "partition": "0"}
+        )
+        assert lag == 0
     finally:
         await r.stop()
     doc = await db.counters.find_one({"_id": "YS-2"})

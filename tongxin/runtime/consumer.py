@@ -158,7 +158,16 @@ class ConsumerRunner:
             done = await asyncio.gather(*(self._partition(tp, recs) for tp, recs in batch.items()))
             offsets = {tp: off for tp, off in done if off is not None}
             await self._commit(offsets)
+            self._observe_lag(offsets)
         log.info("consumer stopped", extra={"consumer": self.name})
+
+    def _observe_lag(self, offsets: dict[TopicPartition, int]) -> None:
+        for tp, position in offsets.items():
+            end = self.consumer.highwater(tp)
+            if end is not None:
+                self.metrics.consumer_lag.labels(self.name, tp.topic, str(tp.partition)).set(
+                    max(0, end - position)
+                )
 
     async def _commit(self, offsets: dict[TopicPartition, int]) -> None:
         if not offsets:

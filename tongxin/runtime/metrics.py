@@ -53,6 +53,12 @@ class Metrics:
             "Outbox records not yet published (last relay pass)",
             registry=r,
         )
+        self.consumer_lag = Gauge(
+            "tongxin_consumer_lag",
+            "Records behind the partition's end, per consumer group and partition",
+            ["consumer", "topic", "partition"],
+            registry=r,
+        )
         self.dlq = Counter(
             "tongxin_dlq_records_total",
             "Records parked on a dead-letter topic",
