@@ -102,15 +102,22 @@ async def start_runtime(
     indexes: Sequence[IndexSpec],
     setup: Setup,
 ) -> ServiceRuntime:
-    """Connect, bootstrap topics and indexes, start relay and consumers."""
+    """Connect, bootstrap topics and indexes, start relay and consumers.
+
+    On any failure, whatever was started is stopped again before the error propagates.
+    """
     mongo = make_client(settings.mongodb_uri)
-    await wait_ready(mongo)
-    db = mongo[settings.db_name(name)]
-    await ensure_indexes(db, [*OUTBOX_INDEXES, *PROCESSED_INDEXES, *indexes])
-    await wait_broker(settings.kafka_bootstrap)
-    await ensure_topics(settings.kafka_bootstrap, contract_topics(settings.topic_prefix))
-    producer = make_producer(settings.kafka_bootstrap, idempotence=settings.kafka_idempotence)
-    await producer.start()
+    try:
+        await wait_ready(mongo)
+        db = mongo[settings.db_name(name)]
+        await ensure_indexes(db, [*OUTBOX_INDEXES, *PROCESSED_INDEXES, *indexes])
+        await wait_broker(settings.kafka_bootstrap)
+        await ensure_topics(settings.kafka_bootstrap, contract_topics(settings.topic_prefix))
+        producer = make_producer(settings.kafka_bootstrap, idempotence=settings.kafka_idempotence)
+        await producer.start()
+    except BaseException:
+        await mongo.close()
+        raise
     outbox = MongoOutbox(db, settings.topic_prefix)
     relay = OutboxRelay(
         outbox,
@@ -125,19 +132,23 @@ async def start_runtime(
         initial=settings.consumer_backoff_initial_s,
         maximum=settings.consumer_backoff_max_s,
     )
-    for sub in await setup(rt):
-        runner = ConsumerRunner(
-            name=f"{name}.{sub.name}",
-            group_id=f"{settings.topic_prefix}tongxin.{name}.{sub.name}",
-            bootstrap=settings.kafka_bootstrap,
-            topics=[settings.topic(t) for t in sub.topics],
-            handlers=sub.handlers,
-            producer=producer,
-            metrics=metrics,
-            policy=policy,
-        )
-        await runner.start()
-        rt.consumers.append(runner)
+    try:
+        for sub in await setup(rt):
+            runner = ConsumerRunner(
+                name=f"{name}.{sub.name}",
+                group_id=f"{settings.topic_prefix}tongxin.{name}.{sub.name}",
+                bootstrap=settings.kafka_bootstrap,
+                topics=[settings.topic(t) for t in sub.topics],
+                handlers=sub.handlers,
+                producer=producer,
+                metrics=metrics,
+                policy=policy,
+            )
+            await runner.start()
+            rt.consumers.append(runner)
+    except BaseException:
+        await stop_runtime(rt)
+        raise
     log.info("service started", extra={"service": name})
     return rt
 
