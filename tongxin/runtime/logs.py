@@ -1,14 +1,26 @@
-"""Structured JSON logs on stdout, one object a line."""
+"""Structured JSON logs on stdout, one object a line, with phone numbers masked.
+
+Whatever a log line carries — message, extra fields, a traceback — mainland mobile
+numbers in it are masked (``138****1234``) before it is written, so contact details
+never reach the logs even when an error message quotes a payload.
+"""
 
 from __future__ import annotations
 
 import json
 import logging
+import re
 import sys
 from datetime import UTC, datetime
 from typing import Any
 
 _RESERVED = {*vars(logging.makeLogRecord({})), "color_message"}
+_MOBILE = re.compile(r"(?<!\d)(1[3-9]\d)(\d{4})(\d{4})(?!\d)")
+
+
+def redact(text: str) -> str:
+    """Mask every mainland mobile number in ``text``."""
+    return _MOBILE.sub(r"\1****\3", text)
 
 
 class JsonFormatter(logging.Formatter):
@@ -31,7 +43,7 @@ class JsonFormatter(logging.Formatter):
                 out[k] = v
         if record.exc_info:
             out["exc"] = self.formatException(record.exc_info)
-        return json.dumps(out, ensure_ascii=False, default=str)
+        return redact(json.dumps(out, ensure_ascii=False, default=str))
 
 
 def configure_logging(service: str, level: str = "INFO") -> None:
