@@ -1,40 +1,34 @@
-"""Intake's HTTP API: submit and read requests, the catalogue and the compounds."""
+"""Intake's HTTP API: submit, list and read requests, feedback, withdrawal, duplicate links,
+the catalogue and the compounds."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Header, Query, Request, Response
-from pymongo.asynchronous.client_session import AsyncClientSession
 
 from services.intake.config import IntakeSettings
+from services.intake.domain.catalogue import catalogue
+from services.intake.domain.paging import BadCursor, RequestFilter, decode_cursor, encode_cursor
 from services.intake.domain.registry import Registry
 from services.intake.domain.requests import (
+    FeedbackCreate,
     RequestCreate,
     RequestCreated,
-    body_fingerprint,
-    code_matches,
-    format_request_id,
-    hash_code,
-    mask_name,
-    mask_phone,
-    new_tracking_code,
+    WithdrawCreate,
 )
+from services.intake.domain.timeline import STATUS_NAMES_ZH, Status
+from services.intake.domain.views import resident_view, staff_view, summary_view
+from services.intake.service import IntakeService, Invalid, is_staff
 from services.intake.store import RequestStore
-from tongxin.contracts.enums import CATEGORY_NAMES_ZH, Category
-from tongxin.contracts.envelope import Envelope
-from tongxin.contracts.events import RequestSubmitted, Submitter
-from tongxin.contracts.topics import REQUESTS
-from tongxin.runtime.auth import Principal, Role
+from tongxin.contracts.enums import Category, Channel, Tier, Urgency
+from tongxin.runtime.auth import Principal
 from tongxin.runtime.errors import ApiError
-from tongxin.runtime.mongo import Doc, in_transaction
-from tongxin.runtime.service import OptionalPrincipal, ServiceRuntime
+from tongxin.runtime.service import CurrentPrincipal, OptionalPrincipal, ServiceRuntime
 
 router = APIRouter(prefix="/v1", tags=["requests"])
-
-STAFF_ROLES = {Role.STAFF, Role.ADMIN, Role.PLATFORM}
 
 
 @dataclass
@@ -45,6 +39,7 @@ class IntakeContext:
     settings: IntakeSettings
     store: RequestStore
     registry: Registry
+    service: IntakeService
 
 
 def get_ctx(request: Request) -> IntakeContext:
@@ -53,9 +48,9 @@ def get_ctx(request: Request) -> IntakeContext:
     return ctx
 
 
-def get_store(request: Request) -> RequestStore:
-    """FastAPI dependency: intake's store."""
-    return get_ctx(request).store
+def get_service(request: Request) -> IntakeService:
+    """FastAPI dependency: intake's use cases."""
+    return get_ctx(request).service
 
 
 def get_registry(request: Request) -> Registry:
@@ -63,146 +58,172 @@ def get_registry(request: Request) -> Registry:
     return get_ctx(request).registry
 
 
-CtxDep = Annotated[IntakeContext, Depends(get_ctx)]
-StoreDep = Annotated[RequestStore, Depends(get_store)]
+ServiceDep = Annotated[IntakeService, Depends(get_service)]
 RegistryDep = Annotated[Registry, Depends(get_registry)]
 
 
-class _IdempotentHit(Exception):
-    def __init__(self, doc: Doc) -> None:
-        self.doc = doc
+def require_staff(principal: CurrentPrincipal) -> Principal:
+    """FastAPI dependency: a staff, admin or platform token."""
+    if not is_staff(principal):
+        raise ApiError(403, "forbidden", "Only staff may do this.")
+    return principal
 
 
-def _replay(doc: Doc, fingerprint: str) -> dict[str, Any]:
-    if doc["fingerprint"] != fingerprint:
-        raise ApiError(
-            409,
-            "idempotency_key_reused",
-            "This Idempotency-Key was already used with a different body.",
-        )
-    response: dict[str, Any] = doc["response"]
-    return response
+StaffPrincipal = Annotated[Principal, Depends(require_staff)]
+
+
+def invalid(exc: Invalid) -> ApiError:
+    """422 with field-level details."""
+    return ApiError(422, "validation_error", "The request is not valid.", exc.errors)
+
+
+def _actor(principal: Principal | None) -> str:
+    return f"{principal.role.value}:{principal.sub}" if principal else "resident"
 
 
 @router.post("/requests", status_code=201, response_model=RequestCreated)
 async def submit_request(
     body: RequestCreate,
-    ctx: CtxDep,
+    service: ServiceDep,
+    principal: OptionalPrincipal,
     response: Response,
-    idempotency_key: Annotated[str | None, Header(max_length=128)] = None,
+    idempotency_key: Annotated[str | None, Header(min_length=1, max_length=128)] = None,
 ) -> dict[str, Any]:
     """Accept a need: stored with its ``request.submitted`` event in one transaction."""
-    rt, store, registry = ctx.rt, ctx.store, ctx.registry
-    errors = registry.check_place(body.community, body.compound, body.location)
-    if errors:
-        raise ApiError(422, "validation_error", "The request is not valid.", errors)
-    fingerprint = body_fingerprint(body)
-    if idempotency_key:
-        previous = await store.find_idempotent(idempotency_key)
-        if previous is not None:
-            response.headers["Idempotent-Replayed"] = "true"
-            return _replay(previous, fingerprint)
-
-    now = datetime.now(UTC)
-    prefix = ctx.settings.request_id_prefix
-    number = await store.next_number(f"{prefix}-{now:%Y%m%d}")
-    request_id = format_request_id(prefix, now.date(), number)
-    code = new_tracking_code()
-    answer = {"id": request_id, "tracking_code": code, "status": "submitted"}
-    event = RequestSubmitted(
-        request_id=request_id,
-        channel=body.channel,
-        category=body.category,
-        title=body.title,
-        description=body.description,
-        community=body.community,
-        compound=body.compound,
-        address=body.address,
-        location=body.location,
-        urgency=body.urgency,
-        vulnerable=body.vulnerable,
-        submitter=Submitter(**body.submitter.model_dump()),
-        attributes=body.attributes,
-        submitted_at=now,
-    )
-    env = Envelope.wrap(event, rt.source)
-    doc: Doc = {
-        "_id": request_id,
-        **body.model_dump(mode="json"),
-        "tracking_hash": hash_code(code),
-        "status": "submitted",
-        "submitted_at": now,
-        "event_id": env.id,
-        "timeline": [{"at": now, "status": "submitted", "note": "诉求已受理"}],
-    }
-
-    async def txn(session: AsyncClientSession) -> None:
-        if idempotency_key:
-            hit = await store.find_idempotent(idempotency_key, session)
-            if hit is not None:
-                raise _IdempotentHit(hit)
-            await store.save_idempotent(
-                session,
-                idempotency_key,
-                fingerprint,
-                answer,
-                ctx.settings.idempotency_ttl_s,
-            )
-        await store.insert(session, doc)
-        await rt.outbox.add(session, REQUESTS.name, env)
-
     try:
-        await in_transaction(rt.mongo, txn)
-    except _IdempotentHit as hit:
+        attrs = service.check(body)
+    except Invalid as exc:
+        service.metrics.rejected.labels("http").inc()
+        raise invalid(exc) from exc
+    result = await service.submit(body, attrs, idempotency_key=idempotency_key, principal=principal)
+    if result.replayed:
         response.headers["Idempotent-Replayed"] = "true"
-        return _replay(hit.doc, fingerprint)
-    rt.relay.nudge()
-    response.headers["Location"] = f"/v1/requests/{request_id}"
-    return answer
+    response.headers["Location"] = f"/v1/requests/{result.answer['id']}"
+    return result.answer
 
 
-def _view(doc: Doc, *, masked: bool) -> dict[str, Any]:
-    out = {k: v for k, v in doc.items() if k not in ("_id", "tracking_hash", "event_id")}
-    out["id"] = doc["_id"]
-    if masked:
-        sub = dict(out.get("submitter") or {})
-        sub["name"] = mask_name(sub.get("name", ""))
-        sub["phone"] = mask_phone(sub.get("phone"))
-        out["submitter"] = sub
-        out.pop("address", None)
-        out.pop("location", None)
-    return out
-
-
-def _is_staff(p: Principal | None) -> bool:
-    return p is not None and p.role in STAFF_ROLES
+@router.get("/requests")
+async def list_requests(
+    service: ServiceDep,
+    _staff: StaffPrincipal,
+    status: Status | None = None,
+    tier: Tier | None = None,
+    category: Category | None = None,
+    community: Annotated[str | None, Query(max_length=64)] = None,
+    compound: Annotated[str | None, Query(max_length=64)] = None,
+    channel: Channel | None = None,
+    urgency: Urgency | None = None,
+    duplicate_of: Annotated[str | None, Query(max_length=64)] = None,
+    submitted_from: datetime | None = None,
+    submitted_to: datetime | None = None,
+    limit: Annotated[int, Query(ge=1, le=100)] = 20,
+    cursor: Annotated[str | None, Query(max_length=512)] = None,
+) -> dict[str, Any]:
+    """Staff: requests newest first, filtered, one page at a time (``next_cursor``)."""
+    for name, t in (("submitted_from", submitted_from), ("submitted_to", submitted_to)):
+        if t is not None and t.tzinfo is None:
+            raise ApiError(
+                422,
+                "validation_error",
+                "The request is not valid.",
+                [{"loc": ["query", name], "msg": "give a timezone offset", "type": "naive"}],
+            )
+    if submitted_from and submitted_to and submitted_from >= submitted_to:
+        raise ApiError(
+            422,
+            "validation_error",
+            "The request is not valid.",
+            [
+                {
+                    "loc": ["query", "submitted_to"],
+                    "msg": "must be after submitted_from",
+                    "type": "range",
+                }
+            ],
+        )
+    try:
+        after = decode_cursor(cursor) if cursor else None
+    except BadCursor as exc:
+        raise ApiError(
+            400, "bad_cursor", "The cursor is not valid; start over without it."
+        ) from exc
+    flt = RequestFilter(
+        status=status.value if status else None,
+        tier=tier,
+        category=category,
+        community=community,
+        compound=compound,
+        channel=channel,
+        urgency=urgency,
+        submitted_from=submitted_from,
+        submitted_to=submitted_to,
+        duplicate_of=duplicate_of,
+    )
+    docs = await service.store.page(flt.query(after), limit + 1)
+    more = len(docs) > limit
+    docs = docs[:limit]
+    next_cursor = encode_cursor(docs[-1]["submitted_at"], docs[-1]["_id"]) if more else None
+    return {"items": [summary_view(d) for d in docs], "next_cursor": next_cursor}
 
 
 @router.get("/requests/{request_id}")
 async def read_request(
     request_id: str,
-    store: StoreDep,
+    service: ServiceDep,
     principal: OptionalPrincipal,
     tracking_code: Annotated[str | None, Query(max_length=64)] = None,
 ) -> dict[str, Any]:
     """Staff read it whole; a resident reads it masked with the tracking code."""
-    not_found = ApiError(404, "not_found", "No such request, or the tracking code is wrong.")
-    if not _is_staff(principal) and not tracking_code:
-        raise ApiError(401, "unauthorized", "Give the tracking code, or a staff token.")
-    doc = await store.get(request_id)
-    if _is_staff(principal):
-        if doc is None:
-            raise not_found
-        return _view(doc, masked=False)
-    if doc is None or not code_matches(tracking_code or "", doc.get("tracking_hash", "")):
-        raise not_found
-    return _view(doc, masked=True)
+    doc, staff = await service.authorize(request_id, principal, tracking_code)
+    return staff_view(doc) if staff else resident_view(doc)
+
+
+@router.post("/requests/{request_id}/feedback", status_code=201)
+async def give_feedback(
+    request_id: str,
+    body: FeedbackCreate,
+    service: ServiceDep,
+    principal: OptionalPrincipal,
+    tracking_code: Annotated[str | None, Query(max_length=64)] = None,
+) -> dict[str, Any]:
+    """回访: the resident (tracking code) or staff on their behalf rates a resolved request,
+    once per resolution → ``request.feedback_given``."""
+    doc, _ = await service.authorize(request_id, principal, body.tracking_code or tracking_code)
+    return await service.give_feedback(doc, body.rating, body.comment, _actor(principal))
+
+
+@router.post("/requests/{request_id}/withdraw")
+async def withdraw_request(
+    request_id: str,
+    body: WithdrawCreate,
+    service: ServiceDep,
+    principal: OptionalPrincipal,
+    tracking_code: Annotated[str | None, Query(max_length=64)] = None,
+) -> dict[str, Any]:
+    """Withdraw before resolution → ``request.withdrawn``."""
+    doc, _ = await service.authorize(request_id, principal, body.tracking_code or tracking_code)
+    return await service.withdraw(doc, body.reason, _actor(principal))
+
+
+@router.delete("/requests/{request_id}/duplicate-link")
+async def unlink_duplicate(
+    request_id: str, service: ServiceDep, staff: StaffPrincipal
+) -> dict[str, Any]:
+    """Staff: the request is not a duplicate after all; remove its ``duplicate_of``."""
+    doc, _ = await service.authorize(request_id, staff, None)
+    return await service.unlink_duplicate(doc, _actor(staff))
 
 
 @router.get("/categories")
-async def categories() -> list[dict[str, str]]:
-    """The service catalogue (SPEC §1)."""
-    return [{"code": c.value, "name": CATEGORY_NAMES_ZH[c]} for c in Category]
+async def categories() -> list[dict[str, Any]]:
+    """The service catalogue (SPEC §1) with each category's typed extra attributes."""
+    return catalogue()
+
+
+@router.get("/statuses")
+async def statuses() -> list[dict[str, str]]:
+    """The statuses a request moves through."""
+    return [{"code": s.value, "name": STATUS_NAMES_ZH[s]} for s in Status]
 
 
 @router.get("/compounds")

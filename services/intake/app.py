@@ -2,38 +2,100 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
+import logging
+from datetime import UTC, datetime
 
 from fastapi import FastAPI
 
-from services.intake import api
+from services.intake import api, open311
 from services.intake.config import IntakeSettings
-from services.intake.domain.registry import Registry
-from services.intake.handlers import TimelineHandlers
+from services.intake.domain.registry import Registry, collect_names
+from services.intake.handlers import InboundHandlers, TimelineHandlers
+from services.intake.limits import BodyLimitMiddleware
+from services.intake.metrics import IntakeMetrics
+from services.intake.service import IntakeService
 from services.intake.store import INDEXES, RequestStore
-from tongxin.contracts.events import CaseRouted
-from tongxin.contracts.topics import CASES
+from tongxin.contracts.events import EVENT_MODELS, RequestSubmitted
+from tongxin.contracts.topics import CASES, INBOUND_REQUESTS, VOLUNTEER_TASKS
 from tongxin.runtime.service import ServiceRuntime, Subscription, create_service_app
+
+log = logging.getLogger(__name__)
+
+PURGE_INTERVAL_S = 600.0
+
+
+def _unit_names(settings: IntakeSettings, communities: dict[str, object]) -> dict[str, str]:
+    """Unit ids → names from the seed files (communities, stations, departments, town)."""
+    names = collect_names(communities)
+    units = settings.seed_dir / "units.json"
+    if units.exists():
+        collect_names(json.loads(units.read_text(encoding="utf-8")), names)
+    return names
 
 
 def create_app(settings: IntakeSettings | None = None) -> FastAPI:
     """Build intake's app; clients are created when the lifespan starts."""
     settings = settings or IntakeSettings()
+    metrics_box: list[IntakeMetrics] = []
 
     async def setup(rt: ServiceRuntime) -> list[Subscription]:
         raw = json.loads((settings.seed_dir / "communities.json").read_text(encoding="utf-8"))
+        if not metrics_box:  # one registry per app, however often the lifespan runs
+            metrics_box.append(IntakeMetrics(rt.metrics.registry))
         store = RequestStore(rt.db)
-        rt.extra["ctx"] = api.IntakeContext(rt, settings, store, Registry.from_seed(raw))
-        timeline = TimelineHandlers(rt, store)
+        registry = Registry.from_seed(raw)
+        service = IntakeService(
+            rt, settings, store, registry, metrics_box[0], _unit_names(settings, raw)
+        )
+        rt.extra["ctx"] = api.IntakeContext(rt, settings, store, registry, service)
+        _start_key_purge(rt, store)
+        timeline = TimelineHandlers(service)
+        inbound = InboundHandlers(service)
+        watched = [
+            t
+            for t in EVENT_MODELS
+            if t.startswith(("tongxin.case.", "tongxin.task.", "tongxin.care."))
+        ]
         return [
-            Subscription("timeline", [CASES.name], {CaseRouted.ce_type(): timeline.on_case_routed})
+            Subscription(
+                "timeline",
+                [CASES.name, VOLUNTEER_TASKS.name],
+                dict.fromkeys(watched, timeline.on_event),
+            ),
+            Subscription(
+                "inbound",
+                [INBOUND_REQUESTS.name],
+                {RequestSubmitted.ce_type(): inbound.on_inbound_request},
+            ),
         ]
 
-    return create_service_app(
+    app = create_service_app(
         name="intake",
         title="Tongxin intake 诉求受理",
         settings=settings,
-        routers=[api.router],
+        routers=[api.router, open311.router],
         indexes=INDEXES,
         setup=setup,
     )
+    app.add_middleware(BodyLimitMiddleware, max_bytes=settings.intake_max_body_bytes)
+    return app
+
+
+def _start_key_purge(rt: ServiceRuntime, store: RequestStore) -> None:
+    """Delete expired Idempotency-Key answers (they hold tracking codes) now and then."""
+    stop = asyncio.Event()
+
+    async def run() -> None:
+        while not stop.is_set():
+            try:
+                await store.idempotency.delete_many({"expires_at": {"$lt": datetime.now(UTC)}})
+            except Exception as exc:
+                log.warning("idempotency key purge failed", extra={"error": repr(exc)})
+            try:
+                await asyncio.wait_for(stop.wait(), PURGE_INTERVAL_S)
+            except TimeoutError:
+                pass
+
+    rt.run_in_background("idempotency-purge", run, stop.set)

@@ -9,5 +9,19 @@ class IntakeSettings(ServiceSettings):
     """What intake needs beyond the shared settings."""
 
     intake_port: int = 8001
-    request_id_prefix: str = "YS"
+    request_id_prefix: str = Field(default="YS", pattern=r"^[A-Z]{1,8}$")
     idempotency_ttl_s: int = Field(default=24 * 3600, gt=0)
+    # Bodies larger than this are refused with 413 before they are parsed.
+    intake_max_body_bytes: int = Field(default=64 * 1024, ge=1024)
+    # Duplicate linking: same compound and category, similar text, within the window.
+    duplicate_window_h: float = Field(default=72.0, gt=0)
+    duplicate_threshold: float = Field(default=0.5, gt=0, le=1)
+    # How long after a resolution the resident may rate it (scaled by deadline_scale).
+    feedback_window_s: float = Field(default=7 * 24 * 3600, gt=0)
+    # Open311 posts with only a lat/long: the nearest compound within this distance.
+    open311_nearest_km: float = Field(default=1.5, gt=0)
+
+    @property
+    def feedback_window_scaled_s(self) -> float:
+        """The feedback window after ``TONGXIN_DEADLINE_SCALE``."""
+        return self.feedback_window_s * self.deadline_scale

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from pymongo import ReturnDocument
+from pymongo import DESCENDING, ReturnDocument
 from pymongo.asynchronous.client_session import AsyncClientSession
 from pymongo.asynchronous.database import AsyncDatabase
+from pymongo.errors import DuplicateKeyError
 
 from tongxin.runtime.mongo import Doc, IndexSpec
 
@@ -16,10 +18,17 @@ IDEMPOTENCY = "idempotency_keys"
 COUNTERS = "counters"
 
 INDEXES = [
+    IndexSpec(REQUESTS, [("submitted_at", -1), ("_id", -1)], name="newest_first"),
     IndexSpec(REQUESTS, [("status", 1), ("submitted_at", -1)]),
     IndexSpec(REQUESTS, [("community", 1), ("submitted_at", -1)]),
+    IndexSpec(REQUESTS, [("compound", 1), ("category", 1), ("submitted_at", -1)]),
+    IndexSpec(REQUESTS, [("external.source", 1), ("external.id", 1)]),
     IndexSpec(IDEMPOTENCY, [("expires_at", 1)]),
 ]
+
+
+def _aware(t: datetime) -> datetime:
+    return t if t.tzinfo else t.replace(tzinfo=UTC)
 
 
 class RequestStore:
@@ -32,23 +41,36 @@ class RequestStore:
         self.counters = db[COUNTERS]
 
     async def next_number(self, day_key: str) -> int:
-        """Atomically allocate the next number of the day (unique across replicas)."""
-        doc = await self.counters.find_one_and_update(
-            {"_id": day_key},
-            {"$inc": {"n": 1}},
-            upsert=True,
-            return_document=ReturnDocument.AFTER,
-        )
-        assert doc is not None
-        return int(doc["n"])
+        """Atomically allocate the next number of the day (unique across replicas).
+
+        Two first allocations of a day race on the upsert: the loser sees a duplicate key
+        (or, on some servers, no document) and simply increments again.
+        """
+        for _ in range(20):
+            try:
+                doc = await self.counters.find_one_and_update(
+                    {"_id": day_key},
+                    {"$inc": {"n": 1}},
+                    upsert=True,
+                    return_document=ReturnDocument.AFTER,
+                )
+            except DuplicateKeyError:
+                continue
+            if doc is not None:
+                return int(doc["n"])
+        raise RuntimeError(f"could not allocate a number for {day_key}")
 
     async def insert(self, session: AsyncClientSession, doc: Doc) -> None:
         """Store a new request."""
         await self.requests.insert_one(doc, session=session)
 
-    async def get(self, request_id: str) -> Doc | None:
+    async def get(self, request_id: str, session: AsyncClientSession | None = None) -> Doc | None:
         """One request by id."""
-        return await self.requests.find_one({"_id": request_id})
+        return await self.requests.find_one({"_id": request_id}, session=session)
+
+    async def find_external(self, source: str, event_id: str) -> Doc | None:
+        """The request made from another platform's event (source, id), if any."""
+        return await self.requests.find_one({"external.source": source, "external.id": event_id})
 
     async def find_idempotent(
         self, key: str, session: AsyncClientSession | None = None
@@ -57,10 +79,7 @@ class RequestStore:
         doc = await self.idempotency.find_one({"_id": key}, session=session)
         if doc is None:
             return None
-        expires = doc["expires_at"]
-        if expires.tzinfo is None:
-            expires = expires.replace(tzinfo=UTC)
-        return doc if expires > datetime.now(UTC) else None
+        return doc if _aware(doc["expires_at"]) > datetime.now(UTC) else None
 
     async def save_idempotent(
         self,
@@ -70,32 +89,62 @@ class RequestStore:
         response: dict[str, Any],
         ttl_s: int,
     ) -> None:
-        """Remember the answer for a key (replacing an expired one)."""
+        """Remember the answer for a key. A concurrent first use of the same key collides
+        on ``_id`` (write conflict or duplicate key), so only one request is stored."""
         now = datetime.now(UTC)
-        await self.idempotency.replace_one(
-            {"_id": key},
-            {
-                "_id": key,
-                "fingerprint": fingerprint,
-                "response": response,
-                "created_at": now,
-                "expires_at": now + timedelta(seconds=ttl_s),
-            },
-            upsert=True,
-            session=session,
-        )
+        doc = {
+            "_id": key,
+            "fingerprint": fingerprint,
+            "response": response,
+            "created_at": now,
+            "expires_at": now + timedelta(seconds=ttl_s),
+        }
+        expired = await self.idempotency.find_one({"_id": key}, session=session)
+        if expired is None:
+            await self.idempotency.insert_one(doc, session=session)
+        else:
+            await self.idempotency.replace_one(
+                {"_id": key, "expires_at": expired["expires_at"]}, doc, session=session
+            )
 
-    async def record_case_event(
+    async def update(
         self,
         session: AsyncClientSession,
-        request_id: str,
-        status: str,
-        entry: Doc,
-        fields: Doc | None = None,
-    ) -> None:
-        """Move a request's status and append to its resident-facing timeline."""
-        await self.requests.update_one(
-            {"_id": request_id},
-            {"$set": {"status": status, **(fields or {})}, "$push": {"timeline": entry}},
-            session=session,
+        flt: Doc,
+        set_fields: Doc,
+        push: Doc | None = None,
+    ) -> bool:
+        """Conditionally update a request (bumping its revision); False if ``flt`` missed."""
+        update: Doc = {"$set": set_fields, "$inc": {"rev": 1}}
+        if push:
+            update["$push"] = push
+        res = await self.requests.update_one(flt, update, session=session)
+        return res.modified_count == 1
+
+    async def open_similar(
+        self, compound: str, category: str, since: datetime, statuses: Sequence[str]
+    ) -> list[Doc]:
+        """Open requests of a compound and category submitted since ``since``."""
+        cursor = (
+            self.requests.find(
+                {
+                    "compound": compound,
+                    "category": category,
+                    "submitted_at": {"$gte": since},
+                    "status": {"$in": list(statuses)},
+                },
+                {"title": 1, "description": 1, "submitted_at": 1, "duplicate_of": 1},
+            )
+            .sort("submitted_at", DESCENDING)
+            .limit(100)
         )
+        return [d async for d in cursor]
+
+    async def page(self, flt: Doc, limit: int) -> list[Doc]:
+        """Requests matching ``flt``, newest first (``_id`` breaks ties)."""
+        cursor = (
+            self.requests.find(flt, {"tracking_hash": 0, "timeline": 0})
+            .sort([("submitted_at", DESCENDING), ("_id", DESCENDING)])
+            .limit(limit)
+        )
+        return [d async for d in cursor]

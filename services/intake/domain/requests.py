@@ -7,15 +7,31 @@ import hmac
 import json
 import re
 import secrets
-from datetime import date
-from typing import Any
+from datetime import date, datetime, timedelta, timezone
+from typing import Annotated, Any
 
-from pydantic import BaseModel, ConfigDict, Field, HttpUrl, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    HttpUrl,
+    UrlConstraints,
+    field_validator,
+    model_validator,
+)
 
-from tongxin.contracts.enums import Category, Channel, Urgency
-from tongxin.contracts.events import GeoPoint
+from tongxin.contracts.enums import Category, Channel, Rating, Urgency
+from tongxin.contracts.events import GeoPoint, RequestStatus
 
 MOBILE_RE = re.compile(r"^1[3-9]\d{9}$")
+# China Standard Time (no daylight saving): request ids carry the local date.
+CST = timezone(timedelta(hours=8), "CST")
+MAX_ATTACHMENTS = 9
+MAX_URL_LENGTH = 1024
+
+AttachmentUrl = Annotated[
+    HttpUrl, UrlConstraints(max_length=MAX_URL_LENGTH, allowed_schemes=["http", "https"])
+]
 
 
 class Base(BaseModel):
@@ -58,8 +74,10 @@ class RequestCreate(Base):
     urgency: Urgency = Urgency.NORMAL
     vulnerable: bool = False
     submitter: SubmitterIn
-    attributes: dict[str, Any] = Field(default_factory=dict, max_length=20)
-    attachments: list[HttpUrl] = Field(default_factory=list, max_length=9)
+    attributes: dict[str, Any] = Field(
+        default_factory=dict, max_length=20, description="Typed extras of the category"
+    )
+    attachments: list[AttachmentUrl] = Field(default_factory=list, max_length=MAX_ATTACHMENTS)
 
     @model_validator(mode="after")
     def _where(self) -> RequestCreate:
@@ -74,11 +92,53 @@ class RequestCreated(BaseModel):
     id: str
     tracking_code: str
     status: str
+    duplicate_of: str | None = None
+
+
+class InboundSubmitter(SubmitterIn):
+    """A submitter on the inbound topic: unknown fields are ignored (SPEC §3)."""
+
+    model_config = ConfigDict(extra="ignore", str_strip_whitespace=True)
+
+
+class InboundRequest(RequestCreate):
+    """``data`` of an inbound ``request.submitted``: validated like HTTP, unknown fields
+    ignored, the channel defaults to ``platform``."""
+
+    model_config = ConfigDict(extra="ignore", str_strip_whitespace=True)
+
+    channel: Channel = Channel.PLATFORM
+    submitter: InboundSubmitter
+
+
+class FeedbackCreate(Base):
+    """Body of ``POST /v1/requests/{id}/feedback`` (回访)."""
+
+    tracking_code: str | None = Field(default=None, max_length=64)
+    rating: Rating
+    comment: str | None = Field(default=None, max_length=500)
+
+
+class WithdrawCreate(Base):
+    """Body of ``POST /v1/requests/{id}/withdraw``."""
+
+    tracking_code: str | None = Field(default=None, max_length=64)
+    reason: str | None = Field(default=None, max_length=200)
 
 
 def format_request_id(prefix: str, day: date, n: int) -> str:
     """``YS-YYYYMMDD-NNNNNN``."""
     return f"{prefix}-{day:%Y%m%d}-{n:06d}"
+
+
+def local_day(at: datetime) -> date:
+    """The county's calendar day of an instant (ids use it)."""
+    return at.astimezone(CST).date()
+
+
+def to_millis(at: datetime) -> datetime:
+    """Truncate to milliseconds, the database's precision (cursors compare exactly)."""
+    return at.replace(microsecond=at.microsecond // 1000 * 1000)
 
 
 def new_tracking_code() -> str:
@@ -112,3 +172,26 @@ def mask_phone(phone: str | None) -> str | None:
 def mask_name(name: str) -> str:
     """``张三丰`` → ``张**``."""
     return name[:1] + "*" * max(1, len(name) - 1)
+
+
+def public_status(
+    doc: dict[str, Any], status: str, note: str, changed_at: datetime, previous: str | None
+) -> RequestStatus:
+    """The masked ``request.status`` of a stored request: no name, no street address."""
+    external = doc.get("external") or {}
+    return RequestStatus(
+        request_id=doc["_id"],
+        status=status,
+        previous_status=previous,
+        category=doc["category"],
+        community=doc["community"],
+        compound=doc.get("compound"),
+        tier=doc.get("tier"),
+        channel=doc.get("channel"),
+        phone_masked=mask_phone((doc.get("submitter") or {}).get("phone")),
+        note=note,
+        changed_at=changed_at,
+        duplicate_of=doc.get("duplicate_of"),
+        external_source=external.get("source"),
+        external_id=external.get("id"),
+    )

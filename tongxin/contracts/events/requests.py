@@ -39,6 +39,16 @@ class RequestSubmitted(Event):
     submitter: Submitter
     attributes: dict[str, Any] = Field(default_factory=dict)
     submitted_at: datetime
+    attachments: list[str] = Field(default_factory=list)
+    duplicate_of: str | None = Field(
+        default=None, description="An open request in the same compound and category it repeats."
+    )
+    external_source: str | None = Field(
+        default=None, description="ce_source of the inbound event it came from (another platform)."
+    )
+    external_id: str | None = Field(
+        default=None, description="ce_id of the inbound event it came from."
+    )
 
 
 class RequestFeedbackGiven(Event):
@@ -50,6 +60,9 @@ class RequestFeedbackGiven(Event):
     rating: Rating
     comment: str | None = None
     given_at: datetime
+    resolution_round: int | None = Field(
+        default=None, description="Which resolution was rated (1 = first; reopening adds one)."
+    )
 
 
 class RequestWithdrawn(Event):
@@ -59,6 +72,7 @@ class RequestWithdrawn(Event):
 
     reason: str | None = None
     withdrawn_at: datetime
+    case_id: str | None = None
 
 
 class RequestStatus(Event):
@@ -77,6 +91,15 @@ class RequestStatus(Event):
     phone_masked: str | None = None
     note: str | None = None
     changed_at: datetime
+    previous_status: str | None = None
+    channel: Channel | None = None
+    duplicate_of: str | None = None
+    external_source: str | None = Field(
+        default=None, description="For requests from another platform: its ce_source."
+    )
+    external_id: str | None = Field(
+        default=None, description="For requests from another platform: its ce_id."
+    )
 
 
 MODELS: tuple[type[Event], ...] = (

@@ -1,0 +1,63 @@
+"""Duplicate linking: similar text, same compound and category, within 72 h of an open one."""
+
+from __future__ import annotations
+
+from tests.integration.intake.conftest import BODY, Intake
+from tests.support import unique
+
+
+async def test_similar_request_is_linked_not_dropped_and_staff_can_unlink(intake: Intake) -> None:
+    place = {"community": "community:chengdong", "compound": "compound:xingfu-li"}
+    marker = unique("")
+    first = await intake.submit(
+        {
+            **BODY,
+            **place,
+            "title": "小区东门路灯坏了",
+            "description": f"幸福里东门的路灯坏了好几天，晚上很黑。{marker}",
+        }
+    )
+    assert first.status_code == 201 and first.json()["duplicate_of"] is None
+    original = first.json()["id"]
+    second = await intake.submit(
+        {
+            **BODY,
+            **place,
+            "title": "东门路灯坏了",
+            "description": f"幸福里东门路灯坏了好几天了，晚上太黑。{marker}",
+        }
+    )
+    assert second.status_code == 201
+    dup = second.json()
+    assert dup["duplicate_of"] == original
+    assert await intake.db.requests.count_documents({"_id": dup["id"]}) == 1
+    submitted = await intake.records("tongxin.requests.v1", dup["id"])
+    assert submitted[0][1]["duplicate_of"] == original
+
+    # different text in the same place is not a duplicate; nor the same text elsewhere
+    other = await intake.submit(
+        {**BODY, **place, "title": "健身器材损坏", "description": f"广场健身器材松动危险{marker}"}
+    )
+    assert other.json()["duplicate_of"] is None
+    elsewhere = await intake.submit(
+        {
+            **BODY,
+            "title": "东门路灯坏了",
+            "description": f"幸福里东门路灯坏了好几天了，晚上太黑。{marker}",
+        }
+    )
+    assert elsewhere.json()["duplicate_of"] is None
+
+    listed = await intake.http.get(
+        "/v1/requests", params={"duplicate_of": original}, headers=intake.staff()
+    )
+    assert [i["id"] for i in listed.json()["items"]] == [dup["id"]]
+
+    url = f"/v1/requests/{dup['id']}/duplicate-link"
+    resident = await intake.http.delete(url)
+    assert resident.status_code == 401
+    r = await intake.http.delete(url, headers=intake.staff())
+    assert r.status_code == 200 and r.json()["unlinked_from"] == original
+    assert (await intake.view(dup["id"]))["duplicate_of"] is None
+    again = await intake.http.delete(url, headers=intake.staff())
+    assert again.status_code == 409
