@@ -1,34 +1,93 @@
-"""Routing: tiers, units, deadlines (FastAPI app + lifespan)."""
+"""Routing: tiers, units, deadlines, escalation, meetings, KPIs (FastAPI app + lifespan)."""
 
 from __future__ import annotations
+
+import json
+from datetime import timedelta
+from pathlib import Path
+from typing import Any
 
 from fastapi import FastAPI
 
 from services.routing import api
+from services.routing.cases import CaseService
 from services.routing.config import RoutingSettings
 from services.routing.domain.policy import Policy
-from services.routing.handlers import IntakeEventHandlers
+from services.routing.domain.units import UnitRegistry
+from services.routing.handlers import CommandHandlers, DeadlineHandlers, IntakeEventHandlers
+from services.routing.metrics import GaugeRefresher, RoutingMetrics
 from services.routing.store import INDEXES, CaseStore
-from tongxin.contracts.events import RequestSubmitted
-from tongxin.contracts.topics import REQUESTS
+from tongxin.contracts.events import RequestFeedbackGiven, RequestSubmitted, RequestWithdrawn
+from tongxin.contracts.topics import INBOUND_CASE_COMMANDS, REQUESTS
+from tongxin.runtime.scheduler import DeadlineScheduler, DeadlineStore
 from tongxin.runtime.service import ServiceRuntime, Subscription, create_service_app
+
+
+def _read_json(path: Path) -> dict[str, Any]:
+    data = json.loads(path.read_text(encoding="utf-8"))
+    if not isinstance(data, dict):
+        raise ValueError(f"{path} must hold a JSON object")
+    return data
+
+
+def load_policy(settings: RoutingSettings) -> Policy:
+    """The policy file (or the built-in defaults), scaled by TONGXIN_DEADLINE_SCALE."""
+    path = settings.policy_path()
+    base = Policy.from_dict(_read_json(path)) if path else Policy()
+    return base.scaled(settings.deadline_scale)
+
+
+def load_units(settings: RoutingSettings) -> UnitRegistry:
+    """Units (routing's seed) plus communities and their stations (intake's seed)."""
+    units = settings.seed_dir / "units.json"
+    communities = settings.seed_dir / "communities.json"
+    return UnitRegistry.from_seed(
+        _read_json(units) if units.is_file() else {},
+        _read_json(communities) if communities.is_file() else {},
+    )
 
 
 def create_app(settings: RoutingSettings | None = None) -> FastAPI:
     """Build routing's app; clients are created when the lifespan starts."""
     settings = settings or RoutingSettings()
+    # read (and validated) before anything connects: a bad policy stops the start-up
+    policy = load_policy(settings)
+    units = load_units(settings)
 
     async def setup(rt: ServiceRuntime) -> list[Subscription]:
         store = CaseStore(rt.db)
-        policy = Policy().scaled(settings.deadline_scale)
-        rt.extra["ctx"] = api.RoutingContext(rt, settings, store, policy)
-        handlers = IntakeEventHandlers(rt, store, policy)
+        deadlines = DeadlineStore(rt.db)
+        metrics = RoutingMetrics(rt.metrics.registry, units.units)
+        cases = CaseService(rt, store, deadlines, policy, metrics)
+        rt.extra["ctx"] = api.RoutingContext(rt, settings, store, policy, units, cases)
+        scheduler = DeadlineScheduler(
+            deadlines,
+            DeadlineHandlers(cases).handlers(),
+            lease=timedelta(seconds=settings.routing_deadline_lease_s),
+            tick=settings.routing_deadline_tick_s,
+        )
+        rt.run_in_background("deadlines", scheduler.run, scheduler.stop)
+        gauges = GaugeRefresher(
+            store,
+            metrics,
+            timedelta(days=settings.routing_kpi_window_days),
+            settings.routing_gauge_refresh_s,
+        )
+        rt.run_in_background("gauges", gauges.run, gauges.stop)
+        intake = IntakeEventHandlers(cases, store)
         return [
             Subscription(
                 "requests",
                 [REQUESTS.name],
-                {RequestSubmitted.ce_type(): handlers.on_request_submitted},
-            )
+                {
+                    RequestSubmitted.ce_type(): intake.on_request_submitted,
+                    RequestFeedbackGiven.ce_type(): intake.on_feedback_given,
+                    RequestWithdrawn.ce_type(): intake.on_withdrawn,
+                },
+            ),
+            Subscription(
+                "commands", [INBOUND_CASE_COMMANDS.name], CommandHandlers(cases).handlers()
+            ),
         ]
 
     return create_service_app(

@@ -199,19 +199,22 @@ def rule_default(inp: ClassifyInput, policy: Policy) -> Decision | None:
     )
 
 
-RULES: tuple[Rule, ...] = (
-    rule_emergency,
-    rule_vulnerable,
-    rule_routine,
-    rule_public_affairs,
-    rule_department,
-    rule_default,
-)
+RULES_BY_NAME: dict[str, Rule] = {
+    "emergency-or-hazard": rule_emergency,
+    "vulnerable-resident": rule_vulnerable,
+    "everyday-item": rule_routine,
+    "public-affairs": rule_public_affairs,
+    "department": rule_department,
+    "default-general": rule_default,
+}
+
+RULES: tuple[Rule, ...] = tuple(RULES_BY_NAME.values())
 
 
-def classify(inp: ClassifyInput, policy: Policy, rules: tuple[Rule, ...] = RULES) -> Decision:
-    """The decision of the first rule that matches."""
-    for rule in rules:
+def classify(inp: ClassifyInput, policy: Policy, rules: tuple[Rule, ...] | None = None) -> Decision:
+    """The decision of the first rule that matches, in the policy's order."""
+    chosen = rules if rules is not None else tuple(RULES_BY_NAME[r] for r in policy.rules)
+    for rule in chosen:
         decision = rule(inp, policy)
         if decision is not None:
             return decision

@@ -39,6 +39,14 @@ class CaseRouted(Event):
     needs_volunteers: bool = False
     skills: list[Skill] = Field(default_factory=list)
     deliberation: bool = False
+    revision: int = Field(
+        default=0,
+        description="0 when the case is first routed; 1, 2, … when the town committee or a "
+        "joint meeting dispatched it again (reassignment). Revisions never ask for volunteers.",
+    )
+    accountable_unit: str | None = Field(
+        default=None, description="The first receiver 首接单位, accountable for the case."
+    )
 
 
 class CaseEvent(Event):
@@ -91,6 +99,11 @@ class CaseEscalated(CaseEvent):
     to_unit: str
     reason: str
     deadline: datetime
+    trigger: str = Field(
+        default="deadline_missed",
+        description="'deadline_missed' (a unit did not acknowledge in time) or 'whistle' "
+        "(staff called a department onto the case; to_level is 'department').",
+    )
 
 
 class CaseReopened(CaseEvent):
