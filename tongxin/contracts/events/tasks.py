@@ -23,6 +23,8 @@ class TaskOffered(Event):
     skill: Skill
     accept_by: datetime
     scores: dict[str, float] = Field(default_factory=dict)
+    # optional (added later): which offer of this task this is, 1 for the first candidate
+    attempt: int = 1
 
 
 class TaskEvent(Event):
@@ -32,6 +34,8 @@ class TaskEvent(Event):
     case_id: str
     volunteer_id: str
     at: datetime
+    # optional (added later): the offer of this task the event is about
+    attempt: int = 1
 
 
 class TaskAccepted(TaskEvent):
@@ -72,6 +76,8 @@ class TaskUnmatched(Event):
     case_id: str
     skills: list[Skill]
     reason: str
+    # optional (added later): the volunteers this task was offered to, in order
+    tried: list[str] = Field(default_factory=list)
 
 
 class CareVisitOverdue(Event):
