@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime
 
@@ -10,13 +11,19 @@ from aiokafka import AIOKafkaProducer
 from pymongo import AsyncMongoClient
 from pymongo.asynchronous.client_session import AsyncClientSession
 
-from tests.support import headers_of, read_topic, unique
+from tests.support import eventually, headers_of, read_topic, unique
 from tongxin.contracts.envelope import Envelope
 from tongxin.contracts.events import RequestSubmitted, Submitter
 from tongxin.devstack.stack import LocalStack
 from tongxin.runtime.kafka import ensure_topics, make_producer
 from tongxin.runtime.mongo import Doc, ensure_indexes, in_transaction, make_client
-from tongxin.runtime.outbox import OUTBOX_INDEXES, KafkaPublisher, MongoOutbox, OutboxRelay
+from tongxin.runtime.outbox import (
+    OUTBOX_INDEXES,
+    KafkaPublisher,
+    MongoOutbox,
+    MongoRelayLease,
+    OutboxRelay,
+)
 
 
 def submitted(request_id: str) -> Envelope:
@@ -89,3 +96,46 @@ async def test_committed_records_are_published_in_order_and_aborted_ones_never(
         assert h["content-type"] == "application/json"
         assert "ce_time" in h
     assert all(b"YS-aborted" not in r.value for r in records)
+
+
+async def test_two_replicas_relays_publish_each_record_once(
+    stack: LocalStack, env: tuple[AsyncMongoClient[Doc], AIOKafkaProducer]
+) -> None:
+    """With a relay lease, two replicas of a service do not both publish the outbox."""
+    client, producer = env
+    db = client[unique("it_")]
+    await ensure_indexes(db, OUTBOX_INDEXES)
+    prefix = unique("t.") + "."
+    topic = "tongxin.requests.v1"
+    await ensure_topics(stack.bootstrap, [(prefix + topic, 3)])
+    outbox = MongoOutbox(db, prefix)
+    relays = [
+        OutboxRelay(
+            MongoOutbox(db, prefix),
+            KafkaPublisher(producer),
+            poll_interval=0.05,
+            lease=MongoRelayLease(db, owner, ttl=2.0),
+        )
+        for owner in ("replica-a", "replica-b")
+    ]
+    tasks = [asyncio.create_task(r.run()) for r in relays]
+    events = [submitted(f"YS-20260101-{i:06d}") for i in range(40)]
+    for e in events:
+
+        async def add(session: AsyncClientSession, e: Envelope = e) -> None:
+            await outbox.add(session, topic, e)
+
+        await in_transaction(client, add)
+        for r in relays:
+            r.nudge()
+    await eventually(lambda: _none_pending(outbox), what="outbox drained")
+    for r in relays:
+        r.stop()
+    await asyncio.gather(*tasks)
+    records = await read_topic(stack.bootstrap, prefix + topic, min_count=40)
+    ids = [headers_of(r)["ce_id"] for r in records]
+    assert sorted(ids) == sorted(e.id for e in events)  # each exactly once
+
+
+async def _none_pending(outbox: MongoOutbox) -> bool:
+    return await outbox.count_pending() == 0

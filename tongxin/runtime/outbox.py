@@ -13,12 +13,13 @@ import logging
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Protocol
 
 from aiokafka import AIOKafkaProducer
 from pymongo.asynchronous.client_session import AsyncClientSession
 from pymongo.asynchronous.database import AsyncDatabase
+from pymongo.errors import DuplicateKeyError
 
 from tongxin.contracts.envelope import Envelope, Headers, encode_record
 from tongxin.runtime.metrics import Metrics
@@ -27,6 +28,7 @@ from tongxin.runtime.mongo import Doc, IndexSpec
 log = logging.getLogger(__name__)
 
 OUTBOX = "outbox"
+RELAY_LEASE = "outbox_relay_lease"
 OUTBOX_INDEXES = [IndexSpec(OUTBOX, [("sent", 1), ("seq", 1)], name="pending_in_order")]
 
 
@@ -59,6 +61,18 @@ class Publisher(Protocol):
 
     async def publish(self, record: OutboxRecord) -> None:
         """Publish and wait for the acknowledgement."""
+        ...
+
+
+class RelayLease(Protocol):
+    """Which replica's relay publishes (port): one at a time, so records go out once."""
+
+    async def hold(self) -> bool:
+        """Acquire or renew the lease; True while this relay may publish."""
+        ...
+
+    async def release(self) -> None:
+        """Give the lease up (clean stop), so another replica takes over at once."""
         ...
 
 
@@ -123,6 +137,46 @@ class MongoOutbox:
         return await self.col.count_documents({"sent": False})
 
 
+class MongoRelayLease:
+    """A lease document in the service's database (real ``RelayLease``).
+
+    Renewed only when half of it has run out, so holding it costs a write every
+    ``ttl / 2`` seconds, not one per pass. A replica that dies loses it after ``ttl``.
+    """
+
+    def __init__(self, db: AsyncDatabase[Doc], owner: str, ttl: float = 4.0) -> None:
+        self.col = db[RELAY_LEASE]
+        self.owner = owner
+        self.ttl = ttl
+        self._until = 0.0
+
+    async def hold(self) -> bool:
+        now = time.monotonic()
+        if self._until - now > self.ttl / 2:
+            return True
+        wall = datetime.now(UTC)
+        try:
+            await self.col.find_one_and_update(
+                {
+                    "_id": "relay",
+                    "$or": [{"owner": self.owner}, {"until": {"$lt": wall}}],
+                },
+                {"$set": {"owner": self.owner, "until": wall + timedelta(seconds=self.ttl)}},
+                upsert=True,
+            )
+        except DuplicateKeyError:  # held by another replica and not expired
+            self._until = 0.0
+            return False
+        self._until = now + self.ttl
+        return True
+
+    async def release(self) -> None:
+        self._until = 0.0
+        await self.col.update_one(
+            {"_id": "relay", "owner": self.owner}, {"$set": {"until": datetime.now(UTC)}}
+        )
+
+
 class OutboxRelay:
     """Publishes pending outbox records; woken by ``nudge()`` after a commit, or by polling."""
 
@@ -134,10 +188,12 @@ class OutboxRelay:
         metrics: Metrics | None = None,
         batch_size: int = 200,
         poll_interval: float = 0.5,
+        lease: RelayLease | None = None,
     ) -> None:
         self.store = store
         self.publisher = publisher
         self.metrics = metrics
+        self.lease = lease
         self.batch_size = batch_size
         self.poll_interval = poll_interval
         self._wake = asyncio.Event()
@@ -176,7 +232,10 @@ class OutboxRelay:
             # cleared before the pass, so a nudge or stop during the pass is not lost
             self._wake.clear()
             try:
-                n = await self.relay_once()
+                if self.lease is not None and not await self.lease.hold():
+                    n = 0  # another replica publishes; poll to take over if it dies
+                else:
+                    n = await self.relay_once()
                 backoff = self.poll_interval
             except Exception as exc:
                 log.warning("outbox relay pass failed", extra={"error": repr(exc)})
@@ -188,10 +247,13 @@ class OutboxRelay:
                 await asyncio.wait_for(self._wake.wait(), timeout=backoff)
             except TimeoutError:
                 pass
-        # drain what is left so a clean stop leaves nothing behind
+        # drain what is left so a clean stop leaves nothing behind, then hand over
         try:
-            while await self.relay_once():
-                pass
+            if self.lease is None or await self.lease.hold():
+                while await self.relay_once():
+                    pass
+            if self.lease is not None:
+                await self.lease.release()
         except Exception as exc:
             log.warning("outbox drain at stop failed", extra={"error": repr(exc)})
 

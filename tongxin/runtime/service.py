@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Mapping, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
@@ -36,7 +37,13 @@ from tongxin.runtime.mongo import (
     make_client,
     wait_ready,
 )
-from tongxin.runtime.outbox import OUTBOX_INDEXES, KafkaPublisher, MongoOutbox, OutboxRelay
+from tongxin.runtime.outbox import (
+    OUTBOX_INDEXES,
+    KafkaPublisher,
+    MongoOutbox,
+    MongoRelayLease,
+    OutboxRelay,
+)
 from tongxin.runtime.settings import ServiceSettings
 
 log = logging.getLogger(__name__)
@@ -124,6 +131,7 @@ async def start_runtime(
         KafkaPublisher(producer),
         metrics=metrics,
         poll_interval=settings.outbox_poll_interval_s,
+        lease=MongoRelayLease(db, f"{name}-{uuid.uuid4().hex[:8]}"),
     )
     rt = ServiceRuntime(name, settings, metrics, mongo, db, producer, outbox, relay)
     rt.tasks.append(asyncio.create_task(relay.run(), name=f"{name}:outbox-relay"))
