@@ -1,20 +1,30 @@
-"""Notify's HTTP API: what was sent to whom, and the channels."""
+"""Notify's HTTP API: what was sent to whom, recipients' preferences, and the channels."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Depends, Query, Request
+from fastapi import APIRouter, Depends, Path, Query, Request
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from services.notify.channels import ChannelHealth
 from services.notify.config import NotifySettings
-from services.notify.store import NotifyStore
+from services.notify.domain.directory import Recipient
+from services.notify.domain.plan import Planner
+from services.notify.domain.quiet import QuietHours
+from services.notify.domain.rules import Facts
+from services.notify.store import SENDING, NotifyStore
 from tongxin.contracts.enums import NotifyChannel
-from tongxin.runtime.auth import Role
+from tongxin.runtime.auth import Principal, Role
 from tongxin.runtime.errors import ApiError
+from tongxin.runtime.mongo import Doc
 from tongxin.runtime.service import CurrentPrincipal, ServiceRuntime
 
 router = APIRouter(prefix="/v1", tags=["notifications"])
+
+STATUSES = ("pending", "deferred", "sending", "retrying", "sent", "failed")
 
 
 @dataclass
@@ -24,6 +34,8 @@ class NotifyContext:
     rt: ServiceRuntime
     settings: NotifySettings
     store: NotifyStore
+    planner: Planner
+    health: dict[NotifyChannel, ChannelHealth]
 
 
 def get_ctx(request: Request) -> NotifyContext:
@@ -33,6 +45,48 @@ def get_ctx(request: Request) -> NotifyContext:
 
 
 CtxDep = Annotated[NotifyContext, Depends(get_ctx)]
+RecipientPath = Annotated[str, Path(min_length=3, max_length=128, pattern=r"^[a-z_]+:[^/\s]+$")]
+
+
+def _own_recipients(p: Principal) -> list[str] | None:
+    """Recipients a caller may see; None means all (staff, admin)."""
+    if p.role in (Role.STAFF, Role.ADMIN):
+        return None
+    if p.role is Role.DEPARTMENT and p.unit:
+        return [p.unit, f"liaison:{p.unit}"]
+    if p.role is Role.VOLUNTEER:
+        return [f"volunteer:{p.sub}"]
+    raise ApiError(403, "forbidden", "This role does not read notifications.")
+
+
+def _view(d: Doc, now: datetime) -> dict[str, Any]:
+    status = d["status"]
+    lease = d.get("lease_until")
+    if status == SENDING and lease is not None and lease.replace(tzinfo=lease.tzinfo or UTC) < now:
+        # the process died mid-attempt: it is never sent again (at most once)
+        status = "unknown"
+    msg = d.get("message") or {}
+    return {
+        "id": d["_id"],
+        "notification_id": d.get("notification_id"),
+        "event_id": d["event_id"],
+        "event_type": d["event_type"],
+        "request_id": d["request_id"],
+        "case_id": d.get("case_id"),
+        "recipient": d["recipient"],
+        "recipient_name": d.get("recipient_name"),
+        "channel": d["channel"],
+        "status": status,
+        "attempts": d.get("attempts", 0),
+        "critical": d.get("critical", False),
+        "title": msg.get("title"),
+        "text": msg.get("text"),
+        "not_before": d.get("not_before"),
+        "created_at": d.get("created_at"),
+        "sent_at": d.get("sent_at"),
+        "failed_at": d.get("failed_at"),
+        "last_error": d.get("last_error"),
+    }
 
 
 @router.get("/notifications")
@@ -41,24 +95,150 @@ async def list_notifications(
     principal: CurrentPrincipal,
     request_id: Annotated[str | None, Query(max_length=64)] = None,
     recipient: Annotated[str | None, Query(max_length=128)] = None,
+    status: Annotated[str | None, Query(pattern="^(" + "|".join(STATUSES) + ")$")] = None,
+    channel: NotifyChannel | None = None,
     limit: Annotated[int, Query(ge=1, le=500)] = 100,
 ) -> list[dict[str, Any]]:
-    """Deliveries by request or recipient (staff)."""
-    if principal.role not in (Role.STAFF, Role.ADMIN):
-        raise ApiError(403, "forbidden", "Only staff read notifications.")
+    """Deliveries by request or recipient, with status and attempts (staff see all; a
+    department its unit and liaison; a volunteer their own)."""
+    own = _own_recipients(principal)
     filt: dict[str, Any] = {}
     if request_id:
         filt["request_id"] = request_id
     if recipient:
+        if own is not None and recipient not in own:
+            raise ApiError(403, "forbidden", "You may read only your own notifications.")
         filt["recipient"] = recipient
-    docs = await ctx.store.list(filt, limit)
-    return [{**{k: v for k, v in d.items() if k != "_id"}, "id": d["_id"]} for d in docs]
+    elif own is not None:
+        filt["recipient"] = {"$in": own}
+    if status:
+        filt["status"] = status
+    if channel:
+        filt["channel"] = channel.value
+    now = datetime.now(UTC)
+    return [_view(d, now) for d in await ctx.store.list(filt, limit)]
+
+
+class QuietWindow(BaseModel):
+    """A daily window in Asia/Shanghai, ``HH:MM`` or ``HH:MM:SS``; it may wrap midnight."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    start: str = Field(examples=["22:00"])
+    end: str = Field(examples=["07:00"])
+
+    @model_validator(mode="after")
+    def _valid(self) -> QuietWindow:
+        QuietHours.parse(self.start, self.end)  # ValueError → 422
+        return self
+
+
+class PreferenceUpdate(BaseModel):
+    """A recipient's channels (in order of preference) and quiet hours (null: none)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    channels: list[NotifyChannel] = Field(min_length=1, max_length=len(NotifyChannel))
+    quiet_hours: QuietWindow | None = None
+
+    @field_validator("channels")
+    @classmethod
+    def _distinct(cls, v: list[NotifyChannel]) -> list[NotifyChannel]:
+        if len(set(v)) != len(v):
+            raise ValueError("channels must not repeat")
+        return v
+
+
+class PreferenceRead(BaseModel):
+    """The preference in effect and where it comes from (preference, directory, defaults)."""
+
+    recipient: str
+    channels: list[NotifyChannel]
+    quiet_hours: QuietWindow | None
+    timezone: str = "Asia/Shanghai"
+    source: str
+    updated_at: datetime | None = None
+
+
+def _may_manage(p: Principal, recipient: str) -> bool:
+    own = _own_recipients(p)
+    return own is None or recipient in own
+
+
+async def _recipient(ctx: NotifyContext, rid: str) -> tuple[Recipient, str]:
+    """A directory recipient or a submitter whose contact notify kept; 404 if unknown."""
+    r = ctx.planner.directory.get(rid)
+    if r is not None:
+        return r, "directory"
+    if rid.startswith("submitter:"):
+        contact = await ctx.store.contact(None, rid.removeprefix("submitter:"))
+        if contact is not None:
+            return ctx.planner.recipient(rid, Facts("preference", {}, None, contact)), "defaults"
+    raise ApiError(404, "not_found", f"No recipient {rid!r}.")
+
+
+@router.get("/preferences/{recipient}", response_model=PreferenceRead)
+async def get_preference(
+    ctx: CtxDep, principal: CurrentPrincipal, recipient: RecipientPath
+) -> PreferenceRead:
+    """The channels and quiet hours in effect for a recipient."""
+    if not _may_manage(principal, recipient):
+        raise ApiError(403, "forbidden", "You may read only your own preferences.")
+    r, source = await _recipient(ctx, recipient)
+    channels: list[Any] = list(r.channels)
+    quiet: Any = r.quiet_hours.as_dict() if r.quiet_hours else None
+    stored = await ctx.store.preference(recipient)
+    if stored is not None:
+        channels, quiet, source = stored["channels"], stored.get("quiet_hours"), "preference"
+    return PreferenceRead(
+        recipient=recipient,
+        channels=channels,
+        quiet_hours=quiet,
+        source=source,
+        updated_at=stored.get("updated_at") if stored else None,
+    )
+
+
+@router.put("/preferences/{recipient}", response_model=PreferenceRead)
+async def put_preference(
+    ctx: CtxDep, principal: CurrentPrincipal, recipient: RecipientPath, body: PreferenceUpdate
+) -> PreferenceRead:
+    """Set a recipient's channels and quiet hours (staff; a department its unit and
+    liaison; a volunteer their own). Critical messages ignore quiet hours."""
+    if not _may_manage(principal, recipient):
+        raise ApiError(403, "forbidden", "You may change only your own preferences.")
+    r, _source = await _recipient(ctx, recipient)
+    unreachable = [
+        c.value
+        for c in body.channels
+        if not r.can_use(c, default_webhook=ctx.planner.default_webhook)
+    ]
+    if unreachable:
+        raise ApiError(
+            422,
+            "no_address",
+            "The recipient has no address for some channels.",
+            [
+                {"loc": ["body", "channels"], "msg": f"no address for {c}", "type": "no_address"}
+                for c in unreachable
+            ],
+        )
+    doc = {
+        "channels": [c.value for c in body.channels],
+        "quiet_hours": body.quiet_hours.model_dump() if body.quiet_hours else None,
+        "updated_by": principal.sub,
+    }
+    saved = await ctx.store.put_preference(recipient, doc)
+    return PreferenceRead(
+        recipient=recipient,
+        channels=body.channels,
+        quiet_hours=body.quiet_hours,
+        source="preference",
+        updated_at=saved["updated_at"],
+    )
 
 
 @router.get("/channels")
 async def channels(ctx: CtxDep) -> list[dict[str, Any]]:
-    """Channels and whether they are configured."""
-    return [
-        {"channel": NotifyChannel.WEBHOOK.value, "enabled": bool(ctx.settings.notify_webhook_url)},
-        {"channel": NotifyChannel.CONSOLE.value, "enabled": True},
-    ]
+    """Every channel: configured or not, and its health from recent attempts."""
+    return [ctx.health[c].as_dict() for c in NotifyChannel]

@@ -1,17 +1,95 @@
 """Notify settings (env prefix ``TONGXIN_``)."""
 
-from pydantic import Field
+from __future__ import annotations
 
-from tongxin.runtime.settings import ServiceSettings
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field, model_validator
+
+from tongxin.contracts.enums import NotifyChannel
+from tongxin.runtime.settings import REPO_ROOT, ServiceSettings
+
+NOTIFY_DIR = REPO_ROOT / "deploy" / "notify"
 
 
 class NotifySettings(ServiceSettings):
     """What notify needs beyond the shared settings."""
 
     notify_port: int = 8004
+    # Config files owned by notify: who hears of what, the messages, the recipients.
+    notify_rules_file: Path = NOTIFY_DIR / "rules.yaml"
+    notify_templates_file: Path = NOTIFY_DIR / "templates.yaml"
+    notify_directory_file: Path = NOTIFY_DIR / "directory.yaml"
+    # A missing template variable is an error; default: everywhere but production.
+    notify_strict_templates: bool | None = None
+
     # A default webhook that receives every staff notification (SPEC §5).
     notify_webhook_url: str | None = None
     # When set, webhook bodies are signed: X-Tongxin-Signature = hex HMAC-SHA256(ts + "." + body).
     notify_webhook_secret: str | None = None
-    notify_timeout_s: float = Field(default=5.0, gt=0)
-    notify_attempts: int = Field(default=3, ge=1)
+    # WeCom / DingTalk robot endpoints (keys and tokens are per recipient, in the directory).
+    # Production: https://qyapi.weixin.qq.com/cgi-bin/webhook/send, https://oapi.dingtalk.com/robot/send
+    notify_wecom_url: str | None = None
+    notify_dingtalk_url: str | None = None
+    # SMTP email.
+    notify_smtp_host: str | None = None
+    notify_smtp_port: int = Field(default=25, gt=0, lt=65536)
+    notify_smtp_username: str | None = None
+    notify_smtp_password: str | None = None
+    notify_smtp_security: Literal["none", "starttls", "tls"] = "none"
+    notify_smtp_from: str = "noreply@tongxin.example.gov.cn"
+    notify_smtp_from_name: str = "同心平台"
+    # SMS gateway adapter (Aliyun SendSms shape); signed like the webhook when a secret is set.
+    notify_sms_gateway_url: str | None = None
+    notify_sms_sign_name: str = "同心平台"
+    notify_sms_secret: str | None = None
+    # The console channel (logs); with fallback, a recipient no channel can reach gets it.
+    notify_console: bool = True
+    notify_console_fallback: bool = True
+
+    # Delivery: attempts per message with exponential backoff and jitter, per channel limits.
+    notify_attempts: int = Field(default=4, ge=1, le=20)
+    notify_backoff_initial_s: float = Field(default=1.0, ge=0)
+    notify_backoff_max_s: float = Field(default=30.0, ge=0)
+    notify_timeout_s: float = Field(default=10.0, gt=0)
+    notify_concurrency: int = Field(default=8, ge=1)
+    notify_channel_timeouts: dict[NotifyChannel, float] = Field(default_factory=dict)
+    notify_channel_concurrency: dict[NotifyChannel, int] = Field(default_factory=dict)
+    # How long a process holds a delivery it is retrying before another may take it over.
+    notify_delivery_lease_s: float = Field(default=300.0, gt=0)
+
+    @model_validator(mode="after")
+    def _positive_limits(self) -> NotifySettings:
+        if any(v <= 0 for v in self.notify_channel_timeouts.values()):
+            raise ValueError("TONGXIN_NOTIFY_CHANNEL_TIMEOUTS values must be positive")
+        if any(v < 1 for v in self.notify_channel_concurrency.values()):
+            raise ValueError("TONGXIN_NOTIFY_CHANNEL_CONCURRENCY values must be at least 1")
+        return self
+
+    @property
+    def strict_templates(self) -> bool:
+        """Whether a missing template variable is an error."""
+        if self.notify_strict_templates is not None:
+            return self.notify_strict_templates
+        return self.env != "production"
+
+    def timeout_for(self, channel: NotifyChannel) -> float:
+        """The per-attempt timeout of a channel."""
+        return self.notify_channel_timeouts.get(channel, self.notify_timeout_s)
+
+    def concurrency_for(self, channel: NotifyChannel) -> int:
+        """How many messages a channel sends at once."""
+        return self.notify_channel_concurrency.get(channel, self.notify_concurrency)
+
+    def enabled_channels(self) -> frozenset[NotifyChannel]:
+        """Channels configured in this process."""
+        on = {
+            NotifyChannel.WEBHOOK: True,  # per-recipient URLs work without a default one
+            NotifyChannel.WECOM: bool(self.notify_wecom_url),
+            NotifyChannel.DINGTALK: bool(self.notify_dingtalk_url),
+            NotifyChannel.EMAIL: bool(self.notify_smtp_host),
+            NotifyChannel.SMS: bool(self.notify_sms_gateway_url),
+            NotifyChannel.CONSOLE: self.notify_console,
+        }
+        return frozenset(c for c, v in on.items() if v)

@@ -1,23 +1,48 @@
-"""Notify's own collections: deliveries (one per event, recipient, channel) and contacts."""
+"""Notify's own collections: deliveries, submitter contacts, cases it heard of, preferences."""
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+from collections.abc import Iterable, Sequence
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
+from pymongo import ReturnDocument
 from pymongo.asynchronous.client_session import AsyncClientSession
 from pymongo.asynchronous.database import AsyncDatabase
-from pymongo.errors import DuplicateKeyError
 
 from tongxin.runtime.mongo import Doc, IndexSpec
+from tongxin.runtime.scheduler import DEADLINE_INDEXES
 
 DELIVERIES = "deliveries"
 CONTACTS = "contacts"
+CASES = "cases"
+PREFERENCES = "preferences"
+
+# Delivery statuses. ``sending`` is the only one a crash can leave uncertain: it is never
+# sent again (at most once); ``pending``/``retrying`` are known undelivered and resumable.
+PENDING, DEFERRED, SENDING, RETRYING, SENT, FAILED = (
+    "pending",
+    "deferred",
+    "sending",
+    "retrying",
+    "sent",
+    "failed",
+)
+OPEN_STATUSES = (PENDING, RETRYING)
 
 INDEXES = [
     # at most once per (event, recipient, channel)
-    IndexSpec(DELIVERIES, [("event_id", 1), ("recipient", 1), ("channel", 1)], unique=True),
+    IndexSpec(
+        DELIVERIES,
+        [("event_id", 1), ("recipient", 1), ("channel", 1)],
+        unique=True,
+        name="once_per_event_recipient_channel",
+    ),
     IndexSpec(DELIVERIES, [("request_id", 1), ("created_at", 1)]),
+    IndexSpec(DELIVERIES, [("recipient", 1), ("created_at", 1)]),
+    IndexSpec(DELIVERIES, [("status", 1), ("updated_at", 1)]),
+    IndexSpec(CASES, [("request_id", 1)]),
+    *DEADLINE_INDEXES,
 ]
 
 
@@ -26,48 +51,187 @@ def delivery_id(event_id: str, recipient: str, channel: str) -> str:
     return f"{event_id}|{recipient}|{channel}"
 
 
+def _now() -> datetime:
+    return datetime.now(UTC)
+
+
 class NotifyStore:
     """Reads and writes of notify's collections."""
 
     def __init__(self, db: AsyncDatabase[Doc]) -> None:
         self.deliveries = db[DELIVERIES]
         self.contacts = db[CONTACTS]
+        self.cases = db[CASES]
+        self.preferences = db[PREFERENCES]
 
-    async def claim(self, doc: Doc) -> bool:
-        """Claim a delivery before sending. False when it was sent, or may have been."""
-        try:
-            await self.deliveries.insert_one({**doc, "status": "sending", "attempts": 1})
-            return True
-        except DuplicateKeyError:
-            pass
-        # only a delivery that failed for sure may be tried again
-        res = await self.deliveries.update_one(
-            {"_id": doc["_id"], "status": "failed"},
-            {"$set": {"status": "sending"}, "$inc": {"attempts": 1}},
-        )
-        return res.modified_count == 1
+    # — what notify keeps from events —
 
-    async def mark_sent(self, session: AsyncClientSession, did: str) -> None:
-        """The delivery went through."""
-        await self.deliveries.update_one(
-            {"_id": did},
-            {"$set": {"status": "sent", "sent_at": datetime.now(UTC)}},
+    async def save_contact(
+        self, session: AsyncClientSession | None, request_id: str, contact: Doc
+    ) -> None:
+        """Keep the submitter's contact (only notify keeps it) for later messages."""
+        await self.contacts.update_one(
+            {"_id": request_id},
+            {"$set": {**contact, "updated_at": _now()}},
+            upsert=True,
             session=session,
         )
 
-    async def mark_failed(self, did: str, error: str) -> None:
-        """The delivery failed for sure (it may be tried again)."""
-        await self.deliveries.update_one(
-            {"_id": did}, {"$set": {"status": "failed", "error": error[:500]}}
+    async def contact(self, session: AsyncClientSession | None, request_id: str) -> Doc | None:
+        """The kept submitter contact of a request."""
+        return await self.contacts.find_one({"_id": request_id}, session=session)
+
+    async def save_case(self, session: AsyncClientSession | None, case_id: str, doc: Doc) -> None:
+        """Remember a routed case: its request, units, community and tier."""
+        await self.cases.update_one(
+            {"_id": case_id}, {"$set": {**doc, "updated_at": _now()}}, upsert=True, session=session
         )
 
-    async def save_contact(self, request_id: str, submitter: dict[str, Any]) -> None:
-        """Keep the submitter's contact for later messages about the request."""
-        await self.contacts.update_one(
-            {"_id": request_id},
-            {"$set": {"submitter": submitter, "updated_at": datetime.now(UTC)}},
-            upsert=True,
+    async def add_case_unit(
+        self, session: AsyncClientSession | None, case_id: str, unit: str
+    ) -> None:
+        """An escalation brought another unit onto the case."""
+        await self.cases.update_one(
+            {"_id": case_id}, {"$addToSet": {"units": unit}}, session=session
         )
+
+    async def case(self, session: AsyncClientSession | None, case_id: str) -> Doc | None:
+        """A case notify heard of."""
+        return await self.cases.find_one({"_id": case_id}, session=session)
+
+    # — preferences —
+
+    async def preferences_of(
+        self, session: AsyncClientSession | None, recipients: Iterable[str]
+    ) -> dict[str, Doc]:
+        """Stored preferences of these recipients, by recipient id."""
+        ids = list(recipients)
+        if not ids:
+            return {}
+        cursor = self.preferences.find({"_id": {"$in": ids}}, session=session)
+        return {d["_id"]: d async for d in cursor}
+
+    async def put_preference(self, recipient: str, doc: Doc) -> Doc:
+        """Replace a recipient's preference."""
+        full = {**doc, "_id": recipient, "updated_at": _now()}
+        await self.preferences.replace_one({"_id": recipient}, full, upsert=True)
+        return full
+
+    async def preference(self, recipient: str) -> Doc | None:
+        """One recipient's stored preference."""
+        return await self.preferences.find_one({"_id": recipient})
+
+    # — deliveries —
+
+    async def insert_deliveries(self, session: AsyncClientSession, docs: Sequence[Doc]) -> None:
+        """Record planned deliveries inside the handling transaction."""
+        if docs:
+            await self.deliveries.insert_many(list(docs), session=session)
+
+    async def open_deliveries(self, event_id: str, *, reopen_failed: bool) -> list[str]:
+        """Ids of an event's deliveries that may be (re)sent now."""
+        if reopen_failed:
+            await self.deliveries.update_many(
+                {"event_id": event_id, "status": FAILED},
+                {"$set": {"status": PENDING, "updated_at": _now()}},
+            )
+        cursor = self.deliveries.find(
+            {"event_id": event_id, "status": {"$in": list(OPEN_STATUSES)}}, {"_id": 1}
+        )
+        return [d["_id"] async for d in cursor]
+
+    async def claim(
+        self, did: str, owner: str, lease: timedelta, *, allow_deferred: bool = False
+    ) -> Doc | None:
+        """Take a delivery for sending; None when it is sent, failed, uncertain, or held."""
+        now = _now()
+        claimable: list[Doc] = [
+            {"status": PENDING},
+            {"status": RETRYING, "lease_until": {"$lt": now}},
+        ]
+        if allow_deferred:
+            claimable.append({"status": DEFERRED})
+        return await self.deliveries.find_one_and_update(
+            {"_id": did, "$or": claimable},
+            {
+                "$set": {
+                    "status": RETRYING,
+                    "owner": owner,
+                    "lease_until": now + lease,
+                    "claimed_at": now,
+                    "updated_at": now,
+                }
+            },
+            return_document=ReturnDocument.AFTER,
+        )
+
+    async def mark_attempt(self, did: str, owner: str, attempt: int) -> bool:
+        """About to send: from here until the outcome is recorded, a crash leaves it uncertain."""
+        now = _now()
+        res = await self.deliveries.update_one(
+            {"_id": did, "owner": owner, "status": RETRYING},
+            {
+                "$set": {
+                    "status": SENDING,
+                    "attempts": attempt,
+                    "last_attempt_at": now,
+                    "updated_at": now,
+                }
+            },
+        )
+        return res.modified_count == 1
+
+    async def mark_retrying(self, did: str, owner: str, error: str, retry_at: datetime) -> None:
+        """The attempt failed and nothing was delivered; another attempt follows."""
+        await self.deliveries.update_one(
+            {"_id": did, "owner": owner},
+            {
+                "$set": {
+                    "status": RETRYING,
+                    "last_error": error[:500],
+                    "next_attempt_at": retry_at,
+                    "updated_at": _now(),
+                }
+            },
+        )
+
+    async def mark_sent(
+        self, session: AsyncClientSession, did: str, provider_id: str | None
+    ) -> None:
+        """The delivery went through."""
+        now = _now()
+        await self.deliveries.update_one(
+            {"_id": did},
+            {
+                "$set": {
+                    "status": SENT,
+                    "sent_at": now,
+                    "provider_id": provider_id,
+                    "updated_at": now,
+                }
+            },
+            session=session,
+        )
+
+    async def mark_failed(self, session: AsyncClientSession, did: str, error: str) -> None:
+        """The delivery failed after its last attempt (a DLQ replay may try it again)."""
+        now = _now()
+        await self.deliveries.update_one(
+            {"_id": did},
+            {
+                "$set": {
+                    "status": FAILED,
+                    "last_error": error[:500],
+                    "failed_at": now,
+                    "updated_at": now,
+                }
+            },
+            session=session,
+        )
+
+    async def get(self, did: str) -> Doc | None:
+        """One delivery."""
+        return await self.deliveries.find_one({"_id": did})
 
     async def list(self, filt: dict[str, Any], limit: int) -> list[Doc]:
         """Deliveries matching ``filt``, oldest first."""

@@ -1,0 +1,101 @@
+"""Notify in-process on the real stack: its app with a lifespan, an HTTP client, a publisher."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from typing import Any
+
+import httpx
+from aiokafka import AIOKafkaProducer
+from fastapi import FastAPI
+from pymongo import AsyncMongoClient
+from pymongo.asynchronous.database import AsyncDatabase
+
+from services.notify.app import create_app
+from services.notify.config import NotifySettings
+from tests.support import unique
+from tongxin.contracts.envelope import Envelope, encode_record
+from tongxin.contracts.events import Event
+from tongxin.contracts.topics import CASES, REQUESTS, VOLUNTEER_TASKS
+from tongxin.devstack.stack import LocalStack
+from tongxin.runtime.auth import Role, mint_token
+from tongxin.runtime.kafka import make_producer
+from tongxin.runtime.mongo import Doc, make_client
+
+FAST: dict[str, Any] = {
+    "notify_attempts": 3,
+    "notify_backoff_initial_s": 0.05,
+    "notify_backoff_max_s": 0.2,
+    "consumer_backoff_initial_s": 0.05,
+    "consumer_backoff_max_s": 0.2,
+    "outbox_poll_interval_s": 0.2,
+}
+
+
+def topic_of(event: Event) -> str:
+    """The contract topic an event travels on."""
+    head = event.event_type.split(".")[0]
+    return {"request": REQUESTS, "case": CASES}.get(head, VOLUNTEER_TASKS).name
+
+
+def stack_settings(stack: LocalStack, **kw: Any) -> NotifySettings:
+    """Settings isolated by a fresh topic and database prefix."""
+    run = unique("nt")
+    return NotifySettings(
+        kafka_bootstrap=stack.bootstrap,
+        mongodb_uri=stack.mongodb_uri,
+        kafka_idempotence=stack.broker_kind != "tansu",
+        env="test",
+        topic_prefix=f"{run}.",
+        db_prefix=f"{run}_",
+        **{**FAST, **kw},
+    )
+
+
+@dataclass
+class Notify:
+    """A running notify and what a test needs around it."""
+
+    app: FastAPI
+    settings: NotifySettings
+    http: httpx.AsyncClient
+    producer: AIOKafkaProducer
+    mongo: AsyncMongoClient[Doc]
+
+    @property
+    def db(self) -> AsyncDatabase[Doc]:
+        return self.mongo[self.settings.db_name("notify")]
+
+    def token(self, role: Role = Role.STAFF, **kw: Any) -> dict[str, str]:
+        t = mint_token(self.settings.jwt_secret, sub=kw.pop("sub", "tester"), role=role, **kw)
+        return {"Authorization": f"Bearer {t}"}
+
+    async def publish(self, event: Event, event_id: str | None = None) -> Envelope:
+        env = Envelope.wrap(event, "/tests", event_id=event_id)
+        key, value, headers = encode_record(env)
+        await self.producer.send_and_wait(
+            self.settings.topic(topic_of(event)), value=value, key=key, headers=headers
+        )
+        return env
+
+    async def deliveries(self, **filt: Any) -> list[Doc]:
+        return [d async for d in self.db.deliveries.find(filt)]
+
+
+@asynccontextmanager
+async def running_notify(settings: NotifySettings) -> AsyncIterator[Notify]:
+    """Start notify's lifespan (consumers, relay, scheduler) and stop it afterwards."""
+    app = create_app(settings)
+    producer = make_producer(settings.kafka_bootstrap, idempotence=settings.kafka_idempotence)
+    mongo = make_client(settings.mongodb_uri)
+    async with app.router.lifespan_context(app):
+        await producer.start()
+        transport = httpx.ASGITransport(app=app)
+        try:
+            async with httpx.AsyncClient(transport=transport, base_url="http://notify") as http:
+                yield Notify(app, settings, http, producer, mongo)
+        finally:
+            await producer.stop()
+            await mongo.close()
