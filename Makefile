@@ -5,7 +5,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: up test lint fmt demo kafka-jars clean
+.PHONY: up test lint fmt demo kafka-jars bench faults clean
 
 $(STAMP): pyproject.toml constraints.txt
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -38,6 +38,15 @@ lint: $(STAMP)
 fmt: $(STAMP)
 	$(BIN)/ruff check --fix .
 	$(BIN)/ruff format .
+
+## Benchmark: load over HTTP against an own stack, with the raw broker/database baseline.
+bench: $(STAMP) kafka-jars
+	$(BIN)/python -m bench $(BENCH_ARGS)
+
+## Fault injection under load (kill, restart, poison, rebalance, SIGTERM) with a report table.
+faults: $(STAMP) kafka-jars
+	TONGXIN_BROKER=kafka TONGXIN_FAULTS_RATE=$${TONGXIN_FAULTS_RATE:-20} \
+	TONGXIN_FAULTS_DURATION=$${TONGXIN_FAULTS_DURATION:-60} $(BIN)/pytest tests/faults -m faults -p no:cacheprovider
 
 clean:
 	rm -rf $(VENV) .cache var

@@ -1,0 +1,249 @@
+"""Fault injection under load (SPEC §6): kill, restart, poison, rebalance, SIGTERM — then
+count what was lost and what was doubled.
+
+A :class:`FaultRun` owns a stack (real Kafka with a durable log dir + SecantusDB) and the
+four services as processes. A :class:`Load` submits requests at a steady rate while a
+scenario injects its fault; :func:`audit` then checks every accepted request:
+
+- routing: exactly one case, and exactly one distinct ``case.routed`` (first routing);
+- volunteer: at most one task per case, no offer attempt published twice;
+- notify: the staff webhook got each (event, recipient) at most once, and every
+  first ``case.routed`` reached it (nothing lost).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import signal
+import subprocess
+import tempfile
+import time
+from collections import defaultdict
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import httpx
+from pymongo import AsyncMongoClient
+
+from tests.support import WebhookSink, headers_of, read_topic, unique
+from tongxin.cli import SERVICES, start_services, stop_services, wait_ready
+from tongxin.devstack.procs import free_port
+from tongxin.devstack.stack import LocalStack, StackConfig
+from tongxin.runtime.mongo import Doc
+
+BODY: dict[str, Any] = {
+    "channel": "app",
+    "category": "elderly_care",
+    "title": "独居老人助餐",
+    "description": "独居老人行动不便，需要志愿者帮忙送餐。",
+    "community": "community:liyuan",
+    "compound": "compound:jinyuan",
+    "submitter": {"name": "李建华", "phone": "13987654321"},
+}
+CATEGORIES = ["elderly_care", "sanitation", "legal_aid", "public_facilities", "employment"]
+
+
+@dataclass
+class FaultRun:
+    """A stack and the four services, restartable piece by piece."""
+
+    root: Path
+    stack: LocalStack
+    sink: WebhookSink
+    env: dict[str, str]
+    procs: dict[str, subprocess.Popen[bytes]] = field(default_factory=dict)
+    extra: list[subprocess.Popen[bytes]] = field(default_factory=list)
+
+    @classmethod
+    def create(cls) -> FaultRun:
+        root = Path(tempfile.mkdtemp(prefix="tongxin-faults-"))
+        cfg = StackConfig.from_env(root, kafka_port=free_port(), mongo_port=free_port())
+        cfg.external_kafka = cfg.external_mongo = None  # faults need servers we control
+        stack = LocalStack(cfg)
+        stack.start()
+        sink = WebhookSink().start()
+        run = unique("flt")
+        env = {
+            **os.environ,
+            **stack.service_env(),
+            "TONGXIN_ENV": "test",
+            "TONGXIN_TOPIC_PREFIX": f"{run}.",
+            "TONGXIN_DB_PREFIX": f"{run}_",
+            "TONGXIN_NOTIFY_WEBHOOK_URL": sink.url,
+            "TONGXIN_OUTBOX_POLL_INTERVAL_S": "0.2",
+            **{f"TONGXIN_{n.upper()}_PORT": str(free_port()) for n in SERVICES},
+        }
+        return cls(root, stack, sink, env)
+
+    # --- services -------------------------------------------------------------------
+    def url(self, name: str) -> str:
+        return f"http://127.0.0.1:{self.env[f'TONGXIN_{name.upper()}_PORT']}"
+
+    def topic(self, name: str) -> str:
+        return self.env["TONGXIN_TOPIC_PREFIX"] + name
+
+    def db(self, service: str) -> str:
+        return self.env["TONGXIN_DB_PREFIX"] + service
+
+    def start(self, *names: str) -> None:
+        chosen = list(names) or list(SERVICES)
+        self.procs.update(start_services(self.env, chosen, log_dir=self.root / "logs"))
+        wait_ready(self.env, chosen, timeout=120)
+
+    def kill(self, name: str) -> None:
+        p = self.procs.pop(name)
+        p.kill()
+        p.wait()
+
+    def terminate(self, name: str, timeout: float = 40) -> int:
+        p = self.procs.pop(name)
+        p.send_signal(signal.SIGTERM)
+        return p.wait(timeout)
+
+    def start_extra(self, name: str, port: int) -> subprocess.Popen[bytes]:
+        """A second replica of a service on another port."""
+        env = {**self.env, f"TONGXIN_{name.upper()}_PORT": str(port)}
+        proc = start_services(env, [name], log_dir=self.root / f"logs-{port}")[name]
+        wait_ready(env, [name], timeout=120)
+        self.extra.append(proc)
+        return proc
+
+    def close(self) -> None:
+        stop_services({**self.procs, **{str(i): p for i, p in enumerate(self.extra)}})
+        self.stack.stop()
+        self.sink.stop()
+
+
+@dataclass
+class Load:
+    """Steady submissions at ``rate``/s; remembers what was accepted and how fast."""
+
+    url: str
+    rate: float
+    duration: float
+    accepted: list[str] = field(default_factory=list)
+    refused: dict[int, int] = field(default_factory=lambda: defaultdict(int))
+    errors: int = 0
+    latencies: list[float] = field(default_factory=list)
+
+    async def run(self) -> None:
+        n = int(self.rate * self.duration)
+        start = time.monotonic()
+        async with httpx.AsyncClient(base_url=self.url, timeout=10) as http:
+            tasks = []
+            for i in range(n):
+                delay = start + i / self.rate - time.monotonic()
+                if delay > 0:
+                    await asyncio.sleep(delay)  # the load's own timetable, not a wait
+                tasks.append(asyncio.create_task(self._one(http, i)))
+            await asyncio.gather(*tasks)
+
+    async def _one(self, http: httpx.AsyncClient, i: int) -> None:
+        body = {**BODY, "category": CATEGORIES[i % len(CATEGORIES)], "title": f"故障测试{i:05d}"}
+        t0 = time.monotonic()
+        try:
+            r = await http.post("/v1/requests", json=body)
+        except httpx.HTTPError:
+            self.errors += 1
+            return
+        if r.status_code == 201:
+            self.latencies.append(time.monotonic() - t0)
+            self.accepted.append(r.json()["id"])
+        else:
+            self.refused[r.status_code] += 1
+
+    def p99_ms(self) -> float:
+        if not self.latencies:
+            return float("nan")
+        xs = sorted(self.latencies)
+        return 1000 * xs[min(len(xs) - 1, int(0.99 * len(xs)))]
+
+
+@dataclass
+class Audit:
+    """What an audit found."""
+
+    accepted: int
+    processed: int
+    lost: list[str]
+    duplicated: list[str]
+
+    @property
+    def ok(self) -> bool:
+        return not self.lost and not self.duplicated
+
+
+async def audit(run: FaultRun, ids: list[str], settle: float = 90.0) -> Audit:
+    """Wait (bounded) for the pipeline to settle, then count lost and doubled effects."""
+    client: AsyncMongoClient[Doc] = AsyncMongoClient(run.stack.mongodb_uri)
+    cases = client[run.db("routing")].cases
+    deadline = time.monotonic() + settle
+    routed = 0
+    while time.monotonic() < deadline:
+        routed = await cases.count_documents({"request_id": {"$in": ids}})
+        hooked = {b.get("request_id") for b in run.sink.matching(event_type="case.routed")}
+        if routed >= len(ids) and set(ids) <= hooked:
+            break
+        await asyncio.sleep(0.5)
+    lost: list[str] = []
+    duplicated: list[str] = []
+    per_request: dict[str, int] = defaultdict(int)
+    async for c in cases.find({"request_id": {"$in": ids}}, {"request_id": 1}):
+        per_request[c["request_id"]] += 1
+    lost += [f"no case for {i}" for i in ids if per_request.get(i, 0) == 0]
+    duplicated += [f"{i}: {n} cases" for i, n in per_request.items() if n > 1]
+
+    wanted = set(ids)
+    routed_events: dict[str, set[str]] = defaultdict(set)
+    for rec in await read_topic(run.stack.bootstrap, run.topic("tongxin.cases.v1"), timeout=30):
+        h = headers_of(rec)
+        rid = (rec.key or b"").decode()
+        if h.get("ce_type") != "tongxin.case.routed.v1" or rid not in wanted:
+            continue
+        if json.loads(rec.value).get("revision", 0) == 0:  # the first routing, not a reassignment
+            routed_events[rid].add(h["ce_id"])
+    lost += [f"no case.routed for {i}" for i in ids if not routed_events.get(i)]
+    duplicated += [f"{i}: {len(v)} case.routed" for i, v in routed_events.items() if len(v) > 1]
+
+    offers: dict[tuple[str, str], set[str]] = defaultdict(set)
+    for rec in await read_topic(
+        run.stack.bootstrap, run.topic("tongxin.volunteer.tasks.v1"), timeout=30
+    ):
+        h = headers_of(rec)
+        if h.get("ce_type") == "tongxin.task.offered.v1" and (rec.key or b"").decode() in wanted:
+            data = json.loads(rec.value)
+            offers[(data["task_id"], str(data.get("attempt", 1)))].add(h["ce_id"])
+    duplicated += [f"offer {k}: {len(v)} events" for k, v in offers.items() if len(v) > 1]
+
+    deliveries: dict[tuple[str, str], int] = defaultdict(int)
+    for b in list(run.sink.bodies):
+        if b.get("request_id") in wanted:
+            deliveries[(b.get("event_id", ""), b.get("recipient", ""))] += 1
+    duplicated += [f"webhook {k}: {n}x" for k, n in deliveries.items() if n > 1]
+    hooked = {b.get("request_id") for b in run.sink.matching(event_type="case.routed")}
+    deliveries_col = client[run.db("notify")].deliveries
+    for i in ids:
+        if i in hooked:
+            continue
+        states = [
+            f"{d.get('recipient')}/{d.get('channel')}={d.get('status')}"
+            async for d in deliveries_col.find({"request_id": i, "event_type": "case.routed"})
+        ]
+        lost.append(f"no case.routed webhook for {i} (notify deliveries: {states})")
+    await client.close()
+    return Audit(len(ids), routed, lost, duplicated)
+
+
+Scenario = Callable[[FaultRun, Load], Awaitable[None]]
+
+
+async def under_load(run: FaultRun, load: Load, fault: Callable[[], Awaitable[None]]) -> None:
+    """Run the load and, a third of the way in, the fault."""
+    task = asyncio.create_task(load.run())
+    await asyncio.sleep(load.duration / 3)  # the fault lands mid-load, by design
+    await fault()
+    await task
