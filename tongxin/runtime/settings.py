@@ -12,7 +12,15 @@ from typing import Literal
 from pydantic import Field, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-REPO_ROOT = Path(__file__).resolve().parents[2]
+
+def _repo_root() -> Path:
+    """The checkout (editable install), else the working directory (an installed package
+    in a container whose WORKDIR holds ``deploy/``)."""
+    here = Path(__file__).resolve().parents[2]
+    return here if (here / "deploy").is_dir() else Path.cwd()
+
+
+REPO_ROOT = _repo_root()
 PLACEHOLDER_SECRET = "tongxin-development-secret-change-me!"  # refused outside development
 
 
