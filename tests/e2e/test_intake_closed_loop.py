@@ -7,7 +7,6 @@ from __future__ import annotations
 import json
 import uuid
 from collections.abc import AsyncIterator
-from datetime import UTC, datetime
 from typing import Any
 
 import httpx
@@ -17,7 +16,7 @@ from aiokafka import AIOKafkaProducer
 from tests.e2e.conftest import Platform
 from tests.support import eventually, headers_of, read_topic
 from tongxin.contracts.envelope import Envelope, encode_record
-from tongxin.contracts.events import CaseAcknowledged, CaseProgressed, CaseResolved, Event
+from tongxin.contracts.events import Event
 from tongxin.devstack.stack import LocalStack
 from tongxin.runtime.auth import Role, mint_token
 from tongxin.runtime.kafka import make_producer
@@ -66,7 +65,8 @@ async def view(http: httpx.AsyncClient, platform: Platform, rid: str) -> dict[st
 async def walk(
     platform: Platform, producer: AIOKafkaProducer, http: httpx.AsyncClient, rid: str
 ) -> dict[str, Any]:
-    """Wait for the real routing's case.routed, then act as the handling unit until resolved."""
+    """Wait for routing's case.routed, then act for the handling unit over routing's HTTP
+    API (acknowledge → progress → resolve) until intake shows the request resolved."""
 
     async def routed() -> dict[str, Any] | None:
         v = await view(http, platform, rid)
@@ -74,10 +74,14 @@ async def walk(
 
     v = await eventually(routed, timeout=30, what=f"routing routed {rid}")
     case_id, unit = v["case_id"], (v.get("units") or ["community:chengdong"])[0]
-    cases = platform.topic("tongxin.cases.v1")
-    for kind in (CaseAcknowledged, CaseProgressed, CaseResolved):
-        ev = kind(request_id=rid, case_id=case_id, unit=unit, at=datetime.now(UTC))
-        await publish(producer, cases, ev)
+    async with httpx.AsyncClient(base_url=platform.url("routing"), timeout=10) as routing:
+        for action in ("acknowledge", "progress", "resolve"):
+            r = await routing.post(
+                f"/v1/cases/{case_id}/{action}",
+                json={"unit": unit, "note": f"e2e {action}"},
+                headers=staff(platform),
+            )
+            assert r.status_code == 200, (action, r.status_code, r.text)
 
     async def resolved() -> dict[str, Any] | None:
         v = await view(http, platform, rid)
@@ -134,7 +138,7 @@ async def test_http_and_inbound_requests_walk_the_closed_loop(
 
         # the resident follows the HTTP one with the tracking code and rates it once
         mine = await http.get(f"/v1/requests/{http_rid}", params={"tracking_code": http_code})
-        assert mine.json()["status"] == "resolved"
+        assert mine.json()["status"] == "resolved", mine.json()["timeline"]
         assert mine.json()["submitter"]["phone"] == "136****5432"
         await feedback_exactly_once(http, http_rid, http_code)
         # the hotline request is rated on the resident's behalf by staff (回访 call)
@@ -168,5 +172,18 @@ async def test_http_and_inbound_requests_walk_the_closed_loop(
         stack.bootstrap, platform.topic("tongxin.public.status.v1"), min_count=1
     )
     mine_public = [json.loads(r.value) for r in public if r.key.decode() == http_rid]
-    assert [p["status"] for p in mine_public][-1] == "resolved"
+    statuses = [p["status"] for p in mine_public]
+    assert "resolved" in statuses, statuses
+    # satisfied feedback: routing closes the case, intake shows it closed
+    assert await eventually(
+        lambda: _last_public_status(stack, platform, http_rid, "closed"),
+        timeout=30,
+        what="the public status ends closed after satisfied feedback",
+    )
     assert all("陈立新" not in json.dumps(p, ensure_ascii=False) for p in mine_public)
+
+
+async def _last_public_status(stack: LocalStack, platform: Platform, rid: str, want: str) -> bool:
+    public = await read_topic(stack.bootstrap, platform.topic("tongxin.public.status.v1"))
+    mine = [json.loads(r.value)["status"] for r in public if r.key.decode() == rid]
+    return bool(mine) and mine[-1] == want
