@@ -210,8 +210,15 @@ def token(
     sub: Annotated[str, typer.Option(help="subject (user id)")] = "dev-user",
     ttl: Annotated[int, typer.Option(help="lifetime in seconds")] = 8 * 3600,
 ) -> None:
-    """Mint a development token signed with TONGXIN_JWT_SECRET."""
+    """Mint a development token signed with TONGXIN_JWT_SECRET (HS256 deployments)."""
     settings = ServiceSettings()
+    if settings.jwt_algorithm != "HS256":
+        typer.echo(
+            f"TONGXIN_JWT_ALGORITHM={settings.jwt_algorithm}: tokens come from the identity "
+            "provider behind TONGXIN_JWKS_URL; `tongxin token` mints HS256 tokens only.",
+            err=True,
+        )
+        raise typer.Exit(2)
     typer.echo(mint_token(settings.jwt_secret, sub=sub, role=role, unit=unit, ttl_s=ttl))
 
 

@@ -21,7 +21,8 @@ from services.intake.domain.requests import (
 )
 from services.intake.domain.timeline import STATUS_NAMES_ZH, Status
 from services.intake.domain.views import resident_view, staff_view, summary_view
-from services.intake.service import IntakeService, Invalid, is_staff
+from services.intake.limits import anonymous_limit
+from services.intake.service import IntakeService, Invalid, is_staff, scope_filter
 from services.intake.store import RequestStore
 from tongxin.contracts.enums import Category, Channel, Tier, Urgency
 from tongxin.runtime.auth import Principal
@@ -81,7 +82,12 @@ def _actor(principal: Principal | None) -> str:
     return f"{principal.role.value}:{principal.sub}" if principal else "resident"
 
 
-@router.post("/requests", status_code=201, response_model=RequestCreated)
+@router.post(
+    "/requests",
+    status_code=201,
+    response_model=RequestCreated,
+    dependencies=[Depends(anonymous_limit)],
+)
 async def submit_request(
     body: RequestCreate,
     service: ServiceDep,
@@ -119,7 +125,9 @@ async def list_requests(
     limit: Annotated[int, Query(ge=1, le=100)] = 20,
     cursor: Annotated[str | None, Query(max_length=512)] = None,
 ) -> dict[str, Any]:
-    """Staff: requests newest first, filtered, one page at a time (``next_cursor``)."""
+    """Staff: requests newest first, filtered, one page at a time (``next_cursor``).
+
+    Community staff see their community's, a platform the ones it submitted."""
     for name, t in (("submitted_from", submitted_from), ("submitted_to", submitted_to)):
         if t is not None and t.tzinfo is None:
             raise ApiError(
@@ -159,7 +167,9 @@ async def list_requests(
         submitted_to=submitted_to,
         duplicate_of=duplicate_of,
     )
-    docs = await service.store.page(flt.query(after), limit + 1)
+    scope = scope_filter(_staff) or {}
+    query = flt.query(after)
+    docs = await service.store.page({"$and": [query, scope]} if scope else query, limit + 1)
     more = len(docs) > limit
     docs = docs[:limit]
     next_cursor = encode_cursor(docs[-1]["submitted_at"], docs[-1]["_id"]) if more else None

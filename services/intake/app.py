@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 
 from fastapi import FastAPI
 
@@ -13,12 +13,14 @@ from services.intake import api, open311
 from services.intake.config import IntakeSettings
 from services.intake.domain.registry import Registry, collect_names
 from services.intake.handlers import InboundHandlers, TimelineHandlers
-from services.intake.limits import BodyLimitMiddleware
+from services.intake.limits import BodyLimitMiddleware, TokenBucketLimiter
 from services.intake.metrics import IntakeMetrics
+from services.intake.retention import start_retention
 from services.intake.service import IntakeService
 from services.intake.store import INDEXES, RequestStore
 from tongxin.contracts.events import EVENT_MODELS, RequestSubmitted
 from tongxin.contracts.topics import CASES, INBOUND_REQUESTS, VOLUNTEER_TASKS
+from tongxin.runtime.auth import install_verifier
 from tongxin.runtime.service import ServiceRuntime, Subscription, create_service_app
 
 log = logging.getLogger(__name__)
@@ -51,6 +53,11 @@ def create_app(settings: IntakeSettings | None = None) -> FastAPI:
         )
         rt.extra["ctx"] = api.IntakeContext(rt, settings, store, registry, service)
         _start_key_purge(rt, store)
+        start_retention(
+            rt,
+            timedelta(days=settings.intake_contact_retention_days),
+            settings.intake_retention_interval_s,
+        )
         timeline = TimelineHandlers(service)
         inbound = InboundHandlers(service)
         watched = [
@@ -80,6 +87,12 @@ def create_app(settings: IntakeSettings | None = None) -> FastAPI:
         setup=setup,
     )
     app.add_middleware(BodyLimitMiddleware, max_bytes=settings.intake_max_body_bytes)
+    install_verifier(app, settings)
+    if settings.anonymous_limit_enabled:
+        app.state.anonymous_limiter = TokenBucketLimiter(
+            settings.intake_anonymous_per_minute, settings.intake_anonymous_burst
+        )
+    app.state.trust_forwarded_for = settings.intake_trust_forwarded_for
     return app
 
 

@@ -13,6 +13,20 @@ class IntakeSettings(ServiceSettings):
     idempotency_ttl_s: int = Field(default=24 * 3600, gt=0)
     # Bodies larger than this are refused with 413 before they are parsed.
     intake_max_body_bytes: int = Field(default=64 * 1024, ge=1024)
+    # Anonymous submissions (no bearer token) per client: a token bucket of
+    # ``intake_anonymous_burst`` refilled at ``intake_anonymous_per_minute``; over it, 429
+    # with Retry-After. Unset ``intake_anonymous_limit``: on in production, off otherwise.
+    # The buckets live in the process: per replica (see docs/security.md).
+    intake_anonymous_limit: bool | None = None
+    intake_anonymous_per_minute: float = Field(default=10.0, gt=0)
+    intake_anonymous_burst: int = Field(default=20, ge=1)
+    # Behind a reverse proxy, the client is the last X-Forwarded-For address (the one the
+    # proxy appended); never trust the header when clients reach intake directly.
+    intake_trust_forwarded_for: bool = False
+    # Contact details (name, phone, street address) are removed this many days after a
+    # request is closed or withdrawn; statistics fields stay (PIPL: shortest retention).
+    intake_contact_retention_days: float = Field(default=180.0, gt=0)
+    intake_retention_interval_s: float = Field(default=3600.0, gt=0)
     # Duplicate linking: same compound and category, similar text, within the window.
     duplicate_window_h: float = Field(default=72.0, gt=0)
     duplicate_threshold: float = Field(default=0.5, gt=0, le=1)
@@ -25,3 +39,10 @@ class IntakeSettings(ServiceSettings):
     def feedback_window_scaled_s(self) -> float:
         """The feedback window after ``TONGXIN_DEADLINE_SCALE``."""
         return self.feedback_window_s * self.deadline_scale
+
+    @property
+    def anonymous_limit_enabled(self) -> bool:
+        """Whether anonymous submissions are rate-limited (default: in production)."""
+        if self.intake_anonymous_limit is None:
+            return self.env == "production"
+        return self.intake_anonymous_limit

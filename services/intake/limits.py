@@ -1,12 +1,19 @@
-"""An ASGI middleware that refuses oversize bodies with 413 before anything parses them."""
+"""Abuse limits: oversize bodies get 413 before anything parses them (an ASGI middleware);
+anonymous submissions are rate-limited per client (a token bucket, 429 with Retry-After)."""
 
 from __future__ import annotations
 
 import json
+import math
+import time
+from collections import OrderedDict
 from collections.abc import Awaitable, Callable, MutableMapping
 from typing import Any
 
+from fastapi import HTTPException, Request
+
 from tongxin.runtime.errors import error_body
+from tongxin.runtime.service import OptionalPrincipal
 
 Scope = MutableMapping[str, Any]
 Message = MutableMapping[str, Any]
@@ -95,3 +102,70 @@ class BodyLimitMiddleware:
             }
         )
         await send({"type": "http.response.body", "body": body})
+
+
+class TokenBucketLimiter:
+    """Per-client token buckets: ``burst`` at once, refilled at ``per_minute``.
+
+    In memory, so each replica counts on its own (N replicas allow up to N times the
+    rate); at most ``max_clients`` buckets are kept, the least recently seen dropped first
+    (a dropped client just starts again with a full bucket).
+    """
+
+    def __init__(
+        self,
+        per_minute: float,
+        burst: int,
+        *,
+        max_clients: int = 100_000,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.rate = per_minute / 60.0
+        self.burst = float(burst)
+        self.max_clients = max_clients
+        self.clock = clock
+        self._buckets: OrderedDict[str, tuple[float, float]] = OrderedDict()
+
+    def take(self, client: str) -> float:
+        """Spend one token of ``client``: 0 when allowed, else seconds until one is back."""
+        now = self.clock()
+        tokens, at = self._buckets.pop(client, (self.burst, now))
+        tokens = min(self.burst, tokens + (now - at) * self.rate)
+        wait = 0.0
+        if tokens >= 1.0:
+            tokens -= 1.0
+        else:
+            wait = (1.0 - tokens) / self.rate
+        self._buckets[client] = (tokens, now)
+        while len(self._buckets) > self.max_clients:
+            self._buckets.popitem(last=False)
+        return wait
+
+
+def client_address(request: Request, trust_forwarded_for: bool) -> str:
+    """Who is asking: the peer address, or the proxy-appended X-Forwarded-For entry."""
+    if trust_forwarded_for:
+        forwarded = request.headers.get("x-forwarded-for", "")
+        last = forwarded.rsplit(",", 1)[-1].strip()
+        if last:
+            return last
+    return request.client.host if request.client else "unknown"
+
+
+async def anonymous_limit(request: Request, principal: OptionalPrincipal) -> None:
+    """FastAPI dependency: 429 (with Retry-After) when an anonymous client submits too fast.
+
+    Callers with a token (staff, platforms) are accountable and not limited here.
+    """
+    limiter: TokenBucketLimiter | None = getattr(request.app.state, "anonymous_limiter", None)
+    if limiter is None or principal is not None:
+        return
+    trust = bool(getattr(request.app.state, "trust_forwarded_for", False))
+    wait = limiter.take(client_address(request, trust))
+    if wait > 0:
+        retry_after = max(1, math.ceil(wait))
+        raise HTTPException(
+            429,
+            f"Too many submissions from this client; try again in {retry_after} s.",
+            headers={"Retry-After": str(retry_after)},
+        )

@@ -8,7 +8,7 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Header, Query, Request
+from fastapi import APIRouter, Depends, Header, Query, Request
 from pydantic import ValidationError
 
 from services.intake.api import ServiceDep, StaffPrincipal, invalid
@@ -21,7 +21,8 @@ from services.intake.domain.open311 import (
     services,
 )
 from services.intake.domain.requests import RequestCreate
-from services.intake.service import Invalid, pydantic_errors
+from services.intake.limits import anonymous_limit
+from services.intake.service import Invalid, pydantic_errors, scope_filter
 from tongxin.contracts.enums import Category
 from tongxin.runtime.errors import ApiError
 from tongxin.runtime.mongo import Doc
@@ -48,7 +49,7 @@ async def service_definition_json(service_code: str) -> dict[str, Any]:
     return service_definition(category)
 
 
-@router.post("/requests.json", status_code=201)
+@router.post("/requests.json", status_code=201, dependencies=[Depends(anonymous_limit)])
 async def post_request(
     request: Request,
     service: ServiceDep,
@@ -143,5 +144,6 @@ async def list_requests(
         flt["status"] = {"$in": closed}
     elif status == "open":
         flt["status"] = {"$nin": closed}
+    flt.update(scope_filter(_staff) or {})
     docs = await service.store.page(flt, 1000)
     return [request_view(d, service.unit_names, full=True) for d in docs]

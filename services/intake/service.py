@@ -78,8 +78,37 @@ def pydantic_errors(exc: ValidationError, prefix: Sequence[str | int]) -> list[d
 
 
 def is_staff(p: Principal | None) -> bool:
-    """Staff, admins and platforms read and act on any request."""
+    """Staff, admins and platforms read requests whole (each within its scope)."""
     return p is not None and p.role in STAFF_ROLES
+
+
+def submitter_tag(p: Principal | None) -> str | None:
+    """Who submitted over HTTP with a token (``platform:<sub>``); None for residents."""
+    return f"{p.role.value}:{p.sub}" if p is not None else None
+
+
+def scope_filter(p: Principal) -> Doc | None:
+    """The requests a staff-like caller may see (object-level), as a database filter.
+
+    Admins and town/county staff (no ``community:`` unit) see all (``{}``); community
+    staff see their community's; a platform sees the requests it submitted itself.
+    None: this caller may see no request as staff.
+    """
+    if p.role == Role.ADMIN:
+        return {}
+    if p.role == Role.STAFF:
+        if p.unit and p.unit.startswith("community:"):
+            return {"community": p.unit}
+        return {}
+    if p.role == Role.PLATFORM:
+        return {"submitted_by": submitter_tag(p)}
+    return None
+
+
+def in_scope(p: Principal, doc: Doc) -> bool:
+    """Does ``doc`` match :func:`scope_filter` of ``p``?"""
+    flt = scope_filter(p)
+    return flt is not None and all(doc.get(k) == v for k, v in flt.items())
 
 
 class _IdempotentHit(Exception):
@@ -267,6 +296,8 @@ class IntakeService:
             if previous is not None:
                 return self._replay(previous, fingerprint)
         doc, events, answer = await self._prepare(body, attrs, None)
+        if principal is not None:
+            doc["submitted_by"] = submitter_tag(principal)
 
         async def txn(session: AsyncClientSession) -> None:
             if key:
@@ -317,7 +348,8 @@ class IntakeService:
     ) -> tuple[Doc, bool]:
         """The request and whether the caller is staff; 401/403/404 otherwise.
 
-        Unknown ids and wrong tracking codes give the same 404, so codes cannot be probed.
+        Unknown ids, wrong tracking codes and requests outside a staff caller's scope give
+        the same 404, so neither codes nor ids can be probed.
         """
         not_found = ApiError(404, "not_found", "No such request, or the tracking code is wrong.")
         staff = is_staff(principal)
@@ -327,7 +359,8 @@ class IntakeService:
             raise ApiError(401, "unauthorized", "Give the tracking code, or a staff token.")
         doc = await self.store.get(request_id)
         if staff:
-            if doc is None:
+            assert principal is not None
+            if doc is None or not in_scope(principal, doc):
                 raise not_found
             return doc, True
         stored = doc.get("tracking_hash", _DUMMY_HASH) if doc else _DUMMY_HASH

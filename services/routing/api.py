@@ -1,10 +1,16 @@
 """Routing's HTTP API: cases and their actions, whistle, units, policy, meetings, KPIs.
 
+Deny by default: every route on ``router`` needs a bearer token (a router dependency);
+only the unit registry and the policy, on ``public_router``, are open.
+
 Object-level access: a department (or platform) token acts as its ``unit`` and sees only
-cases assigned to that unit — another unit's case reads as 404 (ids cannot be probed)
-and refuses actions with 403. Staff and admin see every case; they act as their token's
-unit, or on behalf of a unit named in the body (default: the accountable unit), and
-they alone blow the whistle, reassign and record meeting decisions.
+cases assigned to that unit; community staff (a staff token whose ``unit`` is a
+``community:``) see only their community's cases. A case outside a caller's scope reads
+as 404 (ids cannot be probed by reading) and refuses actions with 403, without saying
+which units it is assigned to. Town/county staff (staff
+without a community unit) and admins see every case; they act as their token's unit, or
+on behalf of a unit named in the body (default: the accountable unit), and they alone
+blow the whistle, reassign and record meeting decisions.
 """
 
 from __future__ import annotations
@@ -30,9 +36,11 @@ from tongxin.contracts.enums import Tier
 from tongxin.runtime.auth import Principal, Role
 from tongxin.runtime.errors import ApiError
 from tongxin.runtime.mongo import Doc
-from tongxin.runtime.service import CurrentPrincipal, ServiceRuntime
+from tongxin.runtime.service import CurrentPrincipal, ServiceRuntime, require_principal
 
-router = APIRouter(prefix="/v1", tags=["cases"])
+router = APIRouter(prefix="/v1", tags=["cases"], dependencies=[Depends(require_principal)])
+# the only routes anyone may call without a token: reference data, no case data
+public_router = APIRouter(prefix="/v1")
 
 
 @dataclass
@@ -60,6 +68,13 @@ UNIT_BOUND = {Role.DEPARTMENT, Role.PLATFORM}
 COORDINATORS = {Role.STAFF, Role.ADMIN}
 
 
+def _community_staff(p: Principal) -> str | None:
+    """The community a staff token is confined to (its ``community:`` unit), if any."""
+    if p.role == Role.STAFF and p.unit and p.unit.startswith("community:"):
+        return p.unit
+    return None
+
+
 def _reader(p: Principal) -> str | None:
     """The unit a reader is confined to (None: sees everything)."""
     if p.role not in CASE_READERS:
@@ -71,8 +86,17 @@ def _reader(p: Principal) -> str | None:
     return None
 
 
+def _in_scope(p: Principal, doc: Doc) -> bool:
+    """May ``p`` see this case at all (object-level check)?"""
+    own = _reader(p)
+    if own is not None and own not in doc.get("units", []):
+        return False
+    community = _community_staff(p)
+    return community is None or doc.get("community") == community
+
+
 def _coordinator(p: Principal) -> None:
-    if p.role not in COORDINATORS:
+    if p.role not in COORDINATORS or _community_staff(p) is not None:
         raise ApiError(403, "forbidden", "Only town or county staff may do this.")
 
 
@@ -126,6 +150,11 @@ async def list_cases(
         filt["units"] = own
     elif unit:
         filt["units"] = unit
+    confined = _community_staff(principal)
+    if confined:
+        if community and community != confined:
+            return []
+        community = confined
     for key, value in (
         ("tier", tier.value if tier else None),
         ("status", status.value if status else None),
@@ -143,9 +172,10 @@ async def list_cases(
     return [_view(d, own) for d in docs]
 
 
-async def _visible(ctx: RoutingContext, case_id: str, own: str | None) -> Doc:
+async def _visible(ctx: RoutingContext, case_id: str, principal: Principal) -> Doc:
+    """The case, or 404 when it does not exist *or* is outside the caller's scope."""
     doc = await ctx.store.get(case_id)
-    if doc is None or (own is not None and own not in doc.get("units", [])):
+    if doc is None or not _in_scope(principal, doc):
         raise ApiError(404, "not_found", "No such case.")
     return doc
 
@@ -154,7 +184,7 @@ async def _visible(ctx: RoutingContext, case_id: str, own: str | None) -> Doc:
 async def read_case(case_id: str, ctx: CtxDep, principal: CurrentPrincipal) -> dict[str, Any]:
     """One case; a department gets 404 for a case not assigned to it."""
     own = _reader(principal)
-    return _view(await _visible(ctx, case_id, own), own)
+    return _view(await _visible(ctx, case_id, principal), own)
 
 
 class ActionBody(BaseModel):
@@ -188,9 +218,8 @@ def _acting_unit(p: Principal, doc: Doc, body_unit: str | None) -> str:
     else:
         raise ApiError(403, "forbidden", "This role may not act on cases.")
     if unit not in units:
-        raise ApiError(
-            403, "forbidden", f"Unit {unit} is not assigned to this case.", {"units": units}
-        )
+        # no details: the assigned units of a case are not the caller's business
+        raise ApiError(403, "forbidden", f"Unit {unit} is not assigned to this case.")
     return unit
 
 
@@ -249,6 +278,8 @@ def _action_route(action: Action) -> None:
         doc = await ctx.store.get(case_id)
         if doc is None:
             raise ApiError(404, "not_found", "No such case.")
+        if not _in_scope(principal, doc):
+            raise ApiError(403, "forbidden", "This case is not assigned to you.")
         unit = _acting_unit(principal, doc, b.unit)
         reason = getattr(b, "reason", None)
         policy = ctx.policy
@@ -349,14 +380,14 @@ async def reassign(
     return await _apply(ctx, case_id, op, None)
 
 
-@router.get("/units", tags=["units"])
+@public_router.get("/units", tags=["units"])
 async def list_units(ctx: CtxDep, kind: UnitKind | None = None) -> list[dict[str, Any]]:
     """The unit registry: town committee, county, alliance departments, communities,
     their stations and owners' committees."""
     return [u.to_dict() for u in ctx.units.of_kind(*([kind] if kind else []))]
 
 
-@router.get("/policy", tags=["policy"])
+@public_router.get("/policy", tags=["policy"])
 async def policy(ctx: CtxDep) -> dict[str, Any]:
     """The policy in force (durations already scaled by TONGXIN_DEADLINE_SCALE)."""
     out = ctx.policy.to_dict()
@@ -372,6 +403,9 @@ async def next_meeting(ctx: CtxDep, principal: CurrentPrincipal) -> dict[str, An
     cases = await ctx.store.agenda_candidates()
     if own:
         cases = [c for c in cases if own in c.units]
+    confined = _community_staff(principal)
+    if confined:
+        cases = [c for c in cases if c.community == confined]
     minutes = await ctx.store.meeting(mid)
     return {
         "id": mid,
@@ -383,12 +417,15 @@ async def next_meeting(ctx: CtxDep, principal: CurrentPrincipal) -> dict[str, An
 
 @router.get("/meetings/{meeting_id}", tags=["meetings"])
 async def read_meeting(meeting_id: str, ctx: CtxDep, principal: CurrentPrincipal) -> dict[str, Any]:
-    """A meeting's recorded decisions."""
-    _reader(principal)
+    """A meeting's recorded decisions (a department: only those dispatched to it)."""
+    own = _reader(principal)
     if meetings.meeting_date(ctx.policy.meeting, meeting_id) is None:
         raise ApiError(404, "not_found", "No joint meeting sits on that date.")
     minutes = await ctx.store.meeting(meeting_id) or {}
-    return {"id": meeting_id, "decisions": minutes.get("decisions", [])}
+    decisions = list(minutes.get("decisions", []))
+    if own:
+        decisions = [d for d in decisions if own in d.get("units", [])]
+    return {"id": meeting_id, "decisions": decisions}
 
 
 class DecisionBody(BaseModel):

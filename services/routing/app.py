@@ -19,6 +19,7 @@ from services.routing.metrics import GaugeRefresher, RoutingMetrics
 from services.routing.store import INDEXES, CaseStore
 from tongxin.contracts.events import RequestFeedbackGiven, RequestSubmitted, RequestWithdrawn
 from tongxin.contracts.topics import INBOUND_CASE_COMMANDS, REQUESTS
+from tongxin.runtime.auth import install_verifier
 from tongxin.runtime.scheduler import DeadlineScheduler, DeadlineStore
 from tongxin.runtime.service import ServiceRuntime, Subscription, create_service_app
 
@@ -90,11 +91,13 @@ def create_app(settings: RoutingSettings | None = None) -> FastAPI:
             ),
         ]
 
-    return create_service_app(
+    app = create_service_app(
         name="routing",
         title="Tongxin routing 分级派单",
         settings=settings,
-        routers=[api.router],
+        routers=[api.public_router, api.router],
         indexes=INDEXES,
         setup=setup,
     )
+    install_verifier(app, settings)
+    return app

@@ -1,5 +1,12 @@
 """Volunteer's HTTP API: the red-vest registry, squads and hours, the task walk, and the
-special-care registry. Staff (``staff``/``admin``) manage; a volunteer acts on their own."""
+special-care registry. Staff (``staff``/``admin``) manage; a volunteer acts on their own.
+
+Deny by default: both routers require a bearer token for every route (a router
+dependency), and each route then checks the role and the object. Community staff (a staff
+token whose ``unit`` is a ``community:``) see and manage only their own community's care
+recipients — personal details of vulnerable residents; another community's recipient
+reads as 404.
+"""
 
 from __future__ import annotations
 
@@ -33,10 +40,12 @@ from tongxin.contracts.enums import CareType, Skill
 from tongxin.runtime.auth import Principal, Role
 from tongxin.runtime.errors import ApiError
 from tongxin.runtime.mongo import Doc
-from tongxin.runtime.service import CurrentPrincipal, ServiceRuntime
+from tongxin.runtime.service import CurrentPrincipal, ServiceRuntime, require_principal
 
-router = APIRouter(prefix="/v1", tags=["volunteers"])
-care_router = APIRouter(prefix="/v1", tags=["special care"])
+router = APIRouter(prefix="/v1", tags=["volunteers"], dependencies=[Depends(require_principal)])
+care_router = APIRouter(
+    prefix="/v1", tags=["special care"], dependencies=[Depends(require_principal)]
+)
 
 
 @dataclass
@@ -71,6 +80,13 @@ def require_staff(p: Principal, what: str) -> None:
     """403 unless staff."""
     if not is_staff(p):
         raise ApiError(403, "forbidden", f"Only community staff {what}.")
+
+
+def staff_community(p: Principal) -> str | None:
+    """The community a staff token is confined to (its ``community:`` unit), if any."""
+    if p.role == Role.STAFF and p.unit and p.unit.startswith("community:"):
+        return p.unit
+    return None
 
 
 def invalid(field: str, message: str) -> ApiError:
@@ -478,6 +494,10 @@ async def list_recipients(
     """Registered special-care recipients (staff only: they are personal details)."""
     require_staff(principal, "read the special-care registry")
     filt: dict[str, Any] = {}
+    confined = staff_community(principal)
+    if confined and community and community != confined:
+        return []
+    community = confined or community
     if community:
         filt["community"] = community
     if care_type:
@@ -494,6 +514,9 @@ async def create_recipient(
 ) -> dict[str, Any]:
     """Register a recipient with consent (staff); the first visit falls due at once."""
     require_staff(principal, "register care recipients")
+    confined = staff_community(principal)
+    if confined and body.community != confined:
+        raise ApiError(403, "forbidden", "Community staff register recipients of their community.")
     _check_place(ctx, body.community, body.compound)
     await _check_assigned(ctx, body.assigned_volunteers)
     doc = body.model_dump(mode="json", exclude={"id"})
@@ -510,6 +533,10 @@ async def overdue_visits(
 ) -> list[dict[str, Any]]:
     """Visits that were missed and not yet made, oldest first, with the recipient (staff)."""
     require_staff(principal, "read overdue visits")
+    confined = staff_community(principal)
+    if confined and community and community != confined:
+        return []
+    community = confined or community
     now = now_utc()
     out = []
     for v in await ctx.store.overdue_visits(community):
@@ -530,9 +557,11 @@ async def overdue_visits(
     return out
 
 
-async def _recipient_or_404(ctx: VolunteerContext, rid: str) -> Doc:
+async def _recipient_or_404(ctx: VolunteerContext, rid: str, principal: Principal) -> Doc:
+    """The recipient, or 404 when unknown or another community's (no probing)."""
     rec = await ctx.store.get_recipient(rid)
-    if rec is None:
+    confined = staff_community(principal)
+    if rec is None or (confined and rec.get("community") != confined):
         raise ApiError(404, "not_found", f"No care recipient {rid}.")
     return rec
 
@@ -541,7 +570,7 @@ async def _recipient_or_404(ctx: VolunteerContext, rid: str) -> Doc:
 async def get_recipient(ctx: CtxDep, principal: CurrentPrincipal, rid: str) -> dict[str, Any]:
     """One recipient (staff)."""
     require_staff(principal, "read the special-care registry")
-    return _view(await _recipient_or_404(ctx, rid))
+    return _view(await _recipient_or_404(ctx, rid, principal))
 
 
 @care_router.patch("/care-recipients/{rid}")
@@ -550,7 +579,7 @@ async def update_recipient(
 ) -> dict[str, Any]:
     """Change a recipient (staff); a new cadence moves the next visit, inactive stops them."""
     require_staff(principal, "change the special-care registry")
-    rec = await _recipient_or_404(ctx, rid)
+    rec = await _recipient_or_404(ctx, rid, principal)
     changes = body.model_dump(mode="json", exclude_unset=True)
     for key in ("name", "cadence_days", "assigned_volunteers", "active"):
         if key in changes and changes[key] is None:
@@ -566,7 +595,7 @@ async def recipient_visits(
 ) -> list[dict[str, Any]]:
     """A recipient's visits, newest first (staff)."""
     require_staff(principal, "read the special-care registry")
-    await _recipient_or_404(ctx, rid)
+    await _recipient_or_404(ctx, rid, principal)
     cur = ctx.store.visits.find({"recipient_id": rid}).sort("seq", -1).limit(200)
     return [_visit_view(d, principal) async for d in cur]
 

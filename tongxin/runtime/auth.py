@@ -1,14 +1,50 @@
-"""Bearer JWT authentication (HS256 with the configured secret) and roles (SPEC §4)."""
+"""Bearer JWT authentication and roles (SPEC §4).
+
+HS256 with the configured secret is the default (``tongxin token`` mints development
+tokens with it). RS256 is the option for an identity provider: its public keys come from
+a JWKS URL, fetched off the event loop and cached. Exactly one algorithm is accepted per
+deployment, so an RS256 deployment never accepts an HS256 token (no algorithm confusion).
+
+RS256 is verified here without the ``cryptography`` package (not a dependency of the
+project): RSASSA-PKCS1-v1_5 verification is one modular exponentiation and a
+constant-time comparison with the expected encoding (RFC 8017 §8.2.2, "encode and
+compare", which avoids the signature-parsing flaws of decode-and-parse verifiers). It is
+plugged into PyJWT as an :class:`jwt.algorithms.Algorithm`, so PyJWT still checks the
+header, ``exp``, ``iss`` and ``aud``.
+"""
 
 from __future__ import annotations
 
+import asyncio
+import base64
+import hashlib
+import hmac
+import json
+import logging
+import threading
 import time
+import urllib.request
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from enum import StrEnum
+from typing import TYPE_CHECKING, Any, Literal, overload
 
 import jwt
+from fastapi import FastAPI, Request
+from jwt.algorithms import Algorithm
 
 from tongxin.runtime.errors import ApiError
+
+if TYPE_CHECKING:
+    from tongxin.runtime.settings import ServiceSettings
+
+log = logging.getLogger(__name__)
+
+HS256 = "HS256"
+RS256 = "RS256"
+MIN_RSA_BITS = 2048
+# DER prefix of DigestInfo for SHA-256 (RFC 8017 §9.2 note 1)
+_SHA256_DIGEST_INFO = bytes.fromhex("3031300d060960864801650304020105000420")
 
 
 class Role(StrEnum):
@@ -30,35 +66,376 @@ class Principal:
     unit: str | None = None
 
 
+def _unauthorized(message: str = "Invalid or expired token.") -> ApiError:
+    return ApiError(401, "unauthorized", message)
+
+
+# --- RS256 ----------------------------------------------------------------------------------
+
+
+def _b64int(value: object) -> int:
+    if not isinstance(value, str) or not value:
+        raise ValueError("not a base64url string")
+    raw = base64.urlsafe_b64decode(value + "=" * (-len(value) % 4))
+    return int.from_bytes(raw, "big")
+
+
+@dataclass(frozen=True, slots=True)
+class RsaPublicKey:
+    """An RSA public key (modulus ``n``, exponent ``e``) from a JWKS."""
+
+    n: int
+    e: int
+    kid: str | None = None
+
+    @property
+    def bits(self) -> int:
+        """Modulus length in bits."""
+        return self.n.bit_length()
+
+    @classmethod
+    def from_jwk(cls, jwk: Mapping[str, Any]) -> RsaPublicKey:
+        """An RS256 signing key from one JWK; ValueError for anything else."""
+        if jwk.get("kty") != "RSA":
+            raise ValueError("not an RSA key")
+        if jwk.get("use", "sig") != "sig" or jwk.get("alg", RS256) != RS256:
+            raise ValueError("not an RS256 signing key")
+        key = cls(n=_b64int(jwk.get("n")), e=_b64int(jwk.get("e")), kid=jwk.get("kid"))
+        if key.bits < MIN_RSA_BITS:
+            raise ValueError(f"RSA keys shorter than {MIN_RSA_BITS} bits are refused")
+        if key.e < 3 or key.e % 2 == 0:
+            raise ValueError("bad RSA public exponent")
+        return key
+
+    def to_jwk(self) -> dict[str, str]:
+        """The key as a JWK (tests serve it from a JWKS)."""
+
+        def enc(i: int) -> str:
+            raw = i.to_bytes((i.bit_length() + 7) // 8, "big")
+            return base64.urlsafe_b64encode(raw).decode().rstrip("=")
+
+        out = {"kty": "RSA", "use": "sig", "alg": RS256, "n": enc(self.n), "e": enc(self.e)}
+        if self.kid:
+            out["kid"] = self.kid
+        return out
+
+
+def pkcs1_sha256_encoding(message: bytes, k: int) -> bytes:
+    """EMSA-PKCS1-v1_5 encoding of SHA-256(message) into ``k`` bytes (RFC 8017 §9.2)."""
+    t = _SHA256_DIGEST_INFO + hashlib.sha256(message).digest()
+    if k < len(t) + 11:
+        raise ValueError("modulus too short")
+    return b"\x00\x01" + b"\xff" * (k - len(t) - 3) + b"\x00" + t
+
+
+def rs256_verify(key: RsaPublicKey, message: bytes, signature: bytes) -> bool:
+    """RSASSA-PKCS1-v1_5 with SHA-256: does ``signature`` sign ``message`` under ``key``?"""
+    k = (key.n.bit_length() + 7) // 8
+    if len(signature) != k:
+        return False
+    s = int.from_bytes(signature, "big")
+    if s >= key.n:
+        return False
+    em = pow(s, key.e, key.n).to_bytes(k, "big")
+    return hmac.compare_digest(em, pkcs1_sha256_encoding(message, k))
+
+
+class _RS256Verifier(Algorithm):
+    """PyJWT algorithm: RS256 verification with :class:`RsaPublicKey` keys (no signing)."""
+
+    def prepare_key(self, key: Any) -> RsaPublicKey:
+        if not isinstance(key, RsaPublicKey):
+            raise jwt.InvalidKeyError("RS256 needs an RSA public key from the JWKS")
+        return key
+
+    def sign(self, msg: bytes, key: Any) -> bytes:
+        raise NotImplementedError("this service verifies RS256 tokens; it never signs them")
+
+    def verify(self, msg: bytes, key: Any, sig: bytes) -> bool:
+        return rs256_verify(self.prepare_key(key), msg, sig)
+
+    @overload
+    @staticmethod
+    def to_jwk(key_obj: Any, as_dict: Literal[True]) -> dict[str, Any]: ...
+
+    @overload
+    @staticmethod
+    def to_jwk(key_obj: Any, as_dict: Literal[False] = False) -> str: ...
+
+    @staticmethod
+    def to_jwk(key_obj: Any, as_dict: bool = False) -> dict[str, Any] | str:
+        jwk = key_obj.to_jwk()
+        return jwk if as_dict else json.dumps(jwk)
+
+    @staticmethod
+    def from_jwk(jwk: str | Mapping[str, Any]) -> RsaPublicKey:
+        return RsaPublicKey.from_jwk(json.loads(jwk) if isinstance(jwk, str) else jwk)
+
+
+class _SingleAlgorithmJwt(jwt.PyJWT):
+    """PyJWT whose signature layer knows exactly one algorithm."""
+
+    def __init__(self, algorithm: str) -> None:
+        super().__init__()
+        jws = jwt.PyJWS(algorithms=[algorithm] if algorithm == HS256 else [])
+        if algorithm == RS256:
+            jws.register_algorithm(RS256, _RS256Verifier())
+        self._jws = jws
+
+
+Fetch = Callable[[str, float], bytes]
+
+
+def _http_get(url: str, timeout: float) -> bytes:
+    request = urllib.request.Request(url, headers={"accept": "application/json"})
+    with urllib.request.urlopen(request, timeout=timeout) as response:
+        body: bytes = response.read(1024 * 1024)
+        return body
+
+
+class JwksKeys:
+    """RS256 signing keys of a JWKS URL, cached for ``ttl_s``.
+
+    A token with an unknown ``kid`` refreshes the set (key rotation), at most once every
+    ``min_refresh_s`` so a flood of forged ``kid`` values cannot hammer the identity
+    provider. When a refresh fails, the keys already known keep working. The fetch
+    blocks, so async callers run it in a worker thread (:meth:`get_async`).
+    """
+
+    def __init__(
+        self,
+        url: str,
+        *,
+        ttl_s: float = 300.0,
+        min_refresh_s: float = 10.0,
+        timeout_s: float = 5.0,
+        fetch: Fetch = _http_get,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.url = url
+        self.ttl_s = ttl_s
+        self.min_refresh_s = min_refresh_s
+        self.timeout_s = timeout_s
+        self._fetch = fetch
+        self._clock = clock
+        self._keys: dict[str | None, RsaPublicKey] = {}
+        self._fetched_at: float | None = None
+        self._tried_at: float | None = None
+        self._lock = threading.Lock()
+        self.fetches = 0
+
+    def cached(self, kid: str | None) -> RsaPublicKey | None:
+        """The key for ``kid`` when it is known and the set is fresh; no I/O."""
+        if self._fetched_at is None or self._clock() - self._fetched_at > self.ttl_s:
+            return None
+        return self._pick(kid)
+
+    def _pick(self, kid: str | None) -> RsaPublicKey | None:
+        if kid is None and len(self._keys) == 1:
+            return next(iter(self._keys.values()))
+        return self._keys.get(kid)
+
+    def get(self, kid: str | None) -> RsaPublicKey | None:
+        """The key for ``kid``, refreshing the set when needed (blocking)."""
+        with self._lock:
+            now = self._clock()
+            stale = self._fetched_at is None or now - self._fetched_at > self.ttl_s
+            key = None if stale else self._pick(kid)
+            if key is not None:
+                return key
+            may_refresh = self._tried_at is None or now - self._tried_at >= self.min_refresh_s
+            if stale or may_refresh:
+                self._refresh(now)
+            return self._pick(kid)
+
+    async def get_async(self, kid: str | None) -> RsaPublicKey | None:
+        """:meth:`get` off the event loop (only a cache miss leaves the loop)."""
+        key = self.cached(kid)
+        if key is not None:
+            return key
+        return await asyncio.to_thread(self.get, kid)
+
+    def _refresh(self, now: float) -> None:
+        self._tried_at = now
+        try:
+            document = json.loads(self._fetch(self.url, self.timeout_s))
+            entries = document["keys"]
+            if not isinstance(entries, list):
+                raise ValueError("'keys' is not a list")
+        except Exception as exc:
+            log.warning("JWKS fetch failed", extra={"url": self.url, "error": repr(exc)})
+            if not self._keys:
+                raise ApiError(
+                    503,
+                    "auth_unavailable",
+                    "The signing keys of the identity provider are unavailable; try again shortly.",
+                ) from exc
+            return
+        keys: dict[str | None, RsaPublicKey] = {}
+        for entry in entries:
+            try:
+                key = RsaPublicKey.from_jwk(entry)
+            except (ValueError, TypeError, AttributeError):
+                continue  # another algorithm, an encryption key, a weak key: not ours
+            keys[key.kid] = key
+        self.fetches += 1
+        self._keys = keys
+        self._fetched_at = now
+
+
+# --- the verifier ---------------------------------------------------------------------------
+
+
+class TokenVerifier:
+    """Turns a bearer token into a :class:`Principal`, or raises 401."""
+
+    def __init__(
+        self,
+        algorithm: str = HS256,
+        *,
+        secret: str | None = None,
+        keys: JwksKeys | None = None,
+        issuer: str | None = None,
+        audience: str | None = None,
+    ) -> None:
+        if algorithm == HS256 and not secret:
+            raise ValueError("HS256 needs a secret")
+        if algorithm == RS256 and keys is None:
+            raise ValueError("RS256 needs a JWKS")
+        if algorithm not in (HS256, RS256):
+            raise ValueError(f"unsupported algorithm {algorithm}")
+        self.algorithm = algorithm
+        self.secret = secret
+        self.keys = keys
+        self.issuer = issuer
+        self.audience = audience
+        self._jwt = _SingleAlgorithmJwt(algorithm)
+
+    @classmethod
+    def from_settings(cls, settings: ServiceSettings) -> TokenVerifier:
+        """The verifier the settings describe (``TONGXIN_JWT_ALGORITHM`` and friends)."""
+        keys = None
+        if settings.jwt_algorithm == RS256:
+            assert settings.jwks_url is not None  # the settings validate this
+            keys = JwksKeys(settings.jwks_url, ttl_s=settings.jwks_cache_s)
+        return cls(
+            settings.jwt_algorithm,
+            secret=settings.jwt_secret,
+            keys=keys,
+            issuer=settings.jwt_issuer,
+            audience=settings.jwt_audience,
+        )
+
+    def _kid(self, token: str) -> str | None:
+        try:
+            header = jwt.get_unverified_header(token)
+        except jwt.PyJWTError as exc:
+            raise _unauthorized() from exc
+        if header.get("alg") != self.algorithm:
+            raise _unauthorized()
+        kid = header.get("kid")
+        return str(kid) if kid is not None else None
+
+    def _decode(self, token: str, key: Any) -> Principal:
+        require = ["sub", "exp"]
+        if self.issuer:
+            require.append("iss")
+        if self.audience:
+            require.append("aud")
+        try:
+            claims = self._jwt.decode(
+                token,
+                key,
+                algorithms=[self.algorithm],
+                options={"require": require},
+                issuer=self.issuer,
+                audience=self.audience,
+            )
+            role = Role(str(claims.get("role")))
+        except (jwt.PyJWTError, ValueError) as exc:
+            raise _unauthorized() from exc
+        unit = claims.get("unit")
+        return Principal(sub=str(claims["sub"]), role=role, unit=str(unit) if unit else None)
+
+    def verify(self, token: str) -> Principal:
+        """Verify a token (blocking when the JWKS must be fetched)."""
+        if self.algorithm == HS256:
+            return self._decode(token, self.secret)
+        assert self.keys is not None
+        key = self.keys.get(self._kid(token))
+        if key is None:
+            raise _unauthorized()
+        return self._decode(token, key)
+
+    async def verify_async(self, token: str) -> Principal:
+        """Verify a token; a JWKS fetch runs in a worker thread, never on the loop."""
+        if self.algorithm == HS256:
+            return self._decode(token, self.secret)
+        assert self.keys is not None
+        key = await self.keys.get_async(self._kid(token))
+        if key is None:
+            raise _unauthorized()
+        return self._decode(token, key)
+
+    async def principal(self, authorization: str | None) -> Principal | None:
+        """The principal of an ``Authorization: Bearer …`` header, None when absent."""
+        token = bearer_token(authorization)
+        return None if token is None else await self.verify_async(token)
+
+    async def dependency(self, request: Request) -> Principal | None:
+        """FastAPI dependency: the caller's principal, None for anonymous callers.
+
+        A service installs it over the kernel's ``get_principal``
+        (``app.dependency_overrides``), so every route sees the configured algorithm.
+        """
+        return await self.principal(request.headers.get("authorization"))
+
+
+def install_verifier(app: FastAPI, settings: ServiceSettings) -> TokenVerifier:
+    """Authenticate every route of ``app`` with the configured algorithm.
+
+    The kernel's ``get_principal`` dependency knows HS256 only; this replaces it for the
+    whole app (FastAPI ``dependency_overrides``), so ``CurrentPrincipal`` and
+    ``OptionalPrincipal`` accept exactly what the settings allow.
+    """
+    from tongxin.runtime.service import get_principal  # service imports this module
+
+    verifier = TokenVerifier.from_settings(settings)
+    app.dependency_overrides[get_principal] = verifier.dependency
+    app.state.verifier = verifier
+    return verifier
+
+
+def bearer_token(authorization: str | None) -> str | None:
+    """The token of an ``Authorization: Bearer …`` header; None when absent, else 401."""
+    if not authorization:
+        return None
+    scheme, _, token = authorization.partition(" ")
+    if scheme.lower() != "bearer" or not token.strip():
+        raise _unauthorized("Use 'Authorization: Bearer <token>'.")
+    return token.strip()
+
+
+# --- HS256 helpers (development tokens, and the kernel's default dependency) ---------------
+
+
 def mint_token(
     secret: str, *, sub: str, role: Role, unit: str | None = None, ttl_s: int = 8 * 3600
 ) -> str:
-    """A signed development/service token."""
+    """A signed HS256 development/service token."""
     now = int(time.time())
     claims: dict[str, object] = {"sub": sub, "role": role.value, "iat": now, "exp": now + ttl_s}
     if unit:
         claims["unit"] = unit
-    return jwt.encode(claims, secret, algorithm="HS256")
+    return jwt.encode(claims, secret, algorithm=HS256)
 
 
 def decode_token(secret: str, token: str) -> Principal:
-    """Verify a token; 401 for anything invalid or expired."""
-    try:
-        claims = jwt.decode(
-            token, secret, algorithms=["HS256"], options={"require": ["sub", "exp"]}
-        )
-        role = Role(str(claims.get("role")))
-    except (jwt.PyJWTError, ValueError) as exc:
-        raise ApiError(401, "unauthorized", "Invalid or expired token.") from exc
-    unit = claims.get("unit")
-    return Principal(sub=str(claims["sub"]), role=role, unit=str(unit) if unit else None)
+    """Verify an HS256 token; 401 for anything invalid or expired."""
+    return TokenVerifier(HS256, secret=secret).verify(token)
 
 
 def principal_from_header(secret: str, authorization: str | None) -> Principal | None:
-    """The principal of an ``Authorization: Bearer …`` header, None when absent."""
-    if not authorization:
-        return None
-    scheme, _, token = authorization.partition(" ")
-    if scheme.lower() != "bearer" or not token:
-        raise ApiError(401, "unauthorized", "Use 'Authorization: Bearer <token>'.")
-    return decode_token(secret, token.strip())
+    """The principal of an HS256 ``Authorization: Bearer …`` header, None when absent."""
+    token = bearer_token(authorization)
+    return None if token is None else decode_token(secret, token)

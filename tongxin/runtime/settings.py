@@ -22,6 +22,7 @@ def _repo_root() -> Path:
 
 REPO_ROOT = _repo_root()
 PLACEHOLDER_SECRET = "tongxin-development-secret-change-me!"  # refused outside development
+MIN_SECRET_BYTES = 32  # an HS256 key at least as long as the hash (RFC 7518 §3.2)
 
 
 class ServiceSettings(BaseSettings):
@@ -37,7 +38,15 @@ class ServiceSettings(BaseSettings):
     # Topic names are "<topic_prefix><contract name>"; empty in production.
     topic_prefix: str = ""
     kafka_idempotence: bool = True
+    # Bearer tokens (SPEC §4): HS256 with jwt_secret (default), or RS256 with the keys of
+    # an identity provider's JWKS URL. One algorithm per deployment.
+    jwt_algorithm: Literal["HS256", "RS256"] = "HS256"
     jwt_secret: str = PLACEHOLDER_SECRET
+    jwks_url: str | None = None
+    jwks_cache_s: float = Field(default=300.0, gt=0)
+    # When set, tokens must carry this issuer / audience.
+    jwt_issuer: str | None = None
+    jwt_audience: str | None = None
     deadline_scale: float = Field(default=1.0, gt=0)
     host: str = "127.0.0.1"
     log_level: str = "INFO"
@@ -50,9 +59,29 @@ class ServiceSettings(BaseSettings):
     seed_dir: Path = REPO_ROOT / "deploy" / "seed"
 
     @model_validator(mode="after")
-    def _refuse_placeholder_secret(self) -> ServiceSettings:
-        if self.env == "production" and self.jwt_secret == PLACEHOLDER_SECRET:
-            raise ValueError("TONGXIN_JWT_SECRET must be set to a real secret in production")
+    def _check_auth(self) -> ServiceSettings:
+        """Refuse auth settings that would be unsafe, or could not work.
+
+        Outside development and test (i.e. in production) an HS256 deployment needs a
+        real secret of at least 32 bytes (RFC 7518 §3.2); the placeholder is refused. An
+        RS256 deployment needs a JWKS URL (https in production); its jwt_secret is not
+        used for verification then.
+        """
+        if self.jwt_algorithm == "RS256":
+            if not self.jwks_url:
+                raise ValueError("TONGXIN_JWKS_URL is required when TONGXIN_JWT_ALGORITHM=RS256")
+            if not self.jwks_url.startswith(("https://", "http://")):
+                raise ValueError("TONGXIN_JWKS_URL must be an http(s) URL")
+            if self.env == "production" and not self.jwks_url.startswith("https://"):
+                raise ValueError("TONGXIN_JWKS_URL must be an https:// URL in production")
+            return self
+        if self.env == "production":
+            if self.jwt_secret == PLACEHOLDER_SECRET:
+                raise ValueError("TONGXIN_JWT_SECRET must be set to a real secret in production")
+            if len(self.jwt_secret.encode()) < MIN_SECRET_BYTES:
+                raise ValueError(
+                    f"TONGXIN_JWT_SECRET must be at least {MIN_SECRET_BYTES} bytes in production"
+                )
         return self
 
     def topic(self, name: str) -> str:
