@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from pathlib import Path
 from typing import Any
 
@@ -131,6 +132,10 @@ def create_app(settings: NotifySettings | None = None) -> FastAPI:
         rt.extra["handlers"] = h
         scheduler = DeadlineScheduler(deadlines, {RELEASE: h.on_release})
         rt.run_in_background("deadlines", scheduler.run, scheduler.stop)
+        rt.tasks.append(asyncio.create_task(dispatcher.run_sweeper(), name="notify:resume"))
+        # closers run in reverse: this one first, so attempts under way are recorded
+        # before the channel clients close
+        rt.closers.append(dispatcher.stop)
         handled = {t for topic in CONSUMED for t in topic.event_types}
         return [
             Subscription(

@@ -56,8 +56,12 @@ class NotifySettings(ServiceSettings):
     notify_concurrency: int = Field(default=8, ge=1)
     notify_channel_timeouts: dict[NotifyChannel, float] = Field(default_factory=dict)
     notify_channel_concurrency: dict[NotifyChannel, int] = Field(default_factory=dict)
-    # How long a process holds a delivery it is retrying before another may take it over.
-    notify_delivery_lease_s: float = Field(default=300.0, gt=0)
+    # A delivery between attempts is held by its process until its next attempt plus this
+    # lease, and a planned one is left to its event's handler this long; after that any
+    # replica's resume sweep takes it over (so a crash delays it by about this much).
+    notify_delivery_lease_s: float = Field(default=30.0, gt=0)
+    # How often each replica looks for open deliveries nobody holds.
+    notify_sweep_interval_s: float = Field(default=5.0, gt=0)
 
     @model_validator(mode="after")
     def _positive_limits(self) -> NotifySettings:

@@ -89,10 +89,11 @@ class NotifyHandlers:
         if event is None:
             return
         planned: list[Planned] = []
+        docs: list[Doc] = []
 
         async def txn(session: AsyncClientSession) -> None:
-            nonlocal planned
-            planned = await self._plan(session, env, event_type, event)
+            nonlocal planned, docs
+            planned, docs = await self._plan(session, env, event_type, event)
 
         try:
             fresh = await handle_once(self.rt.mongo, self.rt.db, CONSUMER, env.id, txn)
@@ -102,47 +103,50 @@ class NotifyHandlers:
             for p in planned:
                 status = "deferred" if p.not_before else "planned"
                 self.metrics.notifications.labels(p.channel.value, status).inc()
-        # also after a redelivery: resume what a crash interrupted; a DLQ replay retries failures
-        failed = await self.dispatcher.dispatch_event(env.id, reopen_failed=not fresh)
+            await self.dispatcher.console_committed(docs)
+            failed = await self.dispatcher.dispatch_planned(docs)
+        else:
+            # a redelivery: resume what a crash interrupted; a DLQ replay retries failures
+            failed = await self.dispatcher.dispatch_event(env.id, reopen_failed=True)
         if failed:
             what = ", ".join(f"{d['recipient']}/{d['channel']}: {d['last_error']}" for d in failed)
             raise PermanentError(f"{len(failed)} deliveries failed: {what}"[:1500])
 
     async def _plan(
         self, session: AsyncClientSession, env: Envelope, event_type: str, event: Event
-    ) -> list[Planned]:
+    ) -> tuple[list[Planned], list[Doc]]:
+        """Plan and record the event's deliveries (console ones already sent)."""
         data = event.model_dump(mode="python")
         request_id = event.request_id
+        contact: Doc | None = None
+        case: Doc | None = None
         if isinstance(event, RequestSubmitted):
-            await self.store.save_contact(
-                session,
-                request_id,
-                {
-                    "name": event.submitter.name,
-                    "phone": event.submitter.phone,
-                    "urgency": event.urgency.value,
-                    "community": event.community,
-                },
-            )
+            contact = {
+                "name": event.submitter.name,
+                "phone": event.submitter.phone,
+                "urgency": event.urgency.value,
+                "community": event.community,
+            }
+            await self.store.save_contact(session, request_id, contact)
         elif isinstance(event, CaseRouted):
-            await self.store.save_case(
-                session,
-                event.case_id,
-                {
-                    "request_id": request_id,
-                    "units": list(event.units),
-                    "community": event.community,
-                    "tier": event.tier.value,
-                },
-            )
+            case = {
+                "request_id": request_id,
+                "units": list(event.units),
+                "community": event.community,
+                "tier": event.tier.value,
+            }
+            await self.store.save_case(session, event.case_id, case)
+            case = {**case, "case_id": event.case_id}  # what was just written: not read back
         elif isinstance(event, CaseEscalated):
             await self.store.add_case_unit(session, event.case_id, event.to_unit)
-        contact = await self.store.contact(session, request_id)
+        if contact is None:
+            contact = await self.store.contact(session, request_id)
         case_id = data.get("case_id")
-        case = await self.store.case(session, str(case_id)) if case_id else None
-        if case is not None:
-            case = {k: v for k, v in case.items() if k not in ("_id", "updated_at")}
-            case["case_id"] = case_id
+        if case is None and case_id:
+            case = await self.store.case(session, str(case_id))
+            if case is not None:
+                case = {k: v for k, v in case.items() if k not in ("_id", "updated_at")}
+                case["case_id"] = case_id
         facts = Facts(event_type, data, case, contact)
         ids = self.planner.recipient_ids(facts)
         prefs = {
@@ -153,13 +157,14 @@ class NotifyHandlers:
         now = self.clock()
         planned = self.planner.plan(facts, prefs, now, emergency=emergency)
         docs = [self._doc(env, event_type, data, p, now) for p in planned]
+        await self.dispatcher.record_console(session, docs)
         await self.store.insert_deliveries(session, docs)
         for doc in docs:
             if doc["status"] == DEFERRED:
                 await self.deadlines.schedule(
                     session, f"release:{doc['_id']}", RELEASE, doc["not_before"], doc["_id"]
                 )
-        return planned
+        return planned, docs
 
     def _doc(
         self, env: Envelope, event_type: str, data: Mapping[str, Any], p: Planned, now: datetime
@@ -188,12 +193,18 @@ class NotifyHandlers:
             "address": address,
             "status": DEFERRED if p.not_before else PENDING,
             "not_before": p.not_before.astimezone(UTC) if p.not_before else None,
+            # left to this event's handler until then; afterwards the resume sweep may take it
+            "lease_until": now + self.dispatcher.lease,
             "attempts": 0,
             "created_at": now,
             "updated_at": now,
         }
 
     async def on_release(self, doc: Doc, complete: Complete) -> None:
-        """Deadline: a deferred delivery's quiet hours ended — send it now."""
-        await self.dispatcher.dispatch(str(doc["subject"]), allow_deferred=True)
+        """Deadline: a deferred delivery's quiet hours ended — send it now.
+
+        Raises ``Stopping`` when the process stops first: the deadline stays due and fires
+        again (a delivery already past ``deferred`` is skipped then; the sweep resumes it).
+        """
+        await self.dispatcher.dispatch(str(doc["subject"]), DEFERRED)
         await in_transaction(self.rt.mongo, complete)

@@ -30,17 +30,21 @@ PENDING, DEFERRED, SENDING, RETRYING, SENT, FAILED = (
 )
 OPEN_STATUSES = (PENDING, RETRYING)
 
+# Filters are kept to ``_id`` plus plain equalities (no top-level ``$or``): the database
+# then finds the document by its primary key instead of scanning the collection.
 INDEXES = [
-    # at most once per (event, recipient, channel)
+    # at most once per (event, recipient, channel) — the ``_id`` encodes the same triple;
+    # this index also serves a redelivered event's look-up of its deliveries
     IndexSpec(
         DELIVERIES,
         [("event_id", 1), ("recipient", 1), ("channel", 1)],
         unique=True,
         name="once_per_event_recipient_channel",
     ),
-    IndexSpec(DELIVERIES, [("request_id", 1), ("created_at", 1)]),
-    IndexSpec(DELIVERIES, [("recipient", 1), ("created_at", 1)]),
-    IndexSpec(DELIVERIES, [("status", 1), ("updated_at", 1)]),
+    IndexSpec(DELIVERIES, [("request_id", 1), ("created_at", 1)]),  # the API, by request
+    IndexSpec(DELIVERIES, [("recipient", 1), ("created_at", 1)]),  # the API, by recipient
+    # the resume sweep: open deliveries whose lease ran out (and the API's status filter)
+    IndexSpec(DELIVERIES, [("status", 1), ("lease_until", 1)], name="resumable"),
     IndexSpec(CASES, [("request_id", 1)]),
     *DEADLINE_INDEXES,
 ]
@@ -128,71 +132,93 @@ class NotifyStore:
         if docs:
             await self.deliveries.insert_many(list(docs), session=session)
 
-    async def open_deliveries(self, event_id: str, *, reopen_failed: bool) -> list[str]:
-        """Ids of an event's deliveries that may be (re)sent now."""
+    async def open_deliveries(
+        self, event_id: str, lease: timedelta, *, reopen_failed: bool
+    ) -> list[Doc]:
+        """An event's deliveries that may be (re)sent now: ``_id``, ``status``, ``channel``."""
         if reopen_failed:
+            now = _now()
             await self.deliveries.update_many(
                 {"event_id": event_id, "status": FAILED},
-                {"$set": {"status": PENDING, "updated_at": _now()}},
+                {"$set": {"status": PENDING, "lease_until": now + lease, "updated_at": now}},
             )
         cursor = self.deliveries.find(
-            {"event_id": event_id, "status": {"$in": list(OPEN_STATUSES)}}, {"_id": 1}
+            {"event_id": event_id, "status": {"$in": list(OPEN_STATUSES)}},
+            {"_id": 1, "status": 1, "channel": 1},
         )
-        return [d["_id"] async for d in cursor]
+        return [d async for d in cursor]
 
-    async def claim(
-        self, did: str, owner: str, lease: timedelta, *, allow_deferred: bool = False
+    async def resumable(self, now: datetime, limit: int) -> list[Doc]:
+        """Open deliveries nobody holds: planned but never claimed, or between attempts by a
+        process whose lease ran out (it died or stalled) — ``_id``, ``status``, ``channel``."""
+        cursor = self.deliveries.find(
+            {"status": {"$in": list(OPEN_STATUSES)}, "lease_until": {"$lt": now}},
+            {"_id": 1, "status": 1, "channel": 1},
+        ).limit(limit)
+        return [d async for d in cursor]
+
+    async def claim_attempt(
+        self,
+        did: str,
+        status: str,
+        owner: str,
+        lease_until: datetime,
+        *,
+        held_by: str | None = None,
     ) -> Doc | None:
-        """Take a delivery for sending; None when it is sent, failed, uncertain, or held."""
+        """Take a delivery and mark the attempt in one write: ``status`` -> ``sending``.
+
+        ``held_by``: a ``retrying`` delivery is taken by its own holder (``held_by`` = the
+        owner), else only once its lease ran out. ``pending`` and ``deferred`` ones have no
+        holder. Returns the document, or None when it is not (or no longer) in ``status``:
+        sent, failed, uncertain, or taken by another process. From here until the outcome is
+        recorded a crash leaves it ``sending``, and it is never sent again (at most once).
+        """
         now = _now()
-        claimable: list[Doc] = [
-            {"status": PENDING},
-            {"status": RETRYING, "lease_until": {"$lt": now}},
-        ]
-        if allow_deferred:
-            claimable.append({"status": DEFERRED})
+        filt: Doc = {"_id": did, "status": status}
+        if status == RETRYING:
+            if held_by is not None:
+                filt["owner"] = held_by
+            else:
+                filt["lease_until"] = {"$lt": now}
         return await self.deliveries.find_one_and_update(
-            {"_id": did, "$or": claimable},
+            filt,
             {
                 "$set": {
-                    "status": RETRYING,
+                    "status": SENDING,
                     "owner": owner,
-                    "lease_until": now + lease,
-                    "claimed_at": now,
+                    "lease_until": lease_until,
+                    "last_attempt_at": now,
                     "updated_at": now,
-                }
+                },
+                "$inc": {"attempts": 1},
             },
             return_document=ReturnDocument.AFTER,
         )
 
-    async def mark_attempt(self, did: str, owner: str, attempt: int) -> bool:
-        """About to send: from here until the outcome is recorded, a crash leaves it uncertain."""
-        now = _now()
-        res = await self.deliveries.update_one(
-            {"_id": did, "owner": owner, "status": RETRYING},
-            {
-                "$set": {
-                    "status": SENDING,
-                    "attempts": attempt,
-                    "last_attempt_at": now,
-                    "updated_at": now,
-                }
-            },
-        )
-        return res.modified_count == 1
-
-    async def mark_retrying(self, did: str, owner: str, error: str, retry_at: datetime) -> None:
-        """The attempt failed and nothing was delivered; another attempt follows."""
+    async def mark_retrying(
+        self, did: str, owner: str, error: str, retry_at: datetime, lease_until: datetime
+    ) -> None:
+        """The attempt failed and nothing was delivered; this process tries again at
+        ``retry_at``, and any process may after ``lease_until``."""
         await self.deliveries.update_one(
-            {"_id": did, "owner": owner},
+            {"_id": did, "status": SENDING, "owner": owner},
             {
                 "$set": {
                     "status": RETRYING,
                     "last_error": error[:500],
                     "next_attempt_at": retry_at,
+                    "lease_until": lease_until,
                     "updated_at": _now(),
                 }
             },
+        )
+
+    async def release(self, did: str, owner: str) -> None:
+        """Hand a delivery between attempts back at once (a clean stop): any replica resumes it."""
+        await self.deliveries.update_one(
+            {"_id": did, "status": RETRYING, "owner": owner},
+            {"$set": {"lease_until": _now(), "updated_at": _now()}},
         )
 
     async def mark_sent(
@@ -201,7 +227,7 @@ class NotifyStore:
         """The delivery went through."""
         now = _now()
         await self.deliveries.update_one(
-            {"_id": did},
+            {"_id": did, "status": SENDING},
             {
                 "$set": {
                     "status": SENT,
@@ -217,7 +243,7 @@ class NotifyStore:
         """The delivery failed after its last attempt (a DLQ replay may try it again)."""
         now = _now()
         await self.deliveries.update_one(
-            {"_id": did},
+            {"_id": did, "status": SENDING},
             {
                 "$set": {
                     "status": FAILED,
