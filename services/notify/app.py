@@ -86,7 +86,7 @@ def _senders(settings: NotifySettings, rt: ServiceRuntime) -> dict[NotifyChannel
         )
     }
     if settings.notify_console:
-        senders[NotifyChannel.CONSOLE] = ConsoleSender()
+        senders[NotifyChannel.CONSOLE] = ConsoleSender(show_text=settings.env == "development")
     if settings.notify_wecom_url:
         senders[NotifyChannel.WECOM] = WeComSender(
             client(NotifyChannel.WECOM), settings.notify_wecom_url

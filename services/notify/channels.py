@@ -346,19 +346,23 @@ class SmsGatewaySender:
 
 
 class ConsoleSender:
-    """Writes the message to the service log (development channel)."""
+    """Writes the message to the service log (development channel).
+
+    The text greets people by name, so it is logged only in development (``tongxin up``);
+    elsewhere the log line says who got which message, and the text stays in the
+    delivery record (``GET /v1/notifications``).
+    """
 
     channel = NotifyChannel.CONSOLE
 
+    def __init__(self, show_text: bool = False) -> None:
+        self.show_text = show_text
+
     async def send(self, out: Outgoing) -> str | None:
-        log.info(
-            "console notification",
-            extra={
-                "recipient": out.recipient,
-                "title": out.message.title,
-                "text": out.message.text,
-            },
-        )
+        extra: dict[str, str] = {"recipient": out.recipient}
+        if self.show_text:
+            extra |= {"title": out.message.title, "text": out.message.text}
+        log.info("console notification", extra=extra)
         return None
 
 

@@ -130,12 +130,6 @@ async def test_no_name_in_the_logs(platform: Platform, journeys: list[str], serv
     assert _leaks(platform, service) == []
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="notify's console channel logs the whole message text, which greets the "
-    "submitter by name (services/notify/channels.py, 'console notification'); notify "
-    "is owned elsewhere — see docs/security.md, Open items",
-)
 async def test_no_name_in_the_notify_log(platform: Platform, journeys: list[str]) -> None:
     assert _leaks(platform, "notify") == []
 
