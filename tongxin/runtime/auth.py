@@ -5,20 +5,14 @@ tokens with it). RS256 is the option for an identity provider: its public keys c
 a JWKS URL, fetched off the event loop and cached. Exactly one algorithm is accepted per
 deployment, so an RS256 deployment never accepts an HS256 token (no algorithm confusion).
 
-RS256 is verified here without the ``cryptography`` package (not a dependency of the
-project): RSASSA-PKCS1-v1_5 verification is one modular exponentiation and a
-constant-time comparison with the expected encoding (RFC 8017 §8.2.2, "encode and
-compare", which avoids the signature-parsing flaws of decode-and-parse verifiers). It is
-plugged into PyJWT as an :class:`jwt.algorithms.Algorithm`, so PyJWT still checks the
-header, ``exp``, ``iss`` and ``aud``.
+Tokens are verified by PyJWT; RS256 signatures by PyJWT's RSA algorithm on the
+``cryptography`` package. Each JWKS entry becomes a :class:`jwt.PyJWK` bound to RS256,
+so PyJWT refuses a token whose header names any other algorithm for that key.
 """
 
 from __future__ import annotations
 
 import asyncio
-import base64
-import hashlib
-import hmac
 import json
 import logging
 import threading
@@ -27,11 +21,11 @@ import urllib.request
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from enum import StrEnum
-from typing import TYPE_CHECKING, Any, Literal, overload
+from typing import TYPE_CHECKING, Any
 
 import jwt
+from cryptography.hazmat.primitives.asymmetric.rsa import RSAPublicKey
 from fastapi import FastAPI, Request
-from jwt.algorithms import Algorithm
 
 from tongxin.runtime.errors import ApiError
 
@@ -43,8 +37,8 @@ log = logging.getLogger(__name__)
 HS256 = "HS256"
 RS256 = "RS256"
 MIN_RSA_BITS = 2048
-# DER prefix of DigestInfo for SHA-256 (RFC 8017 §9.2 note 1)
-_SHA256_DIGEST_INFO = bytes.fromhex("3031300d060960864801650304020105000420")
+# the members of a JWK that describe a public RSA signing key (private members are dropped)
+_PUBLIC_RSA_MEMBERS = ("kty", "kid", "use", "alg", "n", "e")
 
 
 class Role(StrEnum):
@@ -73,114 +67,28 @@ def _unauthorized(message: str = "Invalid or expired token.") -> ApiError:
 # --- RS256 ----------------------------------------------------------------------------------
 
 
-def _b64int(value: object) -> int:
-    if not isinstance(value, str) or not value:
-        raise ValueError("not a base64url string")
-    raw = base64.urlsafe_b64decode(value + "=" * (-len(value) % 4))
-    return int.from_bytes(raw, "big")
+def rs256_key_from_jwk(jwk: Mapping[str, Any]) -> jwt.PyJWK:
+    """An RS256 signing key from one JWK; ValueError for anything else.
 
-
-@dataclass(frozen=True, slots=True)
-class RsaPublicKey:
-    """An RSA public key (modulus ``n``, exponent ``e``) from a JWKS."""
-
-    n: int
-    e: int
-    kid: str | None = None
-
-    @property
-    def bits(self) -> int:
-        """Modulus length in bits."""
-        return self.n.bit_length()
-
-    @classmethod
-    def from_jwk(cls, jwk: Mapping[str, Any]) -> RsaPublicKey:
-        """An RS256 signing key from one JWK; ValueError for anything else."""
-        if jwk.get("kty") != "RSA":
-            raise ValueError("not an RSA key")
-        if jwk.get("use", "sig") != "sig" or jwk.get("alg", RS256) != RS256:
-            raise ValueError("not an RS256 signing key")
-        key = cls(n=_b64int(jwk.get("n")), e=_b64int(jwk.get("e")), kid=jwk.get("kid"))
-        if key.bits < MIN_RSA_BITS:
-            raise ValueError(f"RSA keys shorter than {MIN_RSA_BITS} bits are refused")
-        if key.e < 3 or key.e % 2 == 0:
-            raise ValueError("bad RSA public exponent")
-        return key
-
-    def to_jwk(self) -> dict[str, str]:
-        """The key as a JWK (tests serve it from a JWKS)."""
-
-        def enc(i: int) -> str:
-            raw = i.to_bytes((i.bit_length() + 7) // 8, "big")
-            return base64.urlsafe_b64encode(raw).decode().rstrip("=")
-
-        out = {"kty": "RSA", "use": "sig", "alg": RS256, "n": enc(self.n), "e": enc(self.e)}
-        if self.kid:
-            out["kid"] = self.kid
-        return out
-
-
-def pkcs1_sha256_encoding(message: bytes, k: int) -> bytes:
-    """EMSA-PKCS1-v1_5 encoding of SHA-256(message) into ``k`` bytes (RFC 8017 §9.2)."""
-    t = _SHA256_DIGEST_INFO + hashlib.sha256(message).digest()
-    if k < len(t) + 11:
-        raise ValueError("modulus too short")
-    return b"\x00\x01" + b"\xff" * (k - len(t) - 3) + b"\x00" + t
-
-
-def rs256_verify(key: RsaPublicKey, message: bytes, signature: bytes) -> bool:
-    """RSASSA-PKCS1-v1_5 with SHA-256: does ``signature`` sign ``message`` under ``key``?"""
-    k = (key.n.bit_length() + 7) // 8
-    if len(signature) != k:
-        return False
-    s = int.from_bytes(signature, "big")
-    if s >= key.n:
-        return False
-    em = pow(s, key.e, key.n).to_bytes(k, "big")
-    return hmac.compare_digest(em, pkcs1_sha256_encoding(message, k))
-
-
-class _RS256Verifier(Algorithm):
-    """PyJWT algorithm: RS256 verification with :class:`RsaPublicKey` keys (no signing)."""
-
-    def prepare_key(self, key: Any) -> RsaPublicKey:
-        if not isinstance(key, RsaPublicKey):
-            raise jwt.InvalidKeyError("RS256 needs an RSA public key from the JWKS")
-        return key
-
-    def sign(self, msg: bytes, key: Any) -> bytes:
-        raise NotImplementedError("this service verifies RS256 tokens; it never signs them")
-
-    def verify(self, msg: bytes, key: Any, sig: bytes) -> bool:
-        return rs256_verify(self.prepare_key(key), msg, sig)
-
-    @overload
-    @staticmethod
-    def to_jwk(key_obj: Any, as_dict: Literal[True]) -> dict[str, Any]: ...
-
-    @overload
-    @staticmethod
-    def to_jwk(key_obj: Any, as_dict: Literal[False] = False) -> str: ...
-
-    @staticmethod
-    def to_jwk(key_obj: Any, as_dict: bool = False) -> dict[str, Any] | str:
-        jwk = key_obj.to_jwk()
-        return jwk if as_dict else json.dumps(jwk)
-
-    @staticmethod
-    def from_jwk(jwk: str | Mapping[str, Any]) -> RsaPublicKey:
-        return RsaPublicKey.from_jwk(json.loads(jwk) if isinstance(jwk, str) else jwk)
-
-
-class _SingleAlgorithmJwt(jwt.PyJWT):
-    """PyJWT whose signature layer knows exactly one algorithm."""
-
-    def __init__(self, algorithm: str) -> None:
-        super().__init__()
-        jws = jwt.PyJWS(algorithms=[algorithm] if algorithm == HS256 else [])
-        if algorithm == RS256:
-            jws.register_algorithm(RS256, _RS256Verifier())
-        self._jws = jws
+    Only ``kty: RSA`` keys with ``use: sig`` and ``alg: RS256`` (when given) and at least
+    :data:`MIN_RSA_BITS` bits are accepted; private members, if any, are ignored.
+    """
+    if not isinstance(jwk, Mapping) or jwk.get("kty") != "RSA":
+        raise ValueError("not an RSA key")
+    if jwk.get("use", "sig") != "sig" or jwk.get("alg", RS256) != RS256:
+        raise ValueError("not an RS256 signing key")
+    if not isinstance(jwk.get("kid", ""), str):
+        raise ValueError("'kid' is not a string")
+    public = {name: jwk[name] for name in _PUBLIC_RSA_MEMBERS if name in jwk}
+    try:
+        key = jwt.PyJWK(public, algorithm=RS256)  # bound to RS256 whatever a token says
+    except (jwt.PyJWTError, TypeError, ValueError) as exc:
+        raise ValueError(f"unusable RSA key: {exc}") from exc
+    if not isinstance(key.key, RSAPublicKey):
+        raise ValueError("not an RSA public key")
+    if key.key.key_size < MIN_RSA_BITS:
+        raise ValueError(f"RSA keys shorter than {MIN_RSA_BITS} bits are refused")
+    return key
 
 
 Fetch = Callable[[str, float], bytes]
@@ -218,24 +126,24 @@ class JwksKeys:
         self.timeout_s = timeout_s
         self._fetch = fetch
         self._clock = clock
-        self._keys: dict[str | None, RsaPublicKey] = {}
+        self._keys: dict[str | None, jwt.PyJWK] = {}
         self._fetched_at: float | None = None
         self._tried_at: float | None = None
         self._lock = threading.Lock()
         self.fetches = 0
 
-    def cached(self, kid: str | None) -> RsaPublicKey | None:
+    def cached(self, kid: str | None) -> jwt.PyJWK | None:
         """The key for ``kid`` when it is known and the set is fresh; no I/O."""
         if self._fetched_at is None or self._clock() - self._fetched_at > self.ttl_s:
             return None
         return self._pick(kid)
 
-    def _pick(self, kid: str | None) -> RsaPublicKey | None:
+    def _pick(self, kid: str | None) -> jwt.PyJWK | None:
         if kid is None and len(self._keys) == 1:
             return next(iter(self._keys.values()))
         return self._keys.get(kid)
 
-    def get(self, kid: str | None) -> RsaPublicKey | None:
+    def get(self, kid: str | None) -> jwt.PyJWK | None:
         """The key for ``kid``, refreshing the set when needed (blocking)."""
         with self._lock:
             now = self._clock()
@@ -248,7 +156,7 @@ class JwksKeys:
                 self._refresh(now)
             return self._pick(kid)
 
-    async def get_async(self, kid: str | None) -> RsaPublicKey | None:
+    async def get_async(self, kid: str | None) -> jwt.PyJWK | None:
         """:meth:`get` off the event loop (only a cache miss leaves the loop)."""
         key = self.cached(kid)
         if key is not None:
@@ -271,13 +179,13 @@ class JwksKeys:
                     "The signing keys of the identity provider are unavailable; try again shortly.",
                 ) from exc
             return
-        keys: dict[str | None, RsaPublicKey] = {}
+        keys: dict[str | None, jwt.PyJWK] = {}
         for entry in entries:
             try:
-                key = RsaPublicKey.from_jwk(entry)
-            except (ValueError, TypeError, AttributeError):
+                key = rs256_key_from_jwk(entry)
+            except ValueError:
                 continue  # another algorithm, an encryption key, a weak key: not ours
-            keys[key.kid] = key
+            keys[key.key_id] = key
         self.fetches += 1
         self._keys = keys
         self._fetched_at = now
@@ -309,7 +217,6 @@ class TokenVerifier:
         self.keys = keys
         self.issuer = issuer
         self.audience = audience
-        self._jwt = _SingleAlgorithmJwt(algorithm)
 
     @classmethod
     def from_settings(cls, settings: ServiceSettings) -> TokenVerifier:
@@ -343,11 +250,11 @@ class TokenVerifier:
         if self.audience:
             require.append("aud")
         try:
-            claims = self._jwt.decode(
+            claims = jwt.decode(
                 token,
                 key,
-                algorithms=[self.algorithm],
-                options={"require": require},
+                algorithms=[self.algorithm],  # the one algorithm of this deployment
+                options={"require": require, "enforce_minimum_key_length": self.algorithm == RS256},
                 issuer=self.issuer,
                 audience=self.audience,
             )

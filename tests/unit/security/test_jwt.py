@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import functools
 import hashlib
 import hmac
 import json
@@ -18,18 +19,21 @@ from typing import Any
 
 import jwt
 import pytest
+from cryptography.hazmat.primitives.asymmetric import rsa
+from cryptography.hazmat.primitives.serialization import load_pem_public_key
+from jwt.algorithms import RSAAlgorithm
 
 from tests.unit.security.rsa_keys import RsaKeyPair
 from tongxin.runtime.auth import (
     HS256,
+    MIN_RSA_BITS,
     RS256,
     JwksKeys,
     Principal,
     Role,
-    RsaPublicKey,
     TokenVerifier,
     mint_token,
-    rs256_verify,
+    rs256_key_from_jwk,
 )
 from tongxin.runtime.errors import ApiError
 from tongxin.runtime.settings import ServiceSettings
@@ -91,7 +95,7 @@ class JwksServer:
         self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
 
     def serve(self, *pairs: RsaKeyPair) -> None:
-        self.keys = [p.public.to_jwk() for p in pairs]
+        self.keys = [p.jwk() for p in pairs]
 
 
 @pytest.fixture
@@ -111,55 +115,80 @@ def assert_401(exc: pytest.ExceptionInfo[ApiError]) -> None:
     assert exc.value.status == 401 and exc.value.code == "unauthorized"
 
 
-# --- the RSA primitive -----------------------------------------------------------------------
-
-
-def test_rs256_verify_accepts_only_the_exact_signature(key: RsaKeyPair, key2: RsaKeyPair) -> None:
-    sig = key.sign(b"message")
-    assert rs256_verify(key.public, b"message", sig)
-    assert not rs256_verify(key.public, b"messagE", sig)
-    assert not rs256_verify(key2.public, b"message", sig)
-    assert not rs256_verify(key.public, b"message", sig[:-1])
-    assert not rs256_verify(key.public, b"message", b"\xff" * len(sig))  # s >= n
-    flipped = bytes([sig[0] ^ 1]) + sig[1:]
-    assert not rs256_verify(key.public, b"message", flipped)
+# --- JWKS entries and an independent signer ------------------------------------------------
 
 
 @pytest.mark.skipif(shutil.which("openssl") is None, reason="openssl not installed")
-def test_rs256_verify_agrees_with_openssl() -> None:
-    """An independent implementation signs; ours verifies."""
+def test_a_token_signed_by_openssl_verifies(jwks: JwksServer) -> None:
+    """An independent implementation makes the key and signs; the verifier accepts it."""
+    enc = jwt.utils.base64url_encode
+    header = enc(json.dumps({"alg": "RS256", "typ": "JWT", "kid": "ossl"}).encode()).decode()
+    signing_input = f"{header}.{enc(json.dumps(claims()).encode()).decode()}"
     with tempfile.TemporaryDirectory() as d:
-        pem, msg, sig = Path(d, "k.pem"), Path(d, "m"), Path(d, "s")
-        subprocess.run(
-            ["openssl", "genrsa", "-out", str(pem), "2048"], check=True, capture_output=True
-        )
-        msg.write_bytes(b"header.payload")
-        subprocess.run(
-            ["openssl", "dgst", "-sha256", "-sign", str(pem), "-out", str(sig), str(msg)],
-            check=True,
-            capture_output=True,
-        )
-        out = subprocess.run(
-            ["openssl", "rsa", "-in", str(pem), "-noout", "-modulus"],
-            check=True,
-            capture_output=True,
-            text=True,
-        ).stdout
-        public = RsaPublicKey(n=int(out.strip().split("=", 1)[1], 16), e=65537)
-        assert rs256_verify(public, b"header.payload", sig.read_bytes())
-        assert not rs256_verify(public, b"header.payloaD", sig.read_bytes())
+        pem, pub, msg, sig = Path(d, "k.pem"), Path(d, "p.pem"), Path(d, "m"), Path(d, "s")
+        run = functools.partial(subprocess.run, check=True, capture_output=True)
+        run(["openssl", "genrsa", "-out", str(pem), "2048"])
+        run(["openssl", "rsa", "-in", str(pem), "-pubout", "-out", str(pub)])
+        msg.write_bytes(signing_input.encode())
+        run(["openssl", "dgst", "-sha256", "-sign", str(pem), "-out", str(sig), str(msg)])
+        public = load_pem_public_key(pub.read_bytes())
+        signature = enc(sig.read_bytes()).decode()
+    assert isinstance(public, rsa.RSAPublicKey)
+    jwk = {**RSAAlgorithm.to_jwk(public, as_dict=True), "use": "sig", "kid": "ossl"}
+    jwks.keys = [jwk]
+    verifier = rs256(jwks.url)
+
+    assert verifier.verify(f"{signing_input}.{signature}").sub == "u-1"
+
+    forged = enc(json.dumps(claims(role="admin")).encode()).decode()
+    with pytest.raises(ApiError) as exc:
+        verifier.verify(f"{header}.{forged}.{signature}")
+    assert_401(exc)
 
 
 def test_weak_and_foreign_jwks_entries_are_refused(key: RsaKeyPair) -> None:
+    assert rs256_key_from_jwk(key.jwk()).key_id == "k1"
     weak = RsaKeyPair.generate("weak", bits=1024)
-    with pytest.raises(ValueError, match="2048"):
-        RsaPublicKey.from_jwk(weak.public.to_jwk())
+    with pytest.raises(ValueError, match=str(MIN_RSA_BITS)):
+        rs256_key_from_jwk(weak.jwk())
     with pytest.raises(ValueError):
-        RsaPublicKey.from_jwk({**key.public.to_jwk(), "use": "enc"})
+        rs256_key_from_jwk({**key.jwk(), "use": "enc"})
     with pytest.raises(ValueError):
-        RsaPublicKey.from_jwk({**key.public.to_jwk(), "alg": "RS512"})
+        rs256_key_from_jwk({**key.jwk(), "alg": "RS512"})
     with pytest.raises(ValueError):
-        RsaPublicKey.from_jwk({"kty": "EC", "crv": "P-256"})
+        rs256_key_from_jwk({"kty": "EC", "crv": "P-256"})
+    with pytest.raises(ValueError):
+        rs256_key_from_jwk({**key.jwk(), "e": "AQ"})  # e = 1
+    with pytest.raises(ValueError):
+        rs256_key_from_jwk({"kty": "RSA", "kid": "k1"})  # no n, e
+
+
+def test_private_members_of_a_jwks_entry_are_ignored(key: RsaKeyPair) -> None:
+    private = {**RSAAlgorithm.to_jwk(key.private, as_dict=True), "kid": "k1"}
+    public = rs256_key_from_jwk(private).key
+    assert isinstance(public, rsa.RSAPublicKey)
+    assert public.public_numbers() == key.public.public_numbers()
+
+
+@pytest.mark.filterwarnings("ignore::jwt.warnings.InsecureKeyLengthWarning")  # weak signs
+def test_a_jwks_with_foreign_entries_serves_only_its_rs256_signing_keys(
+    jwks: JwksServer, key: RsaKeyPair, key2: RsaKeyPair
+) -> None:
+    weak = RsaKeyPair.generate("weak", bits=1024)
+    jwks.keys = [
+        weak.jwk(),
+        {**key2.jwk(), "use": "enc"},
+        {"kty": "EC", "crv": "P-256", "kid": "ec", "x": "AA", "y": "AA"},
+        {"kty": "oct", "kid": "hmac", "k": "c2VjcmV0"},
+        "not a JWK",
+        key.jwk(),
+    ]
+    verifier = rs256(jwks.url)
+    assert verifier.verify(key.token(claims())).sub == "u-1"
+    for token in (weak.token(claims()), key2.token(claims())):
+        with pytest.raises(ApiError) as exc:
+            verifier.verify(token)
+        assert_401(exc)
 
 
 # --- HS256 (default) ---------------------------------------------------------------------------
@@ -218,7 +247,7 @@ async def test_keys_are_fetched_off_the_event_loop_and_cached(
 async def test_the_loop_keeps_running_while_the_jwks_is_slow(key: RsaKeyPair) -> None:
     def slow(_url: str, _timeout: float) -> bytes:
         time.sleep(0.5)
-        return json.dumps({"keys": [key.public.to_jwk()]}).encode()
+        return json.dumps({"keys": [key.jwk()]}).encode()
 
     verifier = TokenVerifier(RS256, keys=JwksKeys("http://idp.invalid/jwks", fetch=slow))
     ticks = 0
@@ -289,7 +318,17 @@ def test_jwks_outage_keeps_known_keys_and_is_503_without_any(
 
 @pytest.mark.parametrize(
     "case",
-    ["expired", "tampered", "other_key", "no_role", "bad_role", "hs256_with_public_key", "none"],
+    [
+        "expired",
+        "tampered",
+        "other_key",
+        "no_role",
+        "bad_role",
+        "rs512_same_key",
+        "hs256_with_public_jwk",
+        "hs256_with_public_pem",
+        "none",
+    ],
 )
 def test_rs256_refusals_are_401(
     jwks: JwksServer, key: RsaKeyPair, key2: RsaKeyPair, case: str
@@ -310,17 +349,18 @@ def test_rs256_refusals_are_401(
         token = key.token(c)
     elif case == "bad_role":
         token = key.token(claims(role="root"))
-    elif case == "hs256_with_public_key":
-        # the classic algorithm confusion: HMAC keyed with the public key's JWK
+    elif case == "rs512_same_key":
+        token = key.token(claims(), alg="RS512")  # right key, another algorithm
+    elif case.startswith("hs256_with_public"):
+        # the classic algorithm confusion: HMAC keyed with the public key (JWK or PEM)
         enc = jwt.utils.base64url_encode
         signing_input = (
             enc(json.dumps({"alg": "HS256", "kid": "k1"}).encode()).decode()
             + "."
             + enc(json.dumps(claims()).encode()).decode()
         )
-        mac = hmac.new(
-            json.dumps(key.public.to_jwk()).encode(), signing_input.encode(), hashlib.sha256
-        )
+        mac_key = key.public_pem() if case.endswith("pem") else json.dumps(key.jwk()).encode()
+        mac = hmac.new(mac_key, signing_input.encode(), hashlib.sha256)
         token = f"{signing_input}.{enc(mac.digest()).decode()}"
     else:
         token = jwt.encode(claims(), None, algorithm="none", headers={"kid": "k1"})
