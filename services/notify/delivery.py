@@ -199,9 +199,18 @@ class Dispatcher:
                         await self.store.release(did, self.owner)
                     raise Stopping(did)
                 until = datetime.now(UTC) + timeout + self.lease
-                doc = await self.store.claim_attempt(
-                    did, status, self.owner, until, held_by=held_by
-                )
+                try:
+                    doc = await self.store.claim_attempt(
+                        did, status, self.owner, until, held_by=held_by
+                    )
+                except Exception as exc:
+                    if is_transient(exc):
+                        # the take may have been applied without the answer reaching us
+                        # (the database went away): nothing was sent, so hand it back,
+                        # due at once, when the database answers again
+                        now = datetime.now(UTC)
+                        await self._retrying(did, f"take interrupted: {exc!r}", now, now)
+                    raise
                 if doc is None:
                     return SKIPPED, None  # sent, failed, uncertain, or another process has it
                 self._hold()
@@ -238,13 +247,15 @@ class Dispatcher:
                 await self.store.release(did, self.owner)
                 raise Stopping(did)
 
-    async def _retrying(self, did: str, error: str, retry_at: datetime) -> None:
+    async def _retrying(
+        self, did: str, error: str, retry_at: datetime, lease_until: datetime | None = None
+    ) -> None:
         """Record that nothing was delivered, riding out a short database outage: left
         ``sending``, a delivery known undelivered would count as uncertain and stay unsent."""
         for wait in (0.2, 0.5, 1.0, 2.0, 4.0, 8.0, 0.0):
             try:
                 await self.store.mark_retrying(
-                    did, self.owner, error, retry_at, retry_at + self.lease
+                    did, self.owner, error, retry_at, lease_until or retry_at + self.lease
                 )
                 return
             except Exception as exc:
@@ -391,7 +402,17 @@ class Dispatcher:
             await self.store.mark_sent(session, doc["_id"], provider_id)
             await self.rt.outbox.add(session, NOTIFICATIONS.name, env)
 
-        await in_transaction(self.rt.mongo, txn)
+        # it went out: ride out a short database outage so it is recorded sent (with its
+        # notification.sent) rather than left uncertain
+        for wait in (0.2, 0.5, 1.0, 2.0, 4.0, 8.0, 0.0):
+            try:
+                await in_transaction(self.rt.mongo, txn)
+                break
+            except Exception as exc:
+                if not is_transient(exc) or not wait:
+                    raise
+                log.warning("recording a delivery failed", extra={"delivery": doc["_id"]})
+                await asyncio.sleep(wait)
         self.rt.relay.nudge()
         self.metrics.notifications.labels(channel.value, SENT).inc()
         ready_at = doc.get("not_before") or doc["created_at"]
