@@ -23,12 +23,14 @@ up: $(STAMP)
 demo: $(STAMP)
 	$(BIN)/tongxin demo
 
-## The whole test suite: lint, unit, integration, e2e (real Apache Kafka + SecantusDB).
+## The whole test suite: lint, unit, integration, e2e, then the fault scenarios with a short load
+## (real Apache Kafka + SecantusDB).
 test: $(STAMP) kafka-jars
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy
 	TONGXIN_BROKER=$${TONGXIN_BROKER:-kafka} $(BIN)/pytest
+	TONGXIN_BROKER=$${TONGXIN_BROKER:-kafka} $(BIN)/pytest tests/faults -m faults -p no:cacheprovider
 
 lint: $(STAMP)
 	$(BIN)/ruff check .
