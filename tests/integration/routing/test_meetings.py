@@ -36,7 +36,9 @@ async def test_agenda_and_decision_dispatch(routing: Routing) -> None:
     assert out["case"]["accountable_unit"] == "owc:jinyuan"
     assert out["case"]["meeting_decision"]["meeting_id"] == mid
     assert out["case"]["classification"]["rule"] == "meeting-decision"
-    events = await routing.case_events(cid, 2)
+    # the relay publishes after the commit: wait for this case's second event
+    assert await routing.events_of(cid, 2) == ["case.routed", "case.routed"]
+    events = await routing.case_events(cid)
     assert [t for t, _ in events] == ["case.routed", "case.routed"]
     assert events[1][1]["revision"] == 1 and events[1][1]["units"][0] == "owc:jinyuan"
     # decided: off the agenda, in the minutes; deciding again is refused
