@@ -78,7 +78,16 @@ async def test_two_routing_processes_escalate_exactly_once(
 
         # the next level's deadline runs out too; by then any duplicate would have shown
         await eventually(town_deadline_fired, timeout=60, what="the town's deadline fired")
-        evs = await escalations(stack, platform, rid)
+
+        async def published() -> tuple[list[dict[str, Any]], Doc] | None:
+            # every escalation the case records reaches the topic (after its commit)
+            evs = await escalations(stack, platform, rid)
+            doc = await cases.find_one({"request_id": rid})
+            assert doc is not None
+            recorded = [h["event"] for h in doc["history"]].count("case.escalated")
+            return (evs, doc) if recorded == len(evs) else None
+
+        evs, doc = await eventually(published, timeout=30, what="escalations published")
         targets = Counter(e["to_unit"] for e in evs)
         assert targets["town:yongbei"] == 1, evs
         assert targets["county:yongsheng"] <= 1, evs
@@ -88,8 +97,6 @@ async def test_two_routing_processes_escalate_exactly_once(
             "town",
             "dept:housing",
         )
-        doc = await cases.find_one({"request_id": rid})
-        assert doc is not None
         assert [h["event"] for h in doc["history"]].count("case.escalated") == len(evs)
         fired = await deadlines.count_documents(
             {"subject": case["_id"], "kind": "ack", "payload.unit": "dept:housing"}
