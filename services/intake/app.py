@@ -20,7 +20,6 @@ from services.intake.service import IntakeService
 from services.intake.store import INDEXES, RequestStore
 from tongxin.contracts.events import EVENT_MODELS, RequestSubmitted
 from tongxin.contracts.topics import CASES, INBOUND_REQUESTS, VOLUNTEER_TASKS
-from tongxin.runtime.auth import install_verifier
 from tongxin.runtime.service import ServiceRuntime, Subscription, create_service_app
 
 log = logging.getLogger(__name__)
@@ -87,7 +86,6 @@ def create_app(settings: IntakeSettings | None = None) -> FastAPI:
         setup=setup,
     )
     app.add_middleware(BodyLimitMiddleware, max_bytes=settings.intake_max_body_bytes)
-    install_verifier(app, settings)
     if settings.anonymous_limit_enabled:
         app.state.anonymous_limiter = TokenBucketLimiter(
             settings.intake_anonymous_per_minute, settings.intake_anonymous_burst

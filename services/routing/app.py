@@ -19,7 +19,6 @@ from services.routing.metrics import GaugeRefresher, RoutingMetrics
 from services.routing.store import INDEXES, CaseStore
 from tongxin.contracts.events import RequestFeedbackGiven, RequestSubmitted, RequestWithdrawn
 from tongxin.contracts.topics import INBOUND_CASE_COMMANDS, REQUESTS
-from tongxin.runtime.auth import install_verifier
 from tongxin.runtime.scheduler import DeadlineScheduler, DeadlineStore
 from tongxin.runtime.service import ServiceRuntime, Subscription, create_service_app
 
@@ -99,5 +98,4 @@ def create_app(settings: RoutingSettings | None = None) -> FastAPI:
         indexes=INDEXES,
         setup=setup,
     )
-    install_verifier(app, settings)
     return app

@@ -20,7 +20,6 @@ from services.volunteer.store import INDEXES, VolunteerStore
 from services.volunteer.walk import OFFER_EXPIRY, TaskWalk
 from tongxin.contracts.events import CaseClosed, CaseResolved, CaseRouted
 from tongxin.contracts.topics import CASES
-from tongxin.runtime.auth import install_verifier
 from tongxin.runtime.scheduler import DeadlineScheduler, DeadlineStore
 from tongxin.runtime.service import ServiceRuntime, Subscription, create_service_app
 
@@ -115,5 +114,4 @@ def create_app(settings: VolunteerSettings | None = None) -> FastAPI:
         setup=setup,
     )
     holder["metrics"] = VolunteerMetrics(app.state.metrics.registry)
-    install_verifier(app, settings)
     return app

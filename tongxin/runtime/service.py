@@ -23,7 +23,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from pymongo import AsyncMongoClient
 from pymongo.asynchronous.database import AsyncDatabase
 
-from tongxin.runtime.auth import Principal, principal_from_header
+from tongxin.runtime.auth import Principal, install_verifier, principal_from_header
 from tongxin.runtime.consumer import ConsumerRunner, Handler, RetryPolicy
 from tongxin.runtime.errors import ApiError, install_error_handlers
 from tongxin.runtime.kafka import contract_topics, ensure_topics, make_producer, wait_broker
@@ -277,6 +277,8 @@ def create_service_app(
     app.state.metrics = metrics
     app.state.settings = settings
     install_error_handlers(app)
+    # tokens are checked with the configured algorithm (HS256, or RS256 against a JWKS)
+    install_verifier(app, settings)
 
     @app.middleware("http")
     async def _observe(
