@@ -194,7 +194,16 @@ async def audit(run: FaultRun, ids: list[str], settle: float = 90.0) -> Audit:
     per_request: dict[str, int] = defaultdict(int)
     async for c in cases.find({"request_id": {"$in": ids}}, {"request_id": 1}):
         per_request[c["request_id"]] += 1
-    lost += [f"no case for {i}" for i in ids if per_request.get(i, 0) == 0]
+    unrouted = [i for i in ids if per_request.get(i, 0) == 0]
+    if unrouted:
+        where: dict[str, str] = {}
+        for rec in await read_topic(run.stack.bootstrap, run.topic("tongxin.requests.v1")):
+            rid = (rec.key or b"").decode()
+            if rid in unrouted and headers_of(rec).get("ce_type") == "tongxin.request.submitted.v1":
+                where[rid] = f"p{rec.partition}@{rec.offset}"
+        lost += [
+            f"no case for {i} (submitted at {where.get(i, 'not on the topic')})" for i in unrouted
+        ]
     duplicated += [f"{i}: {n} cases" for i, n in per_request.items() if n > 1]
 
     wanted = set(ids)

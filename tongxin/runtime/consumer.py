@@ -10,6 +10,7 @@ then the record is parked with ``x-error``, ``x-attempts`` and ``x-consumer`` he
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import random
 import time
@@ -155,15 +156,35 @@ class ConsumerRunner:
                 continue
             if not batch:
                 continue
-            done = await asyncio.gather(*(self._partition(tp, recs) for tp, recs in batch.items()))
-            offsets = {tp: off for tp, off in done if off is not None}
-            await self._commit(offsets)
-            self._observe_lag(offsets)
+            try:
+                done = await asyncio.gather(
+                    *(self._partition(tp, recs) for tp, recs in batch.items())
+                )
+                offsets = {tp: off for tp, off in done if off is not None}
+                await self._commit(offsets)
+                self._observe_lag(offsets)
+            except Exception:
+                # never let the loop die silently while the member keeps its partitions:
+                # rewind to the batch's start so nothing is skipped (handlers dedupe)
+                log.exception("consumer batch failed", extra={"consumer": self.name})
+                assigned = self.consumer.assignment()
+                for tp, recs in batch.items():
+                    if tp in assigned and recs:
+                        with contextlib.suppress(IllegalStateError, AssertionError):
+                            self.consumer.seek(tp, recs[0].offset)
+                with contextlib.suppress(_Stopping):
+                    await self._wait(1.0)
         log.info("consumer stopped", extra={"consumer": self.name})
 
     def _observe_lag(self, offsets: dict[TopicPartition, int]) -> None:
+        assigned = self.consumer.assignment()
         for tp, position in offsets.items():
-            end = self.consumer.highwater(tp)
+            if tp not in assigned:  # moved to another member by a rebalance meanwhile
+                continue
+            try:
+                end = self.consumer.highwater(tp)
+            except (IllegalStateError, AssertionError):
+                continue
             if end is not None:
                 self.metrics.consumer_lag.labels(self.name, tp.topic, str(tp.partition)).set(
                     max(0, end - position)
