@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime
+from typing import Any
 
 import pytest
 from aiokafka import AIOKafkaProducer
@@ -50,22 +51,31 @@ async def env(stack: LocalStack) -> AsyncIterator[tuple[AsyncMongoClient[Doc], A
     await client.close()
 
 
+TOPIC = "tongxin.requests.v1"
+
+
+async def fresh_outbox(
+    stack: LocalStack, client: AsyncMongoClient[Doc]
+) -> tuple[Any, str, MongoOutbox]:
+    """A database and topic prefix of this test alone, with the outbox on them."""
+    db = client[unique("it_")]
+    await ensure_indexes(db, OUTBOX_INDEXES)
+    prefix = unique("t.") + "."
+    await ensure_topics(stack.bootstrap, [(prefix + TOPIC, 3)])
+    return db, prefix, MongoOutbox(db, prefix)
+
+
 async def test_committed_records_are_published_in_order_and_aborted_ones_never(
     stack: LocalStack, env: tuple[AsyncMongoClient[Doc], AIOKafkaProducer]
 ) -> None:
     client, producer = env
-    db = client[unique("it_")]
-    await ensure_indexes(db, OUTBOX_INDEXES)
-    prefix = unique("t.") + "."
-    topic = "tongxin.requests.v1"
-    await ensure_topics(stack.bootstrap, [(prefix + topic, 3)])
-    outbox = MongoOutbox(db, prefix)
+    db, prefix, outbox = await fresh_outbox(stack, client)
     events = [submitted("YS-20260101-000001") for _ in range(5)]
 
     async def commit_all(session: AsyncClientSession) -> None:
         await db.requests.insert_one({"_id": "YS-20260101-000001"}, session=session)
         for e in events:
-            await outbox.add(session, topic, e)
+            await outbox.add(session, TOPIC, e)
 
     await in_transaction(client, commit_all)
 
@@ -73,7 +83,7 @@ async def test_committed_records_are_published_in_order_and_aborted_ones_never(
         pass
 
     async def aborted(session: AsyncClientSession) -> None:
-        await outbox.add(session, topic, submitted("YS-aborted"))
+        await outbox.add(session, TOPIC, submitted("YS-aborted"))
         raise Boom
 
     with pytest.raises(Boom):
@@ -85,7 +95,7 @@ async def test_committed_records_are_published_in_order_and_aborted_ones_never(
     assert await outbox.count_pending() == 0
     assert await relay.relay_once() == 0  # nothing is published twice
 
-    records = await read_topic(stack.bootstrap, prefix + topic, min_count=5)
+    records = await read_topic(stack.bootstrap, prefix + TOPIC, min_count=5)
     assert [headers_of(r)["ce_id"] for r in records] == [e.id for e in events]  # one key: in order
     for r in records:
         h = headers_of(r)
@@ -103,12 +113,7 @@ async def test_two_replicas_relays_publish_each_record_once(
 ) -> None:
     """With a relay lease, two replicas of a service do not both publish the outbox."""
     client, producer = env
-    db = client[unique("it_")]
-    await ensure_indexes(db, OUTBOX_INDEXES)
-    prefix = unique("t.") + "."
-    topic = "tongxin.requests.v1"
-    await ensure_topics(stack.bootstrap, [(prefix + topic, 3)])
-    outbox = MongoOutbox(db, prefix)
+    db, prefix, outbox = await fresh_outbox(stack, client)
     relays = [
         OutboxRelay(
             MongoOutbox(db, prefix),
@@ -123,7 +128,7 @@ async def test_two_replicas_relays_publish_each_record_once(
     for e in events:
 
         async def add(session: AsyncClientSession, e: Envelope = e) -> None:
-            await outbox.add(session, topic, e)
+            await outbox.add(session, TOPIC, e)
 
         await in_transaction(client, add)
         for r in relays:
@@ -132,7 +137,7 @@ async def test_two_replicas_relays_publish_each_record_once(
     for r in relays:
         r.stop()
     await asyncio.gather(*tasks)
-    records = await read_topic(stack.bootstrap, prefix + topic, min_count=40)
+    records = await read_topic(stack.bootstrap, prefix + TOPIC, min_count=40)
     ids = [headers_of(r)["ce_id"] for r in records]
     assert sorted(ids) == sorted(e.id for e in events)  # each exactly once
 
