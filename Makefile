@@ -5,7 +5,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: up test lint fmt demo kafka-jars bench faults clean
+.PHONY: up test lint fmt demo kafka-jars system-deps bench faults clean
 
 $(STAMP): pyproject.toml constraints.txt
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -16,6 +16,10 @@ $(STAMP): pyproject.toml constraints.txt
 kafka-jars: $(STAMP)
 	$(BIN)/tongxin devstack fetch-kafka
 
+## Debian packages the tests use when missing: promtool (prometheus) and chromium.
+system-deps:
+	bash tools/ci/system-deps.sh
+
 ## Run the platform: broker + database + the four services, logs streamed; Ctrl-C stops all.
 up: $(STAMP)
 	$(BIN)/tongxin up
@@ -25,7 +29,7 @@ demo: $(STAMP)
 
 ## The whole test suite: lint, unit, integration, e2e, then the fault scenarios with a short load
 ## (real Apache Kafka + SecantusDB).
-test: $(STAMP) kafka-jars
+test: $(STAMP) kafka-jars system-deps
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy
