@@ -5,9 +5,10 @@ only the unit registry and the policy, on ``public_router``, are open.
 
 Object-level access: a department (or platform) token acts as its ``unit`` and sees only
 cases assigned to that unit; community staff (a staff token whose ``unit`` is a
-``community:``) see only their community's cases. A case outside a caller's scope reads
-as 404 (ids cannot be probed by reading) and refuses actions with 403, without saying
-which units it is assigned to. Town/county staff (staff
+``community:``) see only their community's cases. A case outside a caller's scope answers
+404 to reads and actions alike, exactly like an unknown id, so ids cannot be probed
+and the units it is assigned to are not disclosed; 403 is only for what a caller who may
+see the case may not do (a role's limits, acting as another unit). Town/county staff (staff
 without a community unit) and admins see every case; they act as their token's unit, or
 on behalf of a unit named in the body (default: the accountable unit), and they alone
 blow the whistle, reassign and record meeting decisions.
@@ -18,7 +19,7 @@ from __future__ import annotations
 import base64
 import binascii
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, date, datetime, timedelta, timezone
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Query, Request, Response
@@ -275,11 +276,8 @@ def _action_route(action: Action) -> None:
             )
         b = body or ActionBody()
         own = _reader(principal)
-        doc = await ctx.store.get(case_id)
-        if doc is None:
-            raise ApiError(404, "not_found", "No such case.")
-        if not _in_scope(principal, doc):
-            raise ApiError(403, "forbidden", "This case is not assigned to you.")
+        # a case outside the caller's scope answers exactly like an unknown id (404)
+        doc = await _visible(ctx, case_id, principal)
         unit = _acting_unit(principal, doc, b.unit)
         reason = getattr(b, "reason", None)
         policy = ctx.policy
@@ -519,3 +517,91 @@ async def stats_units(
 
 def _aware(d: datetime) -> datetime:
     return d if d.tzinfo else d.replace(tzinfo=UTC)
+
+
+class ErrorInfo(BaseModel):
+    """What went wrong: a stable code, a message, optional details."""
+
+    code: str
+    message: str
+    details: Any = None
+
+
+class ErrorOut(BaseModel):
+    """The SPEC error shape ``{"error": {"code", "message", "details"}}``."""
+
+    error: ErrorInfo
+
+
+class TierDay(BaseModel):
+    """Cases opened on one local day, by tier."""
+
+    day: date
+    routine: int = 0
+    general: int = 0
+    major: int = 0
+    special: int = 0
+    total: int = 0
+
+
+class DailyStats(BaseModel):
+    """Cases opened per local day and tier over a window, every day listed (zeros too)."""
+
+    since: datetime
+    until: datetime
+    utc_offset_minutes: int
+    days: list[TierDay]
+
+
+MAX_DAILY_WINDOW = timedelta(days=366)
+
+
+@router.get(
+    "/stats/daily",
+    tags=["stats"],
+    response_model=DailyStats,
+    responses={
+        401: {"model": ErrorOut, "description": "No valid bearer token."},
+        403: {"model": ErrorOut, "description": "The role may not read cases."},
+        422: {"model": ErrorOut, "description": "A bad window (until before since, > 366 d)."},
+    },
+)
+async def stats_daily(
+    ctx: CtxDep,
+    principal: CurrentPrincipal,
+    since: datetime | None = None,
+    until: datetime | None = None,
+    unit: Annotated[str | None, Query(max_length=64)] = None,
+    community: Annotated[str | None, Query(max_length=64)] = None,
+) -> DailyStats:
+    """Requests routed per day by tier (days in the policy's UTC offset), the caller's
+    cases only: a department its unit's, community staff their community's."""
+    own = _reader(principal)
+    now = datetime.now(UTC)
+    since = _aware(since) if since else now - timedelta(days=ctx.settings.routing_kpi_window_days)
+    until = _aware(until) if until else now
+    if until <= since or until - since > MAX_DAILY_WINDOW:
+        raise ApiError(
+            422,
+            "validation_error",
+            "until must be after since, at most 366 days later.",
+            [{"loc": ["query", "until"]}],
+        )
+    only = own or unit
+    confined = _community_staff(principal)
+    # community staff asking for another community's cases count nothing
+    foreign = bool(confined and community and community != confined)
+    community = confined or community
+    offset = ctx.policy.meeting.utc_offset_minutes
+    tz = timezone(timedelta(minutes=offset))
+    first, last = since.astimezone(tz).date(), until.astimezone(tz).date()
+    span = range((last - first).days + 1)
+    days = {first + timedelta(days=i): TierDay(day=first + timedelta(days=i)) for i in span}
+    for case in [] if foreign else await ctx.store.opened_between(since, until):
+        if (only and only not in case.units) or (community and case.community != community):
+            continue
+        row = days.get(case.opened_at.astimezone(tz).date())
+        if row is not None:
+            setattr(row, case.tier.value, getattr(row, case.tier.value) + 1)
+            row.total += 1
+    return DailyStats(since=since, until=until, utc_offset_minutes=offset, days=list(days.values()))

@@ -22,11 +22,13 @@ PROPERTY = "station:liyuan:property"
 async def test_lifecycle_over_http_emits_every_case_event(routing: Routing) -> None:
     cid = await routing.submit("sanitation")
     http = routing.http
-    # another unit: reads are 404 (ids cannot be probed), actions are 403
+    # another unit: reads and actions are 404, like an unknown id (ids cannot be probed)
     other = routing.dept("dept:justice")
     assert (await http.get(f"/v1/cases/{cid}", headers=other)).status_code == 404
     r = await http.post(f"/v1/cases/{cid}/acknowledge", headers=other)
-    assert r.status_code == 403 and r.json()["error"]["code"] == "forbidden"
+    unknown = await http.post("/v1/cases/C-NO-SUCH-CASE/acknowledge", headers=other)
+    assert r.status_code == 404 and r.json()["error"]["code"] == "not_found"
+    assert r.json() == unknown.json()
     mine = routing.dept(PROPERTY)
     view = (await http.get(f"/v1/cases/{cid}", headers=mine)).json()
     assert view["allowed_actions"] == ["acknowledge", "return"]

@@ -167,9 +167,10 @@ DENIES: list[Row] = [
     ("staff_chengdong", "routing", "GET", "/v1/cases/{case}", None, 404),
     ("dept_civil", "routing", "GET", "/v1/cases/{case_cd}", None, 404),
     ("anon", "routing", "POST", "/v1/cases/{case}/acknowledge", None, 401),
-    ("dept_justice", "routing", "POST", "/v1/cases/{case}/acknowledge", None, 403),
-    ("dept_justice", "routing", "POST", "/v1/cases/{case}/resolve", {"note": "x"}, 403),
-    ("dept_justice", "routing", "POST", "/v1/cases/{case}/return", {"reason": "x"}, 403),
+    ("dept_justice", "routing", "POST", "/v1/cases/{case}/acknowledge", None, 404),
+    ("dept_justice", "routing", "POST", "/v1/cases/{case}/resolve", {"note": "x"}, 404),
+    ("dept_justice", "routing", "POST", "/v1/cases/{case}/return", {"reason": "x"}, 404),
+    ("dept_justice", "routing", "POST", "/v1/cases/C-NO-SUCH-CASE/acknowledge", None, 404),
     (
         "dept_civil",
         "routing",
@@ -178,7 +179,8 @@ DENIES: list[Row] = [
         {"unit": "community:liyuan"},
         403,
     ),
-    ("staff_chengdong", "routing", "POST", "/v1/cases/{case}/acknowledge", None, 403),
+    ("staff_chengdong", "routing", "POST", "/v1/cases/{case}/acknowledge", None, 404),
+    ("dept_civil", "routing", "POST", "/v1/cases/{case_cd}/progress", {"note": "x"}, 404),
     ("vol_a", "routing", "POST", "/v1/cases/{case}/progress", {"note": "x"}, 403),
     ("dept_civil", "routing", "POST", "/v1/cases/{case}/whistle", {"units": ["dept:justice"]}, 403),
     (
@@ -328,6 +330,29 @@ async def test_wrong_code_is_indistinguishable_from_unknown_id(
     assert wrong.status_code == unknown.status_code == 404
     assert wrong.json() == unknown.json()
     assert len(ids["code"]) * 6 >= 80  # base64url: 6 bits a character
+
+
+async def test_case_outside_scope_is_indistinguishable_from_unknown_id(
+    services: Services, world: World
+) -> None:
+    """Reads and actions on a case the caller may not see answer exactly like a missing id."""
+    ids = world.ids
+    for who in ("dept_justice", "staff_chengdong"):
+        h = services.auth(who)
+        for method, suffix, body in (
+            ("GET", "", None),
+            ("POST", "/acknowledge", None),
+            ("POST", "/progress", {"note": "x"}),
+            ("POST", "/return", {"reason": "x"}),
+        ):
+            hidden = await services.routing.request(
+                method, f"/v1/cases/{ids['case']}{suffix}", json=body, headers=h
+            )
+            unknown = await services.routing.request(
+                method, f"/v1/cases/C-NO-SUCH-CASE{suffix}", json=body, headers=h
+            )
+            assert hidden.status_code == unknown.status_code == 404, (who, suffix, hidden.text)
+            assert hidden.json() == unknown.json()
 
 
 async def test_intake_reads_are_scoped(services: Services, world: World) -> None:
