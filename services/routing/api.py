@@ -5,9 +5,10 @@ only the unit registry and the policy, on ``public_router``, are open.
 
 Object-level access: a department (or platform) token acts as its ``unit`` and sees only
 cases assigned to that unit; community staff (a staff token whose ``unit`` is a
-``community:``) see only their community's cases. A case outside a caller's scope reads
-as 404 (ids cannot be probed by reading) and refuses actions with 403, without saying
-which units it is assigned to. Town/county staff (staff
+``community:``) see only their community's cases. A case outside a caller's scope answers
+404 to reads and actions alike, exactly like an unknown id, so ids cannot be probed
+and the units it is assigned to are not disclosed; 403 is only for what a caller who may
+see the case may not do (a role's limits, acting as another unit). Town/county staff (staff
 without a community unit) and admins see every case; they act as their token's unit, or
 on behalf of a unit named in the body (default: the accountable unit), and they alone
 blow the whistle, reassign and record meeting decisions.
@@ -275,11 +276,8 @@ def _action_route(action: Action) -> None:
             )
         b = body or ActionBody()
         own = _reader(principal)
-        doc = await ctx.store.get(case_id)
-        if doc is None:
-            raise ApiError(404, "not_found", "No such case.")
-        if not _in_scope(principal, doc):
-            raise ApiError(403, "forbidden", "This case is not assigned to you.")
+        # a case outside the caller's scope answers exactly like an unknown id (404)
+        doc = await _visible(ctx, case_id, principal)
         unit = _acting_unit(principal, doc, b.unit)
         reason = getattr(b, "reason", None)
         policy = ctx.policy
