@@ -80,7 +80,9 @@ def test_kafka_and_mongo_settings(services: dict[str, Any]) -> None:
     assert str(kafka["KAFKA_AUTO_CREATE_TOPICS_ENABLE"]).lower() == "false"
     mongo = services["mongo"]
     assert "--replSet" in mongo["command"] and "rs0" in mongo["command"]
-    assert "rs.initiate" in " ".join(mongo["healthcheck"]["test"])
+    assert mongo["healthcheck"]["test"]
+    # the replica set is initiated by the mongo-init one-shot the services wait for
+    assert "rs.initiate" in " ".join(services["mongo-init"]["command"])
 
 
 def test_prometheus_scrapes_all_four_services() -> None:
