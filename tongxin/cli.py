@@ -18,7 +18,7 @@ import httpx
 import typer
 
 from tongxin.runtime.auth import Role, mint_token
-from tongxin.runtime.settings import REPO_ROOT, ServiceSettings
+from tongxin.runtime.settings import REPO_ROOT, ServiceSettings, redact_uri
 
 app = typer.Typer(help="Tongxin 同心 — community governance service platform", no_args_is_help=True)
 devstack_app = typer.Typer(help="The local broker and database.", no_args_is_help=True)
@@ -181,7 +181,7 @@ def up(
     try:
         env = {**os.environ, **stack.service_env()}
         typer.echo(f"broker: {stack.broker_kind} at {stack.bootstrap}")
-        typer.echo(f"database: SecantusDB at {stack.mongodb_uri}")
+        typer.echo(f"database: SecantusDB at {redact_uri(stack.mongodb_uri)}")
         procs = start_services(env)
         wait_ready(env, list(procs))
         typer.echo("\nTongxin is up:")
@@ -225,11 +225,12 @@ def token(
 @app.command()
 def topics() -> None:
     """Create the contract topics (idempotent) on TONGXIN_KAFKA_BOOTSTRAP and list them."""
-    from tongxin.runtime.kafka import contract_topics, ensure_topics
+    from tongxin.runtime.kafka import KafkaSecurity, contract_topics, ensure_topics
 
     settings = ServiceSettings()
     wanted = contract_topics(settings.topic_prefix)
-    asyncio.run(ensure_topics(settings.kafka_bootstrap, wanted))
+    security = KafkaSecurity.from_settings(settings)
+    asyncio.run(ensure_topics(settings.kafka_bootstrap, wanted, security=security))
     for name, partitions in wanted:
         typer.echo(f"{name}\t{partitions} partition(s)")
 
@@ -241,6 +242,7 @@ def dlq_list(
 ) -> None:
     """Show the records parked on a topic's DLQ (not yet replayed, unless --all)."""
     from tongxin.runtime.dlq import list_parked
+    from tongxin.runtime.kafka import KafkaSecurity
 
     settings = ServiceSettings()
     parked = asyncio.run(
@@ -248,6 +250,7 @@ def dlq_list(
             settings.kafka_bootstrap,
             settings.topic(topic),
             pending_only=not all_records,
+            security=KafkaSecurity.from_settings(settings),
         )
     )
     for p in parked:
@@ -264,15 +267,20 @@ def dlq_replay(
 ) -> None:
     """Put every parked, not yet replayed record back on its topic (once the cause is fixed)."""
     from tongxin.runtime.dlq import replay
-    from tongxin.runtime.kafka import make_producer
+    from tongxin.runtime.kafka import KafkaSecurity, make_producer
 
     settings = ServiceSettings()
+    security = KafkaSecurity.from_settings(settings)
 
     async def run() -> int:
-        producer = make_producer(settings.kafka_bootstrap, idempotence=settings.kafka_idempotence)
+        producer = make_producer(
+            settings.kafka_bootstrap, idempotence=settings.kafka_idempotence, security=security
+        )
         await producer.start()
         try:
-            done = await replay(settings.kafka_bootstrap, settings.topic(topic), producer)
+            done = await replay(
+                settings.kafka_bootstrap, settings.topic(topic), producer, security=security
+            )
         finally:
             await producer.stop()
         for p in done:

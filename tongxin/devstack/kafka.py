@@ -13,7 +13,9 @@ import re
 import shutil
 import subprocess
 import uuid
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Literal
 
 from tongxin.devstack.procs import port_open, spawn, stop_process, wait_until
 
@@ -71,15 +73,92 @@ def ensure_jars(verbose: bool = True) -> Path:
     return dest
 
 
+BROKER_USER = "tongxin-broker"  # the SCRAM user the broker authenticates to itself as
+
+
+@dataclass(frozen=True)
+class BrokerSecurity:
+    """SCRAM ``users`` (name → password) on a SASL_PLAINTEXT listener; SASL_SSL too when
+    ``tls_port``, ``tls_certfile`` (the broker's PEM certificate chain) and ``tls_keyfile``
+    (its unencrypted PKCS#8 PEM key) are given."""
+
+    users: dict[str, str]
+    mechanism: Literal["SCRAM-SHA-256", "SCRAM-SHA-512"] = "SCRAM-SHA-256"
+    tls_port: int | None = None
+    tls_certfile: Path | None = None
+    tls_keyfile: Path | None = None
+    broker_password: str = field(default_factory=lambda: uuid.uuid4().hex, repr=False)
+
+    def __post_init__(self) -> None:
+        tls = (self.tls_port, self.tls_certfile, self.tls_keyfile)
+        if any(v is not None for v in tls) and not all(v is not None for v in tls):
+            raise ValueError("SASL_SSL needs tls_port, tls_certfile and tls_keyfile")
+
+    def scram_args(self) -> list[str]:
+        """``--add-scram`` arguments of ``kafka-storage format`` for every user."""
+        out: list[str] = []
+        for name, password in {**self.users, BROKER_USER: self.broker_password}.items():
+            if not re.fullmatch(r"[\w.-]+", name) or any(c in password for c in ',]"='):
+                raise ValueError(f"SCRAM user {name!r}: unsupported characters")
+            out += ["--add-scram", f"{self.mechanism}=[name={name},password={password}]"]
+        return out
+
+    def listeners(self, port: int) -> dict[str, str]:
+        """Listener name (= its protocol) → ``host:port``."""
+        out = {"SASL_PLAINTEXT": f"127.0.0.1:{port}"}
+        if self.tls_port is not None:
+            out["SASL_SSL"] = f"127.0.0.1:{self.tls_port}"
+        return out
+
+    def properties(self) -> dict[str, str]:
+        """SASL (and TLS) broker properties of the secured listeners."""
+        mech = self.mechanism.lower()
+        jaas = (
+            "org.apache.kafka.common.security.scram.ScramLoginModule required "
+            f'username="{BROKER_USER}" password="{self.broker_password}";'
+        )
+        props: dict[str, str] = {
+            "sasl.enabled.mechanisms": self.mechanism,
+            "sasl.mechanism.inter.broker.protocol": self.mechanism,
+        }
+        for name in self.listeners(0):
+            props[f"listener.name.{name.lower()}.{mech}.sasl.jaas.config"] = jaas
+        if self.tls_certfile and self.tls_keyfile:
+            props |= {
+                "listener.name.sasl_ssl.ssl.keystore.type": "PEM",
+                "listener.name.sasl_ssl.ssl.keystore.certificate.chain": _pem_value(
+                    self.tls_certfile
+                ),
+                "listener.name.sasl_ssl.ssl.keystore.key": _pem_value(self.tls_keyfile),
+            }
+        return props
+
+
+def _pem_value(path: Path) -> str:
+    """A PEM file as a one-line properties value (newlines escaped)."""
+    return path.read_text().strip().replace("\n", "\\n")
+
+
 class KafkaBroker:
-    """One KRaft broker+controller on 127.0.0.1; data under ``data_dir`` (kept on restart)."""
+    """One KRaft broker+controller on 127.0.0.1; data under ``data_dir`` (kept on restart).
+
+    With ``security`` the client listener needs SCRAM credentials (and TLS, if given).
+    """
 
     kind = "kafka"
 
-    def __init__(self, data_dir: Path, port: int, controller_port: int) -> None:
+    def __init__(
+        self,
+        data_dir: Path,
+        port: int,
+        controller_port: int,
+        *,
+        security: BrokerSecurity | None = None,
+    ) -> None:
         self.data_dir = data_dir
         self.port = port
         self.controller_port = controller_port
+        self.security = security
         self.proc: subprocess.Popen[bytes] | None = None
 
     @property
@@ -88,22 +167,37 @@ class KafkaBroker:
         return f"127.0.0.1:{self.port}"
 
     @property
+    def tls_bootstrap(self) -> str | None:
+        """``host:port`` of the SASL_SSL listener, when there is one."""
+        if self.security is None or self.security.tls_port is None:
+            return None
+        return f"127.0.0.1:{self.security.tls_port}"
+
+    @property
     def log_path(self) -> Path:
         """Where the broker's output goes."""
         return self.data_dir / "broker.log"
 
     def _config(self) -> Path:
         logs = self.data_dir / "logs"
-        props = {
+        # a TLS certificate must name 127.0.0.1 (an IP subjectAltName)
+        client = (
+            self.security.listeners(self.port)
+            if self.security
+            else {"PLAINTEXT": f"127.0.0.1:{self.port}"}
+        )
+        inter = "SASL_PLAINTEXT" if self.security else "PLAINTEXT"
+        advertised = ",".join(f"{name}://{addr}" for name, addr in client.items())
+        protocols = ",".join(f"{name}:{name}" for name in client)
+        props: dict[str, str] = {
             "process.roles": "broker,controller",
             "node.id": "1",
             "controller.quorum.voters": f"1@127.0.0.1:{self.controller_port}",
-            "listeners": f"PLAINTEXT://127.0.0.1:{self.port},"
-            f"CONTROLLER://127.0.0.1:{self.controller_port}",
-            "advertised.listeners": f"PLAINTEXT://127.0.0.1:{self.port}",
+            "listeners": f"{advertised},CONTROLLER://127.0.0.1:{self.controller_port}",
+            "advertised.listeners": advertised,
             "controller.listener.names": "CONTROLLER",
-            "inter.broker.listener.name": "PLAINTEXT",
-            "listener.security.protocol.map": "PLAINTEXT:PLAINTEXT,CONTROLLER:PLAINTEXT",
+            "inter.broker.listener.name": inter,
+            "listener.security.protocol.map": f"{protocols},CONTROLLER:PLAINTEXT",
             "log.dirs": str(logs),
             "num.partitions": "3",
             "offsets.topic.replication.factor": "1",
@@ -113,6 +207,7 @@ class KafkaBroker:
             "share.coordinator.state.topic.replication.factor": "1",
             "group.initial.rebalance.delay.ms": "0",
             "auto.create.topics.enable": "false",
+            **(self.security.properties() if self.security else {}),
         }
         path = self.data_dir / "server.properties"
         path.write_text("".join(f"{k}={v}\n" for k, v in props.items()))
@@ -148,12 +243,16 @@ class KafkaBroker:
                     cluster_id,
                     "-c",
                     str(config),
+                    *(self.security.scram_args() if self.security else []),
                 ),
                 check=True,
                 capture_output=True,
             )
         self.proc = spawn(self._java(jars, "kafka.Kafka", str(config)), self.log_path)
-        wait_until(lambda: port_open(self.port), timeout, "Apache Kafka", self.proc)
+        ports = [self.port]
+        if self.security is not None and self.security.tls_port is not None:
+            ports.append(self.security.tls_port)
+        wait_until(lambda: all(port_open(p) for p in ports), timeout, "Apache Kafka", self.proc)
 
     def stop(self) -> None:
         """Controlled shutdown (SIGTERM), SIGKILL if it hangs."""

@@ -17,7 +17,7 @@ import time
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
 
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord, TopicPartition
+from aiokafka import AIOKafkaProducer, ConsumerRecord, TopicPartition
 from aiokafka.errors import (
     CommitFailedError,
     IllegalStateError,
@@ -29,6 +29,7 @@ from pymongo.errors import AutoReconnect, ConnectionFailure, NetworkTimeout
 
 from tongxin.contracts.envelope import Envelope, InvalidEnvelope, decode_record
 from tongxin.contracts.topics import dlq_topic
+from tongxin.runtime.kafka import PLAINTEXT, KafkaSecurity, make_consumer
 from tongxin.runtime.metrics import Metrics
 
 log = logging.getLogger(__name__)
@@ -113,6 +114,7 @@ class ConsumerRunner:
         policy: RetryPolicy | None = None,
         group_id: str | None = None,
         max_records: int = 200,
+        security: KafkaSecurity = PLAINTEXT,
     ) -> None:
         self.name = name
         self.topics = list(topics)
@@ -121,9 +123,10 @@ class ConsumerRunner:
         self.metrics = metrics
         self.policy = policy or RetryPolicy()
         self.max_records = max_records
-        self.consumer = AIOKafkaConsumer(
+        self.consumer = make_consumer(
             *self.topics,
-            bootstrap_servers=bootstrap,
+            bootstrap=bootstrap,
+            security=security,
             group_id=group_id or name,
             enable_auto_commit=False,
             auto_offset_reset="earliest",

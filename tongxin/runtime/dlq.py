@@ -13,9 +13,9 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord, TopicPartition
-from aiokafka.admin import AIOKafkaAdminClient
 
 from tongxin.contracts.topics import DLQ_SUFFIX
+from tongxin.runtime.kafka import PLAINTEXT, KafkaSecurity, make_admin, make_consumer
 
 REPLAY_GROUP = "tongxin.dlq-replay"
 DLQ_HEADERS = ("x-error", "x-attempts", "x-consumer")
@@ -75,8 +75,8 @@ async def _drain(consumer: AIOKafkaConsumer) -> list[ConsumerRecord[bytes, bytes
             records.extend(recs)
 
 
-async def _partitions(bootstrap: str, topic: str) -> list[int]:
-    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
+async def _partitions(bootstrap: str, topic: str, security: KafkaSecurity) -> list[int]:
+    admin = make_admin(bootstrap, security=security)
     await admin.start()
     try:
         described = await admin.describe_topics([topic])
@@ -88,16 +88,19 @@ async def _partitions(bootstrap: str, topic: str) -> list[int]:
     raise LookupError(f"no topic {topic}")
 
 
-async def _assigned(bootstrap: str, dlq: str, group: str | None) -> AIOKafkaConsumer:
-    consumer = AIOKafkaConsumer(
-        bootstrap_servers=bootstrap,
+async def _assigned(
+    bootstrap: str, dlq: str, group: str | None, security: KafkaSecurity
+) -> AIOKafkaConsumer:
+    consumer = make_consumer(
+        bootstrap=bootstrap,
+        security=security,
         group_id=group,
         enable_auto_commit=False,
         auto_offset_reset="earliest",
     )
     await consumer.start()
     try:
-        tps = [TopicPartition(dlq, p) for p in await _partitions(bootstrap, dlq)]
+        tps = [TopicPartition(dlq, p) for p in await _partitions(bootstrap, dlq, security)]
         consumer.assign(tps)
         for tp in tps:
             committed = await consumer.committed(tp) if group else None
@@ -116,20 +119,33 @@ def dlq_name(topic: str) -> str:
     return topic if topic.endswith(DLQ_SUFFIX) else topic + DLQ_SUFFIX
 
 
-async def list_parked(bootstrap: str, topic: str, *, pending_only: bool = True) -> list[Parked]:
+async def list_parked(
+    bootstrap: str,
+    topic: str,
+    *,
+    pending_only: bool = True,
+    security: KafkaSecurity = PLAINTEXT,
+) -> list[Parked]:
     """Records on ``topic``'s DLQ (only those not replayed yet, by default)."""
-    consumer = await _assigned(bootstrap, dlq_name(topic), REPLAY_GROUP if pending_only else None)
+    group = REPLAY_GROUP if pending_only else None
+    consumer = await _assigned(bootstrap, dlq_name(topic), group, security)
     try:
         return [_parked(r) for r in await _drain(consumer)]
     finally:
         await consumer.stop()
 
 
-async def replay(bootstrap: str, topic: str, producer: AIOKafkaProducer) -> list[Parked]:
+async def replay(
+    bootstrap: str,
+    topic: str,
+    producer: AIOKafkaProducer,
+    *,
+    security: KafkaSecurity = PLAINTEXT,
+) -> list[Parked]:
     """Republish every not-yet-replayed record of ``topic``'s DLQ; returns what was replayed."""
     dlq = dlq_name(topic)
     original = dlq[: -len(DLQ_SUFFIX)]
-    consumer = await _assigned(bootstrap, dlq, REPLAY_GROUP)
+    consumer = await _assigned(bootstrap, dlq, REPLAY_GROUP, security)
     try:
         records = await _drain(consumer)
         for rec in records:

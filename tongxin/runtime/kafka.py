@@ -1,21 +1,150 @@
-"""Kafka clients and topic bootstrap (aiokafka). Built only from a lifespan, never at import."""
+"""Kafka clients and topic bootstrap (aiokafka). Built only from a lifespan, never at import.
+
+Every client the platform creates — producer, consumers, admin clients — is built here
+(:func:`make_producer`, :func:`make_consumer`, :func:`make_admin`) with the transport
+security of :class:`KafkaSecurity`: SASL (SCRAM-SHA-256/512, PLAIN) and/or TLS.
+"""
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import ssl
 from collections.abc import Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
-from aiokafka import AIOKafkaProducer
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
-from aiokafka.errors import KafkaError, TopicAlreadyExistsError
+from aiokafka.conn import create_conn
+from aiokafka.errors import (
+    AuthenticationFailedError,
+    AuthenticationMethodNotSupported,
+    IllegalSaslStateError,
+    KafkaError,
+    SaslAuthenticationFailed,
+    TopicAlreadyExistsError,
+    UnsupportedSaslMechanismError,
+)
+from aiokafka.helpers import create_ssl_context
 
 from tongxin.contracts.topics import TOPICS, dlq_topic
+
+if TYPE_CHECKING:
+    from tongxin.runtime.settings import (
+        KafkaSaslMechanism,
+        KafkaSecurityProtocol,
+        ServiceSettings,
+    )
 
 log = logging.getLogger(__name__)
 
 
-def make_producer(bootstrap: str, *, idempotence: bool = True) -> AIOKafkaProducer:
+@dataclass(frozen=True, slots=True)
+class KafkaSecurity:
+    """How a client authenticates to the broker and protects the connection.
+
+    ``protocol`` is Kafka's ``security.protocol``; SASL_* need ``username`` and
+    ``password``; SSL/SASL_SSL verify the broker with ``cafile`` (else the system CAs) and
+    present ``certfile``/``keyfile`` for mutual TLS. Secrets are kept out of ``repr``.
+    """
+
+    protocol: KafkaSecurityProtocol = "PLAINTEXT"
+    sasl_mechanism: KafkaSaslMechanism = "SCRAM-SHA-512"
+    username: str | None = None
+    password: str | None = field(default=None, repr=False)
+    cafile: Path | None = None
+    certfile: Path | None = None
+    keyfile: Path | None = None
+    key_password: str | None = field(default=None, repr=False)
+    check_hostname: bool = True
+
+    def __post_init__(self) -> None:
+        if self.sasl and not (self.username and self.password):
+            raise ValueError(f"Kafka {self.protocol} needs a SASL username and password")
+
+    @property
+    def sasl(self) -> bool:
+        """The client authenticates with SASL."""
+        return self.protocol.startswith("SASL_")
+
+    @property
+    def tls(self) -> bool:
+        """The connection is encrypted with TLS."""
+        return self.protocol.endswith("SSL")
+
+    @classmethod
+    def from_settings(cls, settings: ServiceSettings) -> KafkaSecurity:
+        """The ``TONGXIN_KAFKA_*`` transport settings (already checked by the settings)."""
+        password = settings.kafka_sasl_password
+        key_password = settings.kafka_ssl_key_password
+        return cls(
+            protocol=settings.kafka_security_protocol,
+            sasl_mechanism=settings.kafka_sasl_mechanism,
+            username=settings.kafka_sasl_username,
+            password=password.get_secret_value() if password is not None else None,
+            cafile=settings.kafka_ssl_cafile,
+            certfile=settings.kafka_ssl_certfile,
+            keyfile=settings.kafka_ssl_keyfile,
+            key_password=key_password.get_secret_value() if key_password is not None else None,
+            check_hostname=settings.kafka_ssl_check_hostname,
+        )
+
+    def ssl_context(self) -> ssl.SSLContext:
+        """A TLS client context: the broker verified against ``cafile`` or the system CAs."""
+        ctx: ssl.SSLContext
+        if self.cafile is not None:
+            ctx = create_ssl_context(
+                cafile=self.cafile,
+                certfile=self.certfile,
+                keyfile=self.keyfile,
+                password=self.key_password,
+            )
+        else:
+            ctx = ssl.create_default_context(ssl.Purpose.SERVER_AUTH)
+            if self.certfile is not None:
+                ctx.load_cert_chain(self.certfile, self.keyfile, self.key_password)
+        ctx.check_hostname = self.check_hostname
+        ctx.verify_mode = ssl.CERT_REQUIRED
+        return ctx
+
+    def client_kwargs(self) -> dict[str, Any]:
+        """The keyword arguments every aiokafka client takes for this security."""
+        kwargs: dict[str, Any] = {"security_protocol": self.protocol}
+        if self.tls:
+            kwargs["ssl_context"] = self.ssl_context()
+        if self.sasl:
+            kwargs |= {
+                "sasl_mechanism": self.sasl_mechanism,
+                "sasl_plain_username": self.username,
+                "sasl_plain_password": self.password,
+            }
+        return kwargs
+
+
+PLAINTEXT = KafkaSecurity()
+
+# what the broker answers to wrong credentials or a mechanism it does not offer
+AUTH_ERRORS: tuple[type[BaseException], ...] = (
+    SaslAuthenticationFailed,
+    AuthenticationFailedError,
+    AuthenticationMethodNotSupported,
+    UnsupportedSaslMechanismError,
+    IllegalSaslStateError,
+    ssl.SSLCertVerificationError,
+)
+
+
+class KafkaAuthenticationError(KafkaError):  # type: ignore[misc]
+    """The broker refused the client's credentials or certificate (not worth retrying)."""
+
+    retriable = False
+
+
+def make_producer(
+    bootstrap: str, *, idempotence: bool = True, security: KafkaSecurity = PLAINTEXT
+) -> AIOKafkaProducer:
     """A producer with ``acks=all``; idempotent where the broker supports it."""
     return AIOKafkaProducer(
         bootstrap_servers=bootstrap,
@@ -24,7 +153,24 @@ def make_producer(bootstrap: str, *, idempotence: bool = True) -> AIOKafkaProduc
         linger_ms=5,
         request_timeout_ms=15000,
         retry_backoff_ms=200,
+        **security.client_kwargs(),
     )
+
+
+def make_consumer(
+    *topics: str, bootstrap: str, security: KafkaSecurity = PLAINTEXT, **options: Any
+) -> AIOKafkaConsumer:
+    """A consumer of ``topics`` (none: assign partitions later) with ``options``."""
+    return AIOKafkaConsumer(
+        *topics, bootstrap_servers=bootstrap, **options, **security.client_kwargs()
+    )
+
+
+def make_admin(
+    bootstrap: str, *, security: KafkaSecurity = PLAINTEXT, **options: Any
+) -> AIOKafkaAdminClient:
+    """An admin client (topics, metadata) with ``options``."""
+    return AIOKafkaAdminClient(bootstrap_servers=bootstrap, **options, **security.client_kwargs())
 
 
 def contract_topics(prefix: str = "") -> list[tuple[str, int]]:
@@ -37,12 +183,16 @@ def contract_topics(prefix: str = "") -> list[tuple[str, int]]:
 
 
 async def ensure_topics(
-    bootstrap: str, topics: Iterable[tuple[str, int]], *, attempts: int = 30
+    bootstrap: str,
+    topics: Iterable[tuple[str, int]],
+    *,
+    attempts: int = 30,
+    security: KafkaSecurity = PLAINTEXT,
 ) -> None:
     """Create the topics if missing (idempotent; safe from several processes at once)."""
     wanted = dict(topics)
     for i in range(attempts):
-        admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap, request_timeout_ms=10000)
+        admin = make_admin(bootstrap, security=security, request_timeout_ms=10000)
         try:
             await admin.start()
             existing = set(await admin.list_topics())
@@ -71,14 +221,75 @@ async def ensure_topics(
             await admin.close()
 
 
-async def wait_broker(bootstrap: str, attempts: int = 60, delay: float = 0.5) -> None:
-    """Wait (bounded) until the broker answers a metadata request."""
-    for i in range(attempts):
-        admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap, request_timeout_ms=5000)
+def _hosts(bootstrap: str) -> list[tuple[str, int]]:
+    out = []
+    for part in bootstrap.split(","):
+        host, _, port = part.strip().rpartition(":")
+        out.append((host.strip("[]") or "localhost", int(port or 9092)))
+    return out
+
+
+async def check_authentication(
+    bootstrap: str, *, security: KafkaSecurity = PLAINTEXT, timeout_ms: int = 5000
+) -> None:
+    """Open one connection and authenticate; :class:`KafkaAuthenticationError` when refused.
+
+    aiokafka's clients log a refused login and then report only "Unable to bootstrap",
+    exactly like an unreachable broker; this tells the two apart. Unreachable bootstrap
+    servers raise ``OSError``/``KafkaError`` as they are.
+    """
+    kwargs = security.client_kwargs()
+    last: BaseException | None = None
+    for host, port in _hosts(bootstrap):
         try:
+            conn = await create_conn(
+                host,
+                port,
+                client_id="tongxin-auth-check",
+                request_timeout_ms=timeout_ms,
+                ssl_context=kwargs.get("ssl_context"),
+                security_protocol=security.protocol,
+                sasl_mechanism=kwargs.get("sasl_mechanism"),
+                sasl_plain_username=kwargs.get("sasl_plain_username"),
+                sasl_plain_password=kwargs.get("sasl_plain_password"),
+            )
+        except AUTH_ERRORS as exc:
+            who = f" as {security.username!r}" if security.sasl else ""
+            raise KafkaAuthenticationError(
+                f"Kafka at {host}:{port} refused the {security.protocol} login{who}: "
+                f"{type(exc).__name__}"
+            ) from exc
+        except (OSError, KafkaError) as exc:  # TimeoutError is an OSError
+            last = exc
+            continue
+        conn.close()
+        return
+    assert last is not None
+    raise last
+
+
+async def wait_broker(
+    bootstrap: str,
+    attempts: int = 60,
+    delay: float = 0.5,
+    *,
+    security: KafkaSecurity = PLAINTEXT,
+) -> None:
+    """Wait (bounded) until the broker answers a metadata request.
+
+    A refused login is not waited out (wrong credentials stay wrong): it raises
+    :class:`KafkaAuthenticationError` at once.
+    """
+    for i in range(attempts):
+        admin = make_admin(bootstrap, security=security, request_timeout_ms=5000)
+        try:
+            if security.protocol != "PLAINTEXT":
+                await check_authentication(bootstrap, security=security)
             await admin.start()
             await admin.list_topics()
             return
+        except KafkaAuthenticationError:
+            raise
         except (KafkaError, OSError):
             if i == attempts - 1:
                 raise

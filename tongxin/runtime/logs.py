@@ -2,7 +2,8 @@
 
 Whatever a log line carries — message, extra fields, a traceback — mainland mobile
 numbers in it are masked (``138****1234``) before it is written, so contact details
-never reach the logs even when an error message quotes a payload.
+never reach the logs even when an error message quotes a payload. Passwords in URIs
+(``mongodb://user:secret@host``) are masked the same way.
 """
 
 from __future__ import annotations
@@ -14,13 +15,15 @@ import sys
 from datetime import UTC, datetime
 from typing import Any
 
+from tongxin.runtime.settings import redact_uri
+
 _RESERVED = {*vars(logging.makeLogRecord({})), "color_message"}
 _MOBILE = re.compile(r"(?<!\d)(1[3-9]\d)(\d{4})(\d{4})(?!\d)")
 
 
 def redact(text: str) -> str:
-    """Mask every mainland mobile number in ``text``."""
-    return _MOBILE.sub(r"\1****\3", text)
+    """Mask every mainland mobile number and every URI password in ``text``."""
+    return redact_uri(_MOBILE.sub(r"\1****\3", text))
 
 
 class JsonFormatter(logging.Formatter):

@@ -26,7 +26,13 @@ from pymongo.asynchronous.database import AsyncDatabase
 from tongxin.runtime.auth import Principal, install_verifier, principal_from_header
 from tongxin.runtime.consumer import ConsumerRunner, Handler, RetryPolicy
 from tongxin.runtime.errors import ApiError, install_error_handlers
-from tongxin.runtime.kafka import contract_topics, ensure_topics, make_producer, wait_broker
+from tongxin.runtime.kafka import (
+    KafkaSecurity,
+    contract_topics,
+    ensure_topics,
+    make_producer,
+    wait_broker,
+)
 from tongxin.runtime.logs import configure_logging
 from tongxin.runtime.metrics import Metrics
 from tongxin.runtime.mongo import (
@@ -118,9 +124,14 @@ async def start_runtime(
         await wait_ready(mongo)
         db = mongo[settings.db_name(name)]
         await ensure_indexes(db, [*OUTBOX_INDEXES, *PROCESSED_INDEXES, *indexes])
-        await wait_broker(settings.kafka_bootstrap)
-        await ensure_topics(settings.kafka_bootstrap, contract_topics(settings.topic_prefix))
-        producer = make_producer(settings.kafka_bootstrap, idempotence=settings.kafka_idempotence)
+        security = KafkaSecurity.from_settings(settings)
+        await wait_broker(settings.kafka_bootstrap, security=security)
+        await ensure_topics(
+            settings.kafka_bootstrap, contract_topics(settings.topic_prefix), security=security
+        )
+        producer = make_producer(
+            settings.kafka_bootstrap, idempotence=settings.kafka_idempotence, security=security
+        )
         await producer.start()
     except BaseException:
         await mongo.close()
@@ -151,6 +162,7 @@ async def start_runtime(
                 producer=producer,
                 metrics=metrics,
                 policy=policy,
+                security=security,
             )
             await runner.start()
             rt.consumers.append(runner)

@@ -6,10 +6,11 @@ reads ``os.environ``.
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field, model_validator
+from pydantic import Field, SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
@@ -23,6 +24,16 @@ def _repo_root() -> Path:
 REPO_ROOT = _repo_root()
 PLACEHOLDER_SECRET = "tongxin-development-secret-change-me!"  # refused outside development
 MIN_SECRET_BYTES = 32  # an HS256 key at least as long as the hash (RFC 7518 §3.2)
+
+KafkaSecurityProtocol = Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"]
+KafkaSaslMechanism = Literal["SCRAM-SHA-256", "SCRAM-SHA-512", "PLAIN"]
+
+_URI_USERINFO = re.compile(r"(?P<scheme>[A-Za-z][A-Za-z0-9+.-]*://)(?P<user>[^:/@\s]*):[^@/\s]*@")
+
+
+def redact_uri(uri: str) -> str:
+    """``uri`` with the password of its user-info replaced by ``***`` (safe to print)."""
+    return _URI_USERINFO.sub(r"\g<scheme>\g<user>:***@", uri)
 
 
 class ServiceSettings(BaseSettings):
@@ -38,6 +49,23 @@ class ServiceSettings(BaseSettings):
     # Topic names are "<topic_prefix><contract name>"; empty in production.
     topic_prefix: str = ""
     kafka_idempotence: bool = True
+    # Transport security of every Kafka client (docs/security.md, "Transport"). SASL needs
+    # a username and a password; SSL/SASL_SSL verify the broker against kafka_ssl_cafile
+    # (else the system CAs); a client certificate (mutual TLS) is certfile + keyfile.
+    kafka_security_protocol: KafkaSecurityProtocol = "PLAINTEXT"
+    kafka_sasl_mechanism: KafkaSaslMechanism = "SCRAM-SHA-512"
+    kafka_sasl_username: str | None = None
+    kafka_sasl_password: SecretStr | None = None
+    # a file holding the password (a docker/k8s secret); read once, instead of the variable
+    kafka_sasl_password_file: Path | None = None
+    kafka_ssl_cafile: Path | None = None
+    kafka_ssl_certfile: Path | None = None
+    kafka_ssl_keyfile: Path | None = None
+    kafka_ssl_key_password: SecretStr | None = None
+    kafka_ssl_check_hostname: bool = True
+    # MongoDB credentials ride in the URI (mongodb://user:password@host/?authSource=admin);
+    # or name a file holding the whole URI (a docker/k8s secret), read once at start-up.
+    mongodb_uri_file: Path | None = None
     # Bearer tokens (SPEC §4): HS256 with jwt_secret (default), or RS256 with the keys of
     # an identity provider's JWKS URL. One algorithm per deployment.
     jwt_algorithm: Literal["HS256", "RS256"] = "HS256"
@@ -84,6 +112,74 @@ class ServiceSettings(BaseSettings):
                 )
         return self
 
+    @model_validator(mode="after")
+    def _check_transport(self) -> ServiceSettings:
+        """Read secret files; refuse Kafka security settings that contradict each other.
+
+        SASL needs a username and a password; SASL or TLS options given with a protocol that
+        would not use them are refused rather than silently ignored (a deployment that
+        believes it authenticates must not run in plaintext); TLS files must exist.
+        """
+        if self.kafka_sasl_password_file is not None:
+            if self.kafka_sasl_password is not None:
+                raise ValueError(
+                    "set TONGXIN_KAFKA_SASL_PASSWORD or TONGXIN_KAFKA_SASL_PASSWORD_FILE, not both"
+                )
+            secret = _read_secret(self.kafka_sasl_password_file, "TONGXIN_KAFKA_SASL_PASSWORD_FILE")
+            self.kafka_sasl_password = SecretStr(secret)
+        if self.mongodb_uri_file is not None:
+            self.mongodb_uri = _read_secret(self.mongodb_uri_file, "TONGXIN_MONGODB_URI_FILE")
+        protocol = self.kafka_security_protocol
+        sasl = protocol.startswith("SASL_")
+        tls = protocol.endswith("SSL")
+        if sasl:
+            if not self.kafka_sasl_username:
+                raise ValueError(
+                    f"TONGXIN_KAFKA_SECURITY_PROTOCOL={protocol} needs TONGXIN_KAFKA_SASL_USERNAME"
+                )
+            if self.kafka_sasl_password is None or not self.kafka_sasl_password.get_secret_value():
+                raise ValueError(
+                    f"TONGXIN_KAFKA_SECURITY_PROTOCOL={protocol} needs "
+                    "TONGXIN_KAFKA_SASL_PASSWORD (or TONGXIN_KAFKA_SASL_PASSWORD_FILE)"
+                )
+            if (
+                self.env == "production"
+                and protocol == "SASL_PLAINTEXT"
+                and self.kafka_sasl_mechanism == "PLAIN"
+            ):
+                raise ValueError(
+                    "SASL PLAIN over SASL_PLAINTEXT sends the password in clear text; use "
+                    "SCRAM-SHA-256/512 or SASL_SSL in production"
+                )
+        elif self.kafka_sasl_username or self.kafka_sasl_password is not None:
+            raise ValueError(
+                "TONGXIN_KAFKA_SASL_USERNAME/PASSWORD are set but "
+                f"TONGXIN_KAFKA_SECURITY_PROTOCOL={protocol} does not use SASL "
+                "(use SASL_PLAINTEXT or SASL_SSL)"
+            )
+        files = {
+            "TONGXIN_KAFKA_SSL_CAFILE": self.kafka_ssl_cafile,
+            "TONGXIN_KAFKA_SSL_CERTFILE": self.kafka_ssl_certfile,
+            "TONGXIN_KAFKA_SSL_KEYFILE": self.kafka_ssl_keyfile,
+        }
+        given = {name: path for name, path in files.items() if path is not None}
+        if not tls and (given or self.kafka_ssl_key_password is not None):
+            raise ValueError(
+                f"TLS files are set but TONGXIN_KAFKA_SECURITY_PROTOCOL={protocol} does not use "
+                "TLS (use SSL or SASL_SSL)"
+            )
+        if self.kafka_ssl_keyfile is not None and self.kafka_ssl_certfile is None:
+            raise ValueError("TONGXIN_KAFKA_SSL_KEYFILE needs TONGXIN_KAFKA_SSL_CERTFILE")
+        for name, path in given.items():
+            if not path.is_file():
+                raise ValueError(f"{name}: no such file: {path}")
+        return self
+
+    @property
+    def mongodb_uri_redacted(self) -> str:
+        """The database URI with its password masked, for output and logs."""
+        return redact_uri(self.mongodb_uri)
+
     def topic(self, name: str) -> str:
         """The physical topic name for a contract topic name."""
         return self.topic_prefix + name
@@ -91,3 +187,14 @@ class ServiceSettings(BaseSettings):
     def db_name(self, service: str) -> str:
         """The database that belongs to ``service`` (services share no collection)."""
         return self.db_prefix + service
+
+
+def _read_secret(path: Path, name: str) -> str:
+    """The stripped contents of a secret file; a clear error when it cannot be read."""
+    try:
+        value = path.read_text("utf-8").strip()
+    except OSError as exc:
+        raise ValueError(f"{name}: cannot read {path}: {exc.strerror}") from exc
+    if not value:
+        raise ValueError(f"{name}: {path} is empty")
+    return value
