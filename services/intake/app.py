@@ -9,7 +9,7 @@ from datetime import UTC, datetime, timedelta
 
 from fastapi import FastAPI
 
-from services.intake import api, open311
+from services.intake import api, console, open311
 from services.intake.config import IntakeSettings
 from services.intake.domain.registry import Registry, collect_names
 from services.intake.handlers import InboundHandlers, TimelineHandlers
@@ -52,6 +52,7 @@ def create_app(settings: IntakeSettings | None = None) -> FastAPI:
         )
         rt.extra["ctx"] = api.IntakeContext(rt, settings, store, registry, service)
         _start_key_purge(rt, store)
+        console.start(rt, settings)
         start_retention(
             rt,
             timedelta(days=settings.intake_contact_retention_days),
@@ -81,7 +82,7 @@ def create_app(settings: IntakeSettings | None = None) -> FastAPI:
         name="intake",
         title="Tongxin intake 诉求受理",
         settings=settings,
-        routers=[api.router, open311.router],
+        routers=[api.router, open311.router, console.router],
         indexes=INDEXES,
         setup=setup,
     )

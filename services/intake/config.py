@@ -34,6 +34,15 @@ class IntakeSettings(ServiceSettings):
     feedback_window_s: float = Field(default=7 * 24 * 3600, gt=0)
     # Open311 posts with only a lat/long: the nearest compound within this distance.
     open311_nearest_km: float = Field(default=1.5, gt=0)
+    # The staff console (/console/) reaches routing and volunteer through intake's
+    # same-origin proxy (/console/api/{service}/...). By default they run on this host at
+    # their own ports (the same TONGXIN_ROUTING_PORT / TONGXIN_VOLUNTEER_PORT they listen
+    # on); set the URLs when they run elsewhere (e.g. http://routing:8002 in Compose).
+    routing_port: int = 8002
+    volunteer_port: int = 8003
+    console_routing_url: str | None = Field(default=None, pattern=r"^https?://")
+    console_volunteer_url: str | None = Field(default=None, pattern=r"^https?://")
+    console_upstream_timeout_s: float = Field(default=10.0, gt=0)
 
     @property
     def feedback_window_scaled_s(self) -> float:
@@ -46,3 +55,10 @@ class IntakeSettings(ServiceSettings):
         if self.intake_anonymous_limit is None:
             return self.env == "production"
         return self.intake_anonymous_limit
+
+    def console_upstreams(self) -> dict[str, str]:
+        """Base URLs of the services the console's proxy forwards to."""
+        return {
+            "routing": self.console_routing_url or f"http://127.0.0.1:{self.routing_port}",
+            "volunteer": self.console_volunteer_url or f"http://127.0.0.1:{self.volunteer_port}",
+        }

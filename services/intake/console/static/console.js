@@ -1,0 +1,710 @@
+// 同心 staff console: queue, case detail, whistle board, volunteers, KPIs.
+// Every figure comes from the services' APIs: intake directly (same origin), routing and
+// volunteer through intake's proxy /console/api/{service}/... with the caller's token.
+"use strict";
+
+const TOKEN_KEY = "tongxin.console.token";
+const TIERS = [
+  { key: "routine", label: "即知即办" },
+  { key: "general", label: "定期速办" },
+  { key: "major", label: "吹哨报到" },
+  { key: "special", label: "灵活专办" },
+];
+const TIER_LABEL = Object.fromEntries(TIERS.map((t) => [t.key, t.label]));
+const STATUS_LABEL = {
+  routed: "待受理",
+  acknowledged: "已受理",
+  in_progress: "办理中",
+  resolved: "已办结待回访",
+  returned: "已退单",
+  reopened: "重新办理",
+  closed: "已结案",
+};
+const OPEN = new Set(["routed", "acknowledged", "in_progress", "returned", "reopened"]);
+const ROLE_LABEL = {
+  staff: "工作人员",
+  department: "联盟部门",
+  admin: "管理员",
+  platform: "对接平台",
+  volunteer: "志愿者",
+};
+const ASSIGN_ROLE = {
+  lead: "牵头办理",
+  whistled: "吹哨报到",
+  support: "协办",
+  coordinator: "统筹督办",
+  escalation: "上级督办",
+};
+const EVENT_LABEL = {
+  "case.routed": "派单",
+  "case.acknowledged": "受理/报到",
+  "case.progressed": "反馈进展",
+  "case.resolved": "办结",
+  "case.returned": "退单",
+  "case.whistled": "吹哨",
+  "case.escalated": "升级督办",
+  "case.closed": "结案",
+  "deadline.missed": "超时",
+  feedback: "群众评价",
+};
+const ERROR_LABEL = {
+  unauthorized: "登录已失效或令牌无效",
+  forbidden: "无权进行此操作",
+  not_found: "未找到",
+  invalid_transition: "当前状态不允许此操作",
+  conflict: "案件刚被他人更新，请重试",
+  validation_error: "填写内容有误",
+  upstream_unavailable: "服务暂时无法访问",
+  upstream_timeout: "服务响应超时",
+  rate_limited: "操作过于频繁",
+  internal: "服务内部错误",
+};
+const ACTION_LABEL = {
+  acknowledge: "受理",
+  progress: "反馈进展",
+  resolve: "办结",
+  return: "退单",
+};
+
+const state = { token: null, me: null, names: {}, categories: {}, timer: null, refresh: null };
+
+// --- DOM helpers ------------------------------------------------------------------------
+
+function h(tag, attrs, ...children) {
+  const el = document.createElement(tag);
+  for (const [k, v] of Object.entries(attrs || {})) {
+    if (v === null || v === undefined || v === false) continue;
+    if (k === "class") el.className = v;
+    else if (k.startsWith("on")) el.addEventListener(k.slice(2), v);
+    else el.setAttribute(k, v === true ? "" : String(v));
+  }
+  for (const c of children.flat()) {
+    if (c === null || c === undefined || c === false) continue;
+    el.appendChild(typeof c === "string" || typeof c === "number" ? document.createTextNode(String(c)) : c);
+  }
+  return el;
+}
+
+const $ = (sel) => document.querySelector(sel);
+const view = () => $("#view");
+
+function fmtTime(iso) {
+  if (!iso) return "—";
+  const d = new Date(iso);
+  return d.toLocaleString("zh-CN", { hour12: false, month: "2-digit", day: "2-digit", hour: "2-digit", minute: "2-digit", second: "2-digit" });
+}
+
+function fmtSpan(ms) {
+  const s = Math.floor(Math.abs(ms) / 1000);
+  const d = Math.floor(s / 86400);
+  const hh = Math.floor((s % 86400) / 3600);
+  const mm = Math.floor((s % 3600) / 60);
+  const ss = s % 60;
+  if (d) return `${d}天${hh}时${mm}分`;
+  if (hh) return `${hh}时${mm}分`;
+  return `${mm}分${ss}秒`;
+}
+
+// a live countdown: refreshed every second by tick()
+function countdown(deadline, label) {
+  if (!deadline) return h("span", { class: "countdown none" }, "—");
+  return h("span", { class: "countdown", "data-deadline": deadline, "data-label": label || "" });
+}
+
+function tick() {
+  const now = Date.now();
+  for (const el of document.querySelectorAll("[data-deadline]")) {
+    const left = new Date(el.dataset.deadline).getTime() - now;
+    const label = el.dataset.label ? `${el.dataset.label} ` : "";
+    el.textContent = left >= 0 ? `${label}剩余 ${fmtSpan(left)}` : `${label}已超时 ${fmtSpan(left)}`;
+    el.classList.toggle("overdue", left < 0);
+    const card = el.closest("[data-watch-overdue]");
+    if (card && left < 0) card.classList.add("overdue");
+  }
+}
+
+function name(id) {
+  return (id && state.names[id]) || id || "—";
+}
+
+// --- API --------------------------------------------------------------------------------
+
+class ApiError extends Error {
+  constructor(status, body) {
+    const e = (body && body.error) || {};
+    super(e.message || `HTTP ${status}`);
+    this.status = status;
+    this.code = e.code || "error";
+    this.details = e.details;
+  }
+}
+
+async function call(url, { method = "GET", body, auth = true } = {}) {
+  const headers = { accept: "application/json" };
+  if (auth && state.token) headers.authorization = `Bearer ${state.token}`;
+  if (body !== undefined) headers["content-type"] = "application/json";
+  let res;
+  try {
+    res = await fetch(url, { method, headers, body: body === undefined ? undefined : JSON.stringify(body) });
+  } catch (exc) {
+    throw new ApiError(0, { error: { code: "upstream_unavailable", message: String(exc) } });
+  }
+  const text = await res.text();
+  let data = null;
+  try {
+    data = text ? JSON.parse(text) : null;
+  } catch {
+    data = null;
+  }
+  if (!res.ok) {
+    if (res.status === 401 && auth) signOut(false);
+    throw new ApiError(res.status, data);
+  }
+  return { data, next: res.headers.get("x-next-cursor") };
+}
+
+const routing = (path, opts) => call(`/console/api/routing${path}`, opts);
+const volunteer = (path, opts) => call(`/console/api/volunteer${path}`, opts);
+
+// every page of a routing list (bounded)
+async function allPages(path, maxPages = 10) {
+  const out = [];
+  let cursor = null;
+  for (let i = 0; i < maxPages; i++) {
+    const sep = path.includes("?") ? "&" : "?";
+    const r = await routing(cursor ? `${path}${sep}cursor=${encodeURIComponent(cursor)}` : path);
+    out.push(...r.data);
+    cursor = r.next;
+    if (!cursor) break;
+  }
+  return out;
+}
+
+function errorBox(err) {
+  const code = err.code || "error";
+  const box = h(
+    "div",
+    { class: "error", role: "alert", "data-code": code },
+    h("strong", {}, `${ERROR_LABEL[code] || "操作未成功"}（${code}${err.status ? ` · HTTP ${err.status}` : ""}）`),
+    h("div", { class: "message" }, err.message),
+  );
+  if (err.details && err.details.allowed) {
+    const allowed = err.details.allowed.map((a) => ACTION_LABEL[a] || a).join("、") || "无";
+    box.appendChild(h("div", { class: "details" }, `当前可进行：${allowed}`));
+  } else if (Array.isArray(err.details)) {
+    for (const d of err.details) {
+      box.appendChild(h("div", { class: "details" }, `${(d.loc || []).join(".")} ${d.msg || ""}`));
+    }
+  }
+  return box;
+}
+
+// --- session ----------------------------------------------------------------------------
+
+async function loadReference() {
+  const [units, cats, compounds] = await Promise.all([
+    routing("/v1/units", { auth: false }),
+    call("/v1/categories", { auth: false }),
+    call("/v1/compounds", { auth: false }),
+  ]);
+  for (const u of units.data) state.names[u.id] = u.name;
+  state.departments = units.data.filter((u) => u.kind === "department");
+  for (const c of cats.data) state.categories[c.code] = c.name;
+  for (const c of compounds.data) {
+    state.names[c.id] = c.name;
+    for (const x of c.compounds) state.names[x.id] = x.name;
+  }
+}
+
+async function signIn(token) {
+  state.token = token;
+  const me = await call("/console/api/me");
+  state.me = me.data;
+  sessionStorage.setItem(TOKEN_KEY, token);
+  await loadReference();
+  showSignedIn();
+}
+
+function signOut(clear = true) {
+  sessionStorage.removeItem(TOKEN_KEY);
+  state.token = null;
+  state.me = null;
+  if (clear) $("#signin-error").replaceChildren();
+  showSignedOut();
+}
+
+function showSignedIn() {
+  const me = state.me;
+  const who = $("#whoami");
+  who.replaceChildren(
+    h("span", { class: "unit", "data-unit": me.unit || "" }, me.unit ? name(me.unit) : "全镇"),
+    h("span", { class: "role", "data-role": me.role }, ROLE_LABEL[me.role] || me.role),
+    h("span", { class: "sub" }, me.sub),
+  );
+  who.hidden = false;
+  $("#signout").hidden = false;
+  $("#nav").hidden = false;
+  $("#signin").hidden = true;
+  if (!location.hash || location.hash === "#/") location.hash = "#/queue";
+  else route();
+}
+
+function showSignedOut() {
+  $("#whoami").hidden = true;
+  $("#signout").hidden = true;
+  $("#nav").hidden = true;
+  $("#signin").hidden = false;
+  view().replaceChildren();
+  stopRefresh();
+}
+
+// --- router -----------------------------------------------------------------------------
+
+function stopRefresh() {
+  if (state.refresh) clearInterval(state.refresh);
+  state.refresh = null;
+}
+
+function every(ms, fn) {
+  stopRefresh();
+  state.refresh = setInterval(fn, ms);
+}
+
+async function route() {
+  if (!state.token) return;
+  stopRefresh();
+  const hash = location.hash.replace(/^#\/?/, "");
+  const [page, ...rest] = hash.split("/");
+  for (const a of document.querySelectorAll("[data-nav]")) {
+    a.classList.toggle("active", a.dataset.nav === page || (page === "case" && a.dataset.nav === "queue"));
+  }
+  const pages = { queue: queuePage, case: casePage, whistle: whistlePage, volunteers: volunteersPage, kpi: kpiPage };
+  const render = pages[page] || queuePage;
+  view().replaceChildren(h("p", { class: "loading" }, "加载中…"));
+  try {
+    await render(decodeURIComponent(rest.join("/")));
+  } catch (err) {
+    view().replaceChildren(errorBox(err));
+  }
+  tick();
+}
+
+// --- (1) queue --------------------------------------------------------------------------
+
+// the deadline that matters now for this case (and for the caller's own unit)
+function dueOf(c) {
+  const mine = state.me.unit && (c.assignments || []).find((a) => a.active && a.unit === state.me.unit);
+  if (mine && mine.acknowledge_by && !mine.acknowledged_at && OPEN.has(c.status)) {
+    return { at: mine.acknowledge_by, label: mine.role === "whistled" ? "报到" : "受理" };
+  }
+  if (c.status === "routed" || c.status === "reopened") return { at: c.acknowledge_by, label: "受理" };
+  if (c.status === "acknowledged" || c.status === "in_progress") return { at: c.resolve_by, label: "办结" };
+  return null;
+}
+
+function caseCard(c) {
+  const due = dueOf(c);
+  const overdue = c.overdue || (due && new Date(due.at).getTime() < Date.now());
+  return h(
+    "a",
+    {
+      class: `case-card${overdue ? " overdue" : ""}`,
+      href: `#/case/${encodeURIComponent(c.id)}`,
+      "data-case-id": c.id,
+      "data-status": c.status,
+      "data-watch-overdue": "",
+    },
+    h("div", { class: "row1" }, h("span", { class: "case-id" }, c.id), h("span", { class: `status s-${c.status}` }, STATUS_LABEL[c.status] || c.status)),
+    h("div", { class: "row2" }, `${state.categories[c.category] || c.category} · ${name(c.community)}${c.compound ? ` · ${name(c.compound)}` : ""}`),
+    h("div", { class: "row3" }, due ? countdown(due.at, `${due.label}时限`) : h("span", { class: "countdown none" }, STATUS_LABEL[c.status] || c.status), c.overdue ? h("span", { class: "flag" }, "超期") : null),
+  );
+}
+
+async function queuePage() {
+  const showAll = sessionStorage.getItem("tongxin.console.all") === "1";
+  const cases = await allPages("/v1/cases?limit=200", 5);
+  const shown = showAll ? cases : cases.filter((c) => OPEN.has(c.status) || c.status === "resolved");
+  const toggle = h("label", { class: "toggle" }, h("input", {
+    type: "checkbox",
+    id: "show-all",
+    checked: showAll,
+    onchange: (e) => {
+      sessionStorage.setItem("tongxin.console.all", e.target.checked ? "1" : "0");
+      route();
+    },
+  }), " 显示已结案");
+  const sections = TIERS.map((t) => {
+    const mine = shown.filter((c) => c.tier === t.key);
+    mine.sort((a, b) => {
+      const da = dueOf(a);
+      const db = dueOf(b);
+      return (da ? new Date(da.at).getTime() : Infinity) - (db ? new Date(db.at).getTime() : Infinity);
+    });
+    return h(
+      "section",
+      { class: `tier tier-${t.key}`, "data-tier": t.key },
+      h("h2", {}, t.label, h("span", { class: "count" }, `${mine.length} 件`)),
+      mine.length ? h("div", { class: "cards" }, mine.map(caseCard)) : h("p", { class: "empty" }, "暂无案件"),
+    );
+  });
+  view().replaceChildren(
+    h("div", { class: "page-head" }, h("h1", {}, "案件队列"), toggle, h("button", { type: "button", class: "secondary", onclick: route }, "刷新")),
+    h("p", { class: "hint" }, state.me.unit ? `仅显示派给 ${name(state.me.unit)} 的案件。` : "显示全部案件。"),
+    h("div", { class: "tiers" }, sections),
+  );
+  every(20000, () => {
+    if (location.hash.startsWith("#/queue")) route();
+  });
+}
+
+// --- (2) case detail --------------------------------------------------------------------
+
+function isCoordinator() {
+  const me = state.me;
+  return (me.role === "staff" && !(me.unit || "").startsWith("community:")) || me.role === "admin";
+}
+
+function assignmentState(a) {
+  if (a.acknowledged_at) return { text: a.in_time === false ? `超时报到 ${fmtTime(a.acknowledged_at)}` : `已报到 ${fmtTime(a.acknowledged_at)}`, cls: a.in_time === false ? "late" : "done" };
+  if (!a.acknowledge_by) return { text: "—", cls: "none" };
+  if (a.breached || new Date(a.acknowledge_by).getTime() < Date.now()) return { text: "超时未报到", cls: "missed" };
+  return { text: "待报到", cls: "pending" };
+}
+
+function renderCase(c, notice) {
+  const host = h("div", { class: "case-detail", "data-case-id": c.id, "data-status": c.status });
+  const cls = c.classification || {};
+  const due = dueOf(c);
+  host.append(
+    h("p", {}, h("a", { href: "#/queue", class: "back" }, "← 返回队列")),
+    h(
+      "div",
+      { class: "page-head" },
+      h("h1", {}, c.id),
+      h("span", { class: `badge tier-${c.tier}` }, TIER_LABEL[c.tier] || c.tier),
+      h("span", { class: `status s-${c.status}`, id: "case-status" }, STATUS_LABEL[c.status] || c.status),
+      c.overdue ? h("span", { class: "flag" }, "超期") : null,
+    ),
+    notice ? h("div", { class: "notice", role: "status" }, notice) : null,
+    h(
+      "dl",
+      { class: "facts" },
+      h("dt", {}, "诉求编号"), h("dd", {}, c.request_id),
+      h("dt", {}, "类别"), h("dd", {}, state.categories[c.category] || c.category),
+      h("dt", {}, "社区/小区"), h("dd", {}, `${name(c.community)}${c.compound ? ` · ${name(c.compound)}` : ""}`),
+      h("dt", {}, "首接单位"), h("dd", {}, name(c.accountable_unit)),
+      h("dt", {}, "受理时间"), h("dd", {}, fmtTime(c.opened_at)),
+      h("dt", {}, "当前时限"), h("dd", {}, due ? countdown(due.at, due.label) : STATUS_LABEL[c.status]),
+      h("dt", {}, "办结时限"), h("dd", {}, fmtTime(c.resolve_by)),
+    ),
+    h(
+      "section",
+      { class: "panel classification" },
+      h("h2", {}, "分级依据"),
+      h("p", { id: "classification-reason" }, cls.reason || "—"),
+      h("p", { class: "hint" }, `规则：${cls.rule || "—"}`),
+    ),
+  );
+  if (c.returned) host.append(h("div", { class: "notice" }, `退单原因：${c.returned.reason}（${name(c.returned.unit)}）`));
+
+  // assignments: who must report in, and whether they did
+  const rows = (c.assignments || []).filter((a) => a.active).map((a) => {
+    const st = assignmentState(a);
+    return h(
+      "tr",
+      { "data-unit": a.unit },
+      h("td", {}, name(a.unit)),
+      h("td", {}, ASSIGN_ROLE[a.role] || a.role),
+      h("td", {}, a.acknowledge_by && !a.acknowledged_at && st.cls === "pending" ? countdown(a.acknowledge_by) : fmtTime(a.acknowledge_by)),
+      h("td", {}, h("span", { class: `report report-${st.cls}` }, st.text)),
+    );
+  });
+  host.append(
+    h(
+      "section",
+      { class: "panel" },
+      h("h2", {}, "承办单位"),
+      h("div", { class: "scroll" }, h("table", { class: "assignments" }, h("thead", {}, h("tr", {}, h("th", {}, "单位"), h("th", {}, "角色"), h("th", {}, "报到时限"), h("th", {}, "报到情况"))), h("tbody", {}, rows))),
+    ),
+  );
+
+  // actions the API says are possible now
+  const actions = h("section", { class: "panel actions", id: "actions" }, h("h2", {}, "办理"));
+  const errors = h("div", { id: "action-error" });
+  const note = h("textarea", { id: "action-note", rows: 2, placeholder: "办理说明（退单时填写原因）", maxlength: 2000 });
+  const mineA = state.me.unit && (c.assignments || []).find((a) => a.active && a.unit === state.me.unit);
+  const buttons = (c.allowed_actions || []).map((act) => {
+    const label = act === "acknowledge" && mineA && mineA.role === "whistled" ? "报到" : ACTION_LABEL[act] || act;
+    return h("button", {
+      type: "button",
+      "data-action": act,
+      class: act === "return" ? "secondary" : "",
+      onclick: async (e) => {
+        e.target.disabled = true;
+        errors.replaceChildren();
+        const text = note.value.trim();
+        const body = act === "return" ? { reason: text, note: null } : text ? { note: text } : undefined;
+        if (act === "return" && !text) {
+          errors.replaceChildren(errorBox({ code: "validation_error", message: "退单需要填写原因。" }));
+          e.target.disabled = false;
+          return;
+        }
+        try {
+          const r = await routing(`/v1/cases/${encodeURIComponent(c.id)}/${act}`, { method: "POST", body });
+          view().replaceChildren(renderCase(r.data, `已${label}。`));
+          tick();
+        } catch (err) {
+          errors.replaceChildren(errorBox(err));
+          e.target.disabled = false;
+        }
+      },
+    }, label);
+  });
+  if (buttons.length) actions.append(note, h("div", { class: "buttons" }, buttons));
+  else actions.append(h("p", { class: "hint" }, "当前没有可进行的办理操作。"));
+  actions.append(errors);
+  host.append(actions);
+
+  if (isCoordinator() && OPEN.has(c.status)) host.append(whistleForm(c));
+
+  // timeline, newest last
+  const items = (c.history || []).map((e) =>
+    h(
+      "li",
+      { "data-event": e.event },
+      h("time", {}, fmtTime(e.at)),
+      h("span", { class: "event" }, EVENT_LABEL[e.event] || e.event),
+      h("span", { class: "who" }, [e.unit ? name(e.unit) : null, (e.units || []).map(name).join("、") || null, e.by ? `（${e.by}）` : null].filter(Boolean).join(" ")),
+      e.note ? h("div", { class: "note" }, e.note) : null,
+    ),
+  );
+  host.append(h("section", { class: "panel" }, h("h2", {}, "办理时间线"), h("ol", { class: "timeline", id: "timeline" }, items)));
+  return host;
+}
+
+function whistleForm(c) {
+  const on = new Set((c.assignments || []).filter((a) => a.active).map((a) => a.unit));
+  const boxes = (state.departments || []).filter((d) => !on.has(d.id)).map((d) =>
+    h("label", { class: "check" }, h("input", { type: "checkbox", name: "dept", value: d.id }), ` ${d.name}`),
+  );
+  const reason = h("input", { type: "text", id: "whistle-reason", maxlength: 2000, placeholder: "吹哨事由" });
+  const errors = h("div", { id: "whistle-error" });
+  const form = h(
+    "form",
+    {
+      class: "panel whistle-form",
+      id: "whistle-form",
+      onsubmit: async (e) => {
+        e.preventDefault();
+        errors.replaceChildren();
+        const units = [...form.querySelectorAll("input[name=dept]:checked")].map((i) => i.value);
+        try {
+          const r = await routing(`/v1/cases/${encodeURIComponent(c.id)}/whistle`, {
+            method: "POST",
+            body: { units, reason: reason.value.trim() || null },
+          });
+          view().replaceChildren(renderCase(r.data, `已吹哨：${units.map(name).join("、")}`));
+          tick();
+        } catch (err) {
+          errors.replaceChildren(errorBox(err));
+        }
+      },
+    },
+    h("h2", {}, "吹哨：召集联盟部门报到"),
+    h("div", { class: "checks" }, boxes),
+    reason,
+    h("button", { type: "submit" }, "吹哨"),
+    errors,
+  );
+  return form;
+}
+
+async function casePage(id) {
+  const r = await routing(`/v1/cases/${encodeURIComponent(id)}`);
+  view().replaceChildren(renderCase(r.data));
+}
+
+// --- (3) whistle board ------------------------------------------------------------------
+
+async function whistlePage() {
+  const cases = (await allPages("/v1/cases?tier=major&limit=200", 5)).filter((c) => OPEN.has(c.status));
+  const depts = [];
+  for (const c of cases) {
+    for (const a of c.assignments || []) {
+      if (a.active && a.role === "whistled" && !depts.includes(a.unit)) depts.push(a.unit);
+    }
+  }
+  depts.sort();
+  const summary = depts.map((d) => {
+    const counts = { pending: 0, done: 0, late: 0, missed: 0 };
+    for (const c of cases) {
+      const a = (c.assignments || []).find((x) => x.active && x.unit === d && x.role === "whistled");
+      if (a) counts[assignmentState(a).cls] = (counts[assignmentState(a).cls] || 0) + 1;
+    }
+    return h(
+      "tr",
+      { "data-unit": d },
+      h("th", {}, name(d)),
+      h("td", { class: "report-pending" }, String(counts.pending)),
+      h("td", { class: "report-done" }, String(counts.done)),
+      h("td", { class: "report-late" }, String(counts.late)),
+      h("td", { class: "report-missed" }, String(counts.missed)),
+    );
+  });
+  const matrix = cases.map((c) =>
+    h(
+      "tr",
+      { "data-case-id": c.id },
+      h("th", {}, h("a", { href: `#/case/${encodeURIComponent(c.id)}` }, c.id), h("div", { class: "hint" }, `${state.categories[c.category] || c.category} · ${name(c.community)}`)),
+      depts.map((d) => {
+        const a = (c.assignments || []).find((x) => x.active && x.unit === d && x.role === "whistled");
+        if (!a) return h("td", { class: "report-none" }, "—");
+        const st = assignmentState(a);
+        return h("td", { "data-unit": d, class: `report-${st.cls}` }, st.cls === "pending" ? countdown(a.acknowledge_by, "待报到") : st.text);
+      }),
+    ),
+  );
+  view().replaceChildren(
+    h("div", { class: "page-head" }, h("h1", {}, "吹哨报到看板"), h("button", { type: "button", class: "secondary", onclick: route }, "刷新")),
+    h("p", { class: "hint" }, `未办结的重大事项 ${cases.length} 件，涉及 ${depts.length} 个联盟部门。`),
+    cases.length
+      ? h(
+          "div",
+          {},
+          h("section", { class: "panel" }, h("h2", {}, "各部门报到情况"), h("div", { class: "scroll" }, h("table", { class: "board-summary" }, h("thead", {}, h("tr", {}, h("th", {}, "部门"), h("th", {}, "待报到"), h("th", {}, "按时报到"), h("th", {}, "超时报到"), h("th", {}, "超时未报到"))), h("tbody", {}, summary)))),
+          h("section", { class: "panel" }, h("h2", {}, "案件 × 部门"), h("div", { class: "scroll" }, h("table", { class: "board", id: "whistle-board" }, h("thead", {}, h("tr", {}, h("th", {}, "案件"), depts.map((d) => h("th", { "data-unit": d }, name(d))))), h("tbody", {}, matrix)))),
+        )
+      : h("p", { class: "empty" }, "暂无未办结的吹哨报到案件。"),
+  );
+  every(15000, () => {
+    if (location.hash.startsWith("#/whistle")) route();
+  });
+}
+
+// --- (4) volunteers ---------------------------------------------------------------------
+
+async function section(title, id, load, row, empty) {
+  const host = h("section", { class: "panel", id }, h("h2", {}, title));
+  try {
+    const items = await load();
+    host.append(items.length ? h("ul", { class: "list" }, items.map(row)) : h("p", { class: "empty" }, empty));
+  } catch (err) {
+    host.append(errorBox(err));
+  }
+  return host;
+}
+
+async function volunteersPage() {
+  const parts = await Promise.all([
+    section(
+      "待响应的服务邀约",
+      "offers",
+      async () => (await volunteer("/v1/tasks?status=offered&limit=100")).data,
+      (t) => h("li", { "data-task-id": t.id }, h("strong", {}, t.volunteer_name || t.volunteer_id || "—"), ` · ${(t.skills || []).join("、")} · 案件 ${t.case_id}`, " ", countdown(t.accept_by, "应答")),
+      "暂无待响应的邀约。",
+    ),
+    section(
+      "未匹配到志愿者的任务",
+      "unmatched",
+      async () => (await volunteer("/v1/tasks?status=unmatched&limit=100")).data,
+      (t) => h("li", { "data-task-id": t.id, class: "warn" }, h("strong", {}, t.id), ` · 案件 ${t.case_id} · ${(t.skills || []).join("、")}`, h("div", { class: "hint" }, t.unmatched_reason || "")),
+      "所有任务都已匹配。",
+    ),
+    section(
+      "逾期未探访的关爱对象",
+      "overdue-visits",
+      async () => (await volunteer("/v1/care-recipients/overdue")).data,
+      (v) => h("li", { "data-visit-id": v.id, class: "overdue" }, h("strong", {}, (v.recipient && v.recipient.name) || v.recipient_id), ` · ${name(v.community)} · 应于 ${fmtTime(v.deadline)} 前探访 · 已逾期 ${v.overdue_hours} 小时`),
+      "没有逾期的探访。",
+    ),
+  ]);
+  view().replaceChildren(h("div", { class: "page-head" }, h("h1", {}, "志愿服务")), ...parts);
+}
+
+// --- (5) KPIs ---------------------------------------------------------------------------
+
+async function kpiPage() {
+  const days = Number(sessionStorage.getItem("tongxin.console.window") || "30");
+  const since = new Date(Date.now() - days * 86400000).toISOString();
+  const q = `since=${encodeURIComponent(since)}`;
+  const [units, daily] = await Promise.all([routing(`/v1/stats/units?${q}`), routing(`/v1/stats/daily?${q}`)]);
+  const rows = Object.entries(units.data.units)
+    .map(([id, r]) => ({ id, ...r }))
+    .sort((a, b) => b.cases - a.cases)
+    .slice(0, 15);
+  const overall = units.data.overall;
+  const metrics = [
+    ["response_rate", "响应率（按时受理/报到）"],
+    ["resolution_rate", "办结率（按时办结）"],
+    ["satisfaction_rate", "满意率"],
+    ["whistle_rate", "吹哨率"],
+  ];
+  const C = window.TongxinCharts;
+  const picker = h(
+    "select",
+    {
+      id: "kpi-window",
+      onchange: (e) => {
+        sessionStorage.setItem("tongxin.console.window", e.target.value);
+        route();
+      },
+    },
+    [7, 30, 90].map((d) => h("option", { value: d, selected: d === days }, `近 ${d} 天`)),
+  );
+  const totals = TIERS.map((t) => `${t.label} ${daily.data.days.reduce((n, d) => n + d[t.key], 0)}`).join(" · ");
+  view().replaceChildren(
+    h("div", { class: "page-head" }, h("h1", {}, "绩效统计"), picker),
+    h(
+      "section",
+      { class: "panel overall", id: "kpi-overall" },
+      h("h2", {}, "总体"),
+      h("div", { class: "tiles" }, h("div", { class: "tile" }, h("b", {}, String(overall.cases)), "案件"), metrics.map(([k, label]) => h("div", { class: "tile", "data-metric": k }, h("b", {}, C.pct(overall[k])), label.replace(/（.*）/, "")))),
+    ),
+    h(
+      "section",
+      { class: "panel", id: "kpi-daily" },
+      h("h2", {}, "每日诉求量（按分级）"),
+      h("div", { class: "legend" }, TIERS.map((t) => h("span", { class: `key tier-${t.key}` }, t.label))),
+      h("div", { class: "scroll" }, C.stackedDays("每日诉求量", daily.data.days, TIERS)),
+      h("p", { class: "hint", id: "daily-totals" }, totals),
+    ),
+    h(
+      "div",
+      { class: "kpi-grid", id: "kpi-units" },
+      metrics.map(([k, label]) =>
+        h("section", { class: "panel", "data-metric": k }, h("h2", {}, label), rows.length ? C.rateBars(label, rows.map((r) => ({ label: r.name || r.id, value: r[k], note: `${r.cases} 件` }))) : h("p", { class: "empty" }, "暂无数据")),
+      ),
+    ),
+  );
+}
+
+// --- start ------------------------------------------------------------------------------
+
+window.addEventListener("hashchange", route);
+document.addEventListener("DOMContentLoaded", async () => {
+  $("#signin-form").addEventListener("submit", async (e) => {
+    e.preventDefault();
+    const token = $("#token").value.trim().replace(/^Bearer\s+/i, "");
+    $("#signin-error").replaceChildren();
+    try {
+      await signIn(token);
+      $("#token").value = "";
+    } catch (err) {
+      state.token = null;
+      $("#signin-error").replaceChildren(errorBox(err));
+    }
+  });
+  $("#signout").addEventListener("click", () => signOut());
+  state.timer = setInterval(tick, 1000);
+  const saved = sessionStorage.getItem(TOKEN_KEY);
+  if (saved) {
+    try {
+      await signIn(saved);
+      return;
+    } catch (err) {
+      sessionStorage.removeItem(TOKEN_KEY);
+      $("#signin-error").replaceChildren(errorBox(err));
+    }
+  }
+  showSignedOut();
+});
