@@ -2,74 +2,22 @@
 
 from __future__ import annotations
 
-import os
-import subprocess
 import tempfile
 from collections.abc import Iterator
-from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
 
+from tests.platform import Platform, platform_env
 from tests.support import WebhookSink, unique
-from tongxin.cli import SERVICES, start_services, stop_services, wait_ready
-from tongxin.devstack.procs import free_port
 from tongxin.devstack.stack import LocalStack
-
-
-@dataclass
-class Platform:
-    """Running services and how to reach them."""
-
-    env: dict[str, str]
-    sink: WebhookSink
-    log_dir: Path
-    procs: dict[str, subprocess.Popen[bytes]] = field(default_factory=dict)
-
-    def url(self, name: str) -> str:
-        return f"http://127.0.0.1:{self.env[f'TONGXIN_{name.upper()}_PORT']}"
-
-    def topic(self, name: str) -> str:
-        return self.env["TONGXIN_TOPIC_PREFIX"] + name
-
-    def db(self, service: str) -> str:
-        return self.env["TONGXIN_DB_PREFIX"] + service
-
-    def start(self, *names: str) -> None:
-        chosen = list(names) or list(SERVICES)
-        self.procs.update(start_services(self.env, chosen, log_dir=self.log_dir))
-        wait_ready(self.env, chosen, timeout=120)
-
-    def kill(self, name: str) -> None:
-        """SIGKILL one service."""
-        p = self.procs.pop(name)
-        p.kill()
-        p.wait()
-
-    def log(self, name: str) -> str:
-        """Everything a service printed so far (JSON lines)."""
-        return (self.log_dir / f"{name}.log").read_text(errors="replace")
-
-    def stop(self) -> None:
-        stop_services(self.procs)
-        self.procs.clear()
 
 
 @pytest.fixture(scope="module")
 def platform(stack: LocalStack) -> Iterator[Platform]:
     sink = WebhookSink().start()
     run = unique("e2e")
-    env = {
-        **os.environ,
-        **stack.service_env(),
-        "TONGXIN_ENV": "test",
-        "TONGXIN_TOPIC_PREFIX": f"{run}.",
-        "TONGXIN_DB_PREFIX": f"{run}_",
-        "TONGXIN_NOTIFY_WEBHOOK_URL": sink.url,
-        "TONGXIN_DEADLINE_SCALE": "0.001",
-        "TONGXIN_OUTBOX_POLL_INTERVAL_S": "0.2",
-        **{f"TONGXIN_{name.upper()}_PORT": str(free_port()) for name in SERVICES},
-    }
+    env = platform_env(stack.service_env(), run, sink, TONGXIN_DEADLINE_SCALE="0.001")
     p = Platform(env, sink, Path(tempfile.mkdtemp(prefix=f"{run}-logs-")))
     p.start()
     yield p

@@ -13,7 +13,7 @@ import httpx
 import pytest
 from aiokafka import AIOKafkaProducer
 
-from tests.e2e.conftest import Platform
+from tests.platform import Platform
 from tests.support import eventually, headers_of, read_topic
 from tongxin.contracts.envelope import Envelope, encode_record
 from tongxin.contracts.events import Event

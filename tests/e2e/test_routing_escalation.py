@@ -10,7 +10,7 @@ from typing import Any
 import httpx
 from pymongo import AsyncMongoClient
 
-from tests.e2e.conftest import Platform
+from tests.platform import Platform
 from tests.support import eventually, headers_of, read_topic
 from tongxin.cli import start_services, stop_services, wait_ready
 from tongxin.devstack.procs import free_port

@@ -10,7 +10,7 @@ from typing import Any
 import httpx
 import pytest
 
-from tests.e2e.conftest import Platform
+from tests.platform import Platform
 from tests.support import eventually, read_topic
 from tongxin.contracts.envelope import Envelope, encode_record
 from tongxin.contracts.topics import INBOUND_REQUESTS, PUBLIC_STATUS

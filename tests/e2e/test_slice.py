@@ -11,7 +11,7 @@ from typing import Any
 import httpx
 from pymongo import AsyncMongoClient
 
-from tests.e2e.conftest import Platform
+from tests.platform import Platform
 from tests.support import eventually, headers_of, read_topic
 from tongxin.devstack.stack import LocalStack
 from tongxin.runtime.mongo import Doc

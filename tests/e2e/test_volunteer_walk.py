@@ -8,7 +8,7 @@ from typing import Any
 
 import httpx
 
-from tests.e2e.conftest import Platform
+from tests.platform import Platform
 from tests.support import eventually
 from tongxin.runtime.auth import Role, mint_token
 from tongxin.runtime.settings import PLACEHOLDER_SECRET

@@ -15,8 +15,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
-import signal
 import subprocess
 import tempfile
 import time
@@ -29,8 +27,9 @@ from typing import Any
 import httpx
 from pymongo import AsyncMongoClient
 
+from tests.platform import Platform, platform_env
 from tests.support import WebhookSink, headers_of, read_topic, unique
-from tongxin.cli import SERVICES, start_services, stop_services, wait_ready
+from tongxin.cli import start_services, stop_services, wait_ready
 from tongxin.devstack.procs import free_port
 from tongxin.devstack.stack import LocalStack, StackConfig
 from tongxin.runtime.mongo import Doc
@@ -48,14 +47,11 @@ CATEGORIES = ["elderly_care", "sanitation", "legal_aid", "public_facilities", "e
 
 
 @dataclass
-class FaultRun:
-    """A stack and the four services, restartable piece by piece."""
+class FaultRun(Platform):
+    """A platform on a stack of its own (servers we control), restartable piece by piece."""
 
-    root: Path
-    stack: LocalStack
-    sink: WebhookSink
-    env: dict[str, str]
-    procs: dict[str, subprocess.Popen[bytes]] = field(default_factory=dict)
+    root: Path = field(default_factory=Path)
+    stack: LocalStack | None = None
     extra: list[subprocess.Popen[bytes]] = field(default_factory=list)
 
     @classmethod
@@ -66,43 +62,13 @@ class FaultRun:
         stack = LocalStack(cfg)
         stack.start()
         sink = WebhookSink().start()
-        run = unique("flt")
-        env = {
-            **os.environ,
-            **stack.service_env(),
-            "TONGXIN_ENV": "test",
-            "TONGXIN_TOPIC_PREFIX": f"{run}.",
-            "TONGXIN_DB_PREFIX": f"{run}_",
-            "TONGXIN_NOTIFY_WEBHOOK_URL": sink.url,
-            "TONGXIN_OUTBOX_POLL_INTERVAL_S": "0.2",
-            **{f"TONGXIN_{n.upper()}_PORT": str(free_port()) for n in SERVICES},
-        }
-        return cls(root, stack, sink, env)
+        env = platform_env(stack.service_env(), unique("flt"), sink)
+        return cls(env, sink, root / "logs", root=root, stack=stack)
 
-    # --- services -------------------------------------------------------------------
-    def url(self, name: str) -> str:
-        return f"http://127.0.0.1:{self.env[f'TONGXIN_{name.upper()}_PORT']}"
-
-    def topic(self, name: str) -> str:
-        return self.env["TONGXIN_TOPIC_PREFIX"] + name
-
-    def db(self, service: str) -> str:
-        return self.env["TONGXIN_DB_PREFIX"] + service
-
-    def start(self, *names: str) -> None:
-        chosen = list(names) or list(SERVICES)
-        self.procs.update(start_services(self.env, chosen, log_dir=self.root / "logs"))
-        wait_ready(self.env, chosen, timeout=120)
-
-    def kill(self, name: str) -> None:
-        p = self.procs.pop(name)
-        p.kill()
-        p.wait()
-
-    def terminate(self, name: str, timeout: float = 40) -> int:
-        p = self.procs.pop(name)
-        p.send_signal(signal.SIGTERM)
-        return p.wait(timeout)
+    @property
+    def local(self) -> LocalStack:
+        assert self.stack is not None
+        return self.stack
 
     def start_extra(self, name: str, port: int) -> subprocess.Popen[bytes]:
         """A second replica of a service on another port."""
@@ -114,7 +80,7 @@ class FaultRun:
 
     def close(self) -> None:
         stop_services({**self.procs, **{str(i): p for i, p in enumerate(self.extra)}})
-        self.stack.stop()
+        self.local.stop()
         self.sink.stop()
 
 
@@ -179,7 +145,7 @@ class Audit:
 
 async def audit(run: FaultRun, ids: list[str], settle: float = 90.0) -> Audit:
     """Wait (bounded) for the pipeline to settle, then count lost and doubled effects."""
-    client: AsyncMongoClient[Doc] = AsyncMongoClient(run.stack.mongodb_uri)
+    client: AsyncMongoClient[Doc] = AsyncMongoClient(run.local.mongodb_uri)
     cases = client[run.db("routing")].cases
     deadline = time.monotonic() + settle
     routed = 0
@@ -197,7 +163,7 @@ async def audit(run: FaultRun, ids: list[str], settle: float = 90.0) -> Audit:
     unrouted = [i for i in ids if per_request.get(i, 0) == 0]
     if unrouted:
         where: dict[str, str] = {}
-        for rec in await read_topic(run.stack.bootstrap, run.topic("tongxin.requests.v1")):
+        for rec in await read_topic(run.local.bootstrap, run.topic("tongxin.requests.v1")):
             rid = (rec.key or b"").decode()
             if rid in unrouted and headers_of(rec).get("ce_type") == "tongxin.request.submitted.v1":
                 where[rid] = f"p{rec.partition}@{rec.offset}"
@@ -208,7 +174,7 @@ async def audit(run: FaultRun, ids: list[str], settle: float = 90.0) -> Audit:
 
     wanted = set(ids)
     routed_events: dict[str, set[str]] = defaultdict(set)
-    for rec in await read_topic(run.stack.bootstrap, run.topic("tongxin.cases.v1"), timeout=30):
+    for rec in await read_topic(run.local.bootstrap, run.topic("tongxin.cases.v1"), timeout=30):
         h = headers_of(rec)
         rid = (rec.key or b"").decode()
         if h.get("ce_type") != "tongxin.case.routed.v1" or rid not in wanted:
@@ -220,7 +186,7 @@ async def audit(run: FaultRun, ids: list[str], settle: float = 90.0) -> Audit:
 
     offers: dict[tuple[str, str], set[str]] = defaultdict(set)
     for rec in await read_topic(
-        run.stack.bootstrap, run.topic("tongxin.volunteer.tasks.v1"), timeout=30
+        run.local.bootstrap, run.topic("tongxin.volunteer.tasks.v1"), timeout=30
     ):
         h = headers_of(rec)
         if h.get("ce_type") == "tongxin.task.offered.v1" and (rec.key or b"").decode() in wanted:

@@ -3,18 +3,27 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import signal
+import subprocess
+import sys
 import time
 
 import httpx
 
+from services.routing.handlers import case_id_for
 from tests.faults.conftest import DURATION, RATE, REPORT
 from tests.faults.harness import BODY, FaultRun, Load, audit, under_load
-from tests.support import eventually, read_topic
+from tests.support import eventually, headers_of, read_topic
 from tongxin.cli import SERVICES
-from tongxin.contracts.topics import dlq_topic
+from tongxin.contracts.envelope import Envelope, encode_record
+from tongxin.contracts.events import AcknowledgeCase, CaseAcknowledged
+from tongxin.contracts.topics import INBOUND_CASE_COMMANDS, dlq_topic
 from tongxin.devstack.procs import free_port
+from tongxin.runtime.auth import Role, mint_token
+from tongxin.runtime.dlq import Parked, list_parked
 from tongxin.runtime.kafka import make_producer
+from tongxin.runtime.settings import ServiceSettings
 
 
 async def check(name: str, run: FaultRun, load: Load, recovery_s: float | None = None) -> None:
@@ -53,7 +62,7 @@ async def test_sigkill_each_service_in_turn(fault_run: FaultRun) -> None:
 
 async def test_broker_restart_mid_load(fault_run: FaultRun) -> None:
     load = Load(fault_run.url("intake"), RATE, DURATION)
-    broker = fault_run.stack.broker
+    broker = fault_run.local.broker
     assert broker is not None
     recovery = 0.0
 
@@ -70,7 +79,7 @@ async def test_broker_restart_mid_load(fault_run: FaultRun) -> None:
 
 async def test_database_restart_answers_503_and_recovers(fault_run: FaultRun) -> None:
     load = Load(fault_run.url("intake"), RATE, DURATION)
-    db = fault_run.stack.db
+    db = fault_run.local.db
     assert db is not None
     seen_503: list[int] = []
     recovery = 0.0
@@ -103,7 +112,7 @@ async def test_poison_messages_are_parked_and_partitions_move_on(fault_run: Faul
     load = Load(fault_run.url("intake"), RATE, DURATION)
 
     async def fault() -> None:
-        producer = make_producer(fault_run.stack.bootstrap)
+        producer = make_producer(fault_run.local.bootstrap)
         await producer.start()
         try:
             for t in topics:
@@ -117,9 +126,73 @@ async def test_poison_messages_are_parked_and_partitions_move_on(fault_run: Faul
     await under_load(fault_run, load, fault)
     await check("poison messages", fault_run, load)
     for t in topics:
-        parked = await read_topic(fault_run.stack.bootstrap, dlq_topic(fault_run.topic(t)))
+        parked = await read_topic(fault_run.local.bootstrap, dlq_topic(fault_run.topic(t)))
         poison = [r for r in parked if r.key == b"poison"]
         assert len(poison) >= 6, f"{t}: {len(poison)} poison records parked"
+    await replay_after_the_cause_is_fixed(fault_run, load.accepted[0])
+
+
+async def replay_after_the_cause_is_fixed(run: FaultRun, request_id: str) -> None:
+    """A department system acknowledges a case it is not on yet: the command is parked; once
+    staff blow the whistle to that department, `tongxin dlq replay` applies it, once."""
+    commands = run.topic(INBOUND_CASE_COMMANDS.name)
+    case_id, dept = case_id_for(request_id), "dept:civil-affairs"
+    command = Envelope.wrap(
+        AcknowledgeCase(request_id=request_id, case_id=case_id, unit=dept, note="已到场"),
+        "/dept-systems/civil-affairs",
+    )
+    key, value, headers = encode_record(command)
+    producer = make_producer(run.local.bootstrap)
+    await producer.start()
+    try:
+        await producer.send_and_wait(commands, value=value, key=key, headers=headers)
+    finally:
+        await producer.stop()
+
+    async def parked() -> list[Parked]:
+        return [p for p in await list_parked(run.local.bootstrap, commands) if p.key == key]
+
+    refused = await eventually(parked, timeout=60, interval=0.5, what="the command is parked")
+    assert "not assigned" in refused[0].error, refused[0].error
+
+    staff = {"authorization": f"Bearer {run_token(run, Role.STAFF)}"}
+    async with httpx.AsyncClient(base_url=run.url("routing"), timeout=15, headers=staff) as http:
+        r = await http.post(f"/v1/cases/{case_id}/whistle", json={"units": [dept]})
+        assert r.status_code == 200, r.text
+        assert "1 record(s) replayed" in run_cli(run, "dlq", "replay", INBOUND_CASE_COMMANDS.name)
+        assert "0 record(s) replayed" in run_cli(run, "dlq", "replay", INBOUND_CASE_COMMANDS.name)
+
+        async def acknowledged() -> bool:
+            case = (await http.get(f"/v1/cases/{case_id}")).json()
+            return any(a["unit"] == dept and a.get("acknowledged_at") for a in case["assignments"])
+
+        await eventually(acknowledged, timeout=60, interval=0.5, what="the replayed command")
+
+    acks = [
+        r
+        for r in await read_topic(run.local.bootstrap, run.topic("tongxin.cases.v1"))
+        if headers_of(r).get("ce_type") == CaseAcknowledged.ce_type()
+        and json.loads(r.value).get("case_id") == case_id
+        and json.loads(r.value).get("unit") == dept
+    ]
+    assert len(acks) == 1, f"{len(acks)} case.acknowledged for {dept}"
+    REPORT.append({"scenario": "  dlq replay after the fix", "processed": 1, "lost": 0})
+
+
+def run_token(run: FaultRun, role: Role) -> str:
+    return mint_token(ServiceSettings().jwt_secret, sub="faults", role=role)
+
+
+def run_cli(run: FaultRun, *args: str) -> str:
+    out = subprocess.run(
+        [sys.executable, "-m", "tongxin.cli", *args],
+        env=run.env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert out.returncode == 0, out.stderr[-3000:]
+    return out.stdout
 
 
 async def test_stalled_routing_replica_rebalances_without_duplicates(fault_run: FaultRun) -> None:
@@ -158,5 +231,5 @@ async def test_sigterm_every_service_during_load(fault_run: FaultRun) -> None:
     await asyncio.to_thread(fault_run.start, "intake")
     assert all(c in (0, -signal.SIGTERM) for c in codes.values()), codes
     for name in SERVICES:
-        assert '"msg": "service stopped"' in (fault_run.root / "logs" / f"{name}.log").read_text()
+        assert '"msg": "service stopped"' in fault_run.log(name)
     await check("SIGTERM every service", fault_run, load)
