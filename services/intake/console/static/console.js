@@ -297,7 +297,9 @@ function dueOf(c) {
   if (mine && mine.acknowledge_by && !mine.acknowledged_at && OPEN.has(c.status)) {
     return { at: mine.acknowledge_by, label: mine.role === "whistled" ? "报到" : "受理" };
   }
-  if (c.status === "routed" || c.status === "reopened") return { at: c.acknowledge_by, label: "受理" };
+  if (c.status === "routed" || c.status === "reopened") {
+    return { at: c.acknowledge_by, label: c.whistled ? "报到" : "受理" };
+  }
   if (c.status === "acknowledged" || c.status === "in_progress") return { at: c.resolve_by, label: "办结" };
   return null;
 }
