@@ -87,9 +87,10 @@ def exported_metrics() -> dict[str, MetricInfo]:
     out: dict[str, MetricInfo] = {}
     for owner in owners:
         for m in _wrappers(owner):
-            name = m._name + ("_total" if m._type == "counter" else "")
+            kind = str(m._type)
+            name = m._name + ("_total" if kind == "counter" else "")
             out[name] = MetricInfo(
-                name, m._type, tuple(m._labelnames), m._documentation, type(owner).__module__
+                name, kind, tuple(m._labelnames), m._documentation, type(owner).__module__
             )
     # Whatever the registry holds must have been found on the objects (nothing registered
     # some other way is missing from the catalogue).
