@@ -169,3 +169,18 @@ def test_dockerfile_runs_as_non_root_and_exposes_service_ports() -> None:
     seed = re.search(r"TONGXIN_SEED_DIR=(\S+)", text)
     assert seed and seed.group(1) == "/app/deploy/seed"
     assert (DEPLOY / "seed").is_dir()
+
+
+def test_dashboard_panels_have_unique_ids_and_do_not_overlap() -> None:
+    dashboard = json.loads((DEPLOY / "grafana" / "dashboards" / "tongxin.json").read_text("utf-8"))
+    panels = _panels(dashboard)
+    ids = [p["id"] for p in panels]
+    assert len(ids) == len(set(ids))
+    cells: dict[tuple[int, int], str] = {}
+    for p in panels:
+        g = p["gridPos"]
+        assert g["x"] >= 0 and g["x"] + g["w"] <= 24, p["title"]
+        for x in range(g["x"], g["x"] + g["w"]):
+            for y in range(g["y"], g["y"] + g["h"]):
+                assert (x, y) not in cells, (p["title"], cells.get((x, y)))
+                cells[(x, y)] = p["title"]
