@@ -9,6 +9,7 @@ The topic-init command itself runs against the real broker of the ``stack`` fixt
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import shutil
 import subprocess
@@ -58,6 +59,15 @@ def compose() -> dict[str, Any]:
 def test_vendored_schema_is_the_compose_specification() -> None:
     head = SCHEMA.read_text(encoding="utf-8")[:600]
     assert '"title": "Compose Specification"' in head
+
+
+def test_vendored_schema_is_the_one_check_jsonschema_ships() -> None:
+    from importlib.resources import files
+
+    shipped = files("check_jsonschema") / "builtin_schemas" / "vendor" / "compose-spec.json"
+    assert json.loads(shipped.read_text(encoding="utf-8")) == json.loads(
+        SCHEMA.read_text(encoding="utf-8")
+    ), "check-jsonschema ships another compose-spec: refresh it (tools/ci/compose-spec.md)"
 
 
 def test_compose_file_validates_against_the_compose_specification() -> None:
