@@ -15,8 +15,9 @@ function pct(v) {
   return v === null || v === undefined ? "—" : `${Math.round(v * 1000) / 10}%`;
 }
 
-// rows: [{label, value (0..1 or null), note}] → a horizontal bar chart.
-function rateBars(title, rows) {
+// rows: [{label, value (0..1 or null), note}] → a horizontal bar chart; bars under
+// warnBelow (when given) are drawn as a warning.
+function rateBars(title, rows, warnBelow = null) {
   const rowH = 26;
   const labelW = 150;
   const barW = 220;
@@ -34,8 +35,9 @@ function rateBars(title, rows) {
     const g = svgEl("g", { class: "bar-row", "data-label": r.label, "data-value": pct(r.value) });
     g.appendChild(svgEl("text", { x: labelW - 8, y: y + 15, "text-anchor": "end", class: "axis" }, r.label));
     g.appendChild(svgEl("rect", { x: labelW, y, width: barW, height: rowH - 8, class: "track" }));
-    const w = r.value === null || r.value === undefined ? 0 : Math.max(1, r.value * barW);
-    const cls = r.value === null || r.value === undefined ? "bar none" : r.value < 0.6 ? "bar low" : "bar";
+    const none = r.value === null || r.value === undefined;
+    const w = none ? 0 : r.value * barW;
+    const cls = none ? "bar none" : warnBelow !== null && r.value < warnBelow ? "bar low" : "bar";
     g.appendChild(svgEl("rect", { x: labelW, y, width: w, height: rowH - 8, class: cls }));
     g.appendChild(svgEl("text", { x: labelW + barW + 6, y: y + 14, class: "value" }, pct(r.value)));
     if (r.note) g.appendChild(svgEl("title", {}, r.note));

@@ -37,7 +37,7 @@ const ASSIGN_ROLE = {
 };
 const EVENT_LABEL = {
   "case.routed": "派单",
-  "case.acknowledged": "受理/报到",
+  "case.acknowledged": "受理",
   "case.progressed": "反馈进展",
   "case.resolved": "办结",
   "case.returned": "退单",
@@ -59,6 +59,19 @@ const ERROR_LABEL = {
   rate_limited: "操作过于频繁",
   internal: "服务内部错误",
 };
+// the red-vest squads' skills (tongxin.contracts.enums.Skill)
+const SKILL_LABEL = {
+  legal: "法治类",
+  employment: "就业类",
+  convenience: "便民类",
+  charity: "慈善类",
+  tutoring: "四点半课堂",
+  elder_care: "助老",
+  health: "健康",
+  culture_sports: "文体",
+};
+const CARE_LABEL = { elderly_alone: "独居老人", disabled: "残疾人", hardship: "困难家庭", left_behind_child: "留守儿童" };
+const skills = (list) => (list || []).map((s) => SKILL_LABEL[s] || s).join("、");
 const ACTION_LABEL = {
   acknowledge: "受理",
   progress: "反馈进展",
@@ -322,6 +335,14 @@ function caseCard(c) {
   );
 }
 
+// what routing lets the caller see (routing filters by the token; this only says so)
+function scopeText() {
+  const me = state.me;
+  if (me.role === "department" || me.role === "platform") return `仅显示派给 ${name(me.unit)} 的案件。`;
+  if (me.role === "staff" && (me.unit || "").startsWith("community:")) return `仅显示 ${name(me.unit)} 的案件。`;
+  return "显示全部案件。";
+}
+
 async function queuePage() {
   const showAll = sessionStorage.getItem("tongxin.console.all") === "1";
   const cases = await allPages("/v1/cases?limit=200", 5);
@@ -351,7 +372,7 @@ async function queuePage() {
   });
   view().replaceChildren(
     h("div", { class: "page-head" }, h("h1", {}, "案件队列"), toggle, h("button", { type: "button", class: "secondary", onclick: route }, "刷新")),
-    h("p", { class: "hint" }, state.me.unit ? `仅显示派给 ${name(state.me.unit)} 的案件。` : "显示全部案件。"),
+    h("p", { class: "hint", id: "scope" }, scopeText()),
     h("div", { class: "tiers" }, sections),
   );
   every(20000, () => {
@@ -366,18 +387,24 @@ function isCoordinator() {
   return (me.role === "staff" && !(me.unit || "").startsWith("community:")) || me.role === "admin";
 }
 
+// a unit's answer to its deadline: whistled departments report in (报到), others accept (受理)
 function assignmentState(a) {
-  if (a.acknowledged_at) return { text: a.in_time === false ? `超时报到 ${fmtTime(a.acknowledged_at)}` : `已报到 ${fmtTime(a.acknowledged_at)}`, cls: a.in_time === false ? "late" : "done" };
+  const verb = a.role === "whistled" ? "报到" : "受理";
+  if (a.acknowledged_at) {
+    const late = a.in_time === false;
+    return { text: `${late ? "超时" : "已"}${verb} ${fmtTime(a.acknowledged_at)}`, cls: late ? "late" : "done" };
+  }
   if (!a.acknowledge_by) return { text: "—", cls: "none" };
-  if (a.breached || new Date(a.acknowledge_by).getTime() < Date.now()) return { text: "超时未报到", cls: "missed" };
-  return { text: "待报到", cls: "pending" };
+  if (a.breached || new Date(a.acknowledge_by).getTime() < Date.now()) return { text: `超时未${verb}`, cls: "missed" };
+  return { text: `待${verb}`, cls: "pending" };
 }
 
 function renderCase(c, notice) {
   const host = h("div", { class: "case-detail", "data-case-id": c.id, "data-status": c.status });
+  const add = (...nodes) => host.append(...nodes.filter(Boolean));
   const cls = c.classification || {};
   const due = dueOf(c);
-  host.append(
+  add(
     h("p", {}, h("a", { href: "#/queue", class: "back" }, "← 返回队列")),
     h(
       "div",
@@ -407,7 +434,7 @@ function renderCase(c, notice) {
       h("p", { class: "hint" }, `规则：${cls.rule || "—"}`),
     ),
   );
-  if (c.returned) host.append(h("div", { class: "notice" }, `退单原因：${c.returned.reason}（${name(c.returned.unit)}）`));
+  if (c.returned) add(h("div", { class: "notice" }, `退单原因：${c.returned.reason}（${name(c.returned.unit)}）`));
 
   // assignments: who must report in, and whether they did
   const rows = (c.assignments || []).filter((a) => a.active).map((a) => {
@@ -470,12 +497,15 @@ function renderCase(c, notice) {
   if (isCoordinator() && OPEN.has(c.status)) host.append(whistleForm(c));
 
   // timeline, newest last
+  const whistled = new Set((c.assignments || []).filter((a) => a.role === "whistled").map((a) => a.unit));
+  const eventLabel = (e) =>
+    e.event === "case.acknowledged" ? (whistled.has(e.unit) ? "报到" : "受理") : EVENT_LABEL[e.event] || e.event;
   const items = (c.history || []).map((e) =>
     h(
       "li",
       { "data-event": e.event },
       h("time", {}, fmtTime(e.at)),
-      h("span", { class: "event" }, EVENT_LABEL[e.event] || e.event),
+      h("span", { class: "event" }, eventLabel(e)),
       h("span", { class: "who" }, [e.unit ? name(e.unit) : null, (e.units || []).map(name).join("、") || null, e.by ? `（${e.by}）` : null].filter(Boolean).join(" ")),
       e.note ? h("div", { class: "note" }, e.note) : null,
     ),
@@ -547,10 +577,9 @@ async function whistlePage() {
       "tr",
       { "data-unit": d },
       h("th", {}, name(d)),
-      h("td", { class: "report-pending" }, String(counts.pending)),
-      h("td", { class: "report-done" }, String(counts.done)),
-      h("td", { class: "report-late" }, String(counts.late)),
-      h("td", { class: "report-missed" }, String(counts.missed)),
+      ["pending", "done", "late", "missed"].map((k) =>
+        h("td", { class: counts[k] ? `report-${k}` : "zero" }, String(counts[k])),
+      ),
     );
   });
   const matrix = cases.map((c) =>
@@ -602,21 +631,21 @@ async function volunteersPage() {
       "待响应的服务邀约",
       "offers",
       async () => (await volunteer("/v1/tasks?status=offered&limit=100")).data,
-      (t) => h("li", { "data-task-id": t.id }, h("strong", {}, t.volunteer_name || t.volunteer_id || "—"), ` · ${(t.skills || []).join("、")} · 案件 ${t.case_id}`, " ", countdown(t.accept_by, "应答")),
+      (t) => h("li", { "data-task-id": t.id }, h("strong", {}, t.volunteer_name || t.volunteer_id || "—"), ` · ${skills(t.skills)} · 案件 ${t.case_id}`, " ", countdown(t.accept_by, "应答")),
       "暂无待响应的邀约。",
     ),
     section(
       "未匹配到志愿者的任务",
       "unmatched",
       async () => (await volunteer("/v1/tasks?status=unmatched&limit=100")).data,
-      (t) => h("li", { "data-task-id": t.id, class: "warn" }, h("strong", {}, t.id), ` · 案件 ${t.case_id} · ${(t.skills || []).join("、")}`, h("div", { class: "hint" }, t.unmatched_reason || "")),
+      (t) => h("li", { "data-task-id": t.id, class: "warn" }, h("strong", {}, t.id), ` · 案件 ${t.case_id} · ${skills(t.skills)}`, h("div", { class: "hint" }, t.unmatched_reason || "")),
       "所有任务都已匹配。",
     ),
     section(
       "逾期未探访的关爱对象",
       "overdue-visits",
       async () => (await volunteer("/v1/care-recipients/overdue")).data,
-      (v) => h("li", { "data-visit-id": v.id, class: "overdue" }, h("strong", {}, (v.recipient && v.recipient.name) || v.recipient_id), ` · ${name(v.community)} · 应于 ${fmtTime(v.deadline)} 前探访 · 已逾期 ${v.overdue_hours} 小时`),
+      (v) => h("li", { "data-visit-id": v.id, class: "overdue" }, h("strong", {}, (v.recipient && v.recipient.name) || v.recipient_id), ` · ${CARE_LABEL[(v.recipient || {}).care_type] || ""} · ${name(v.community)} · 应于 ${fmtTime(v.deadline)} 前探访 · 已逾期 ${fmtSpan(v.overdue_hours * 3600000)}`),
       "没有逾期的探访。",
     ),
   ]);
@@ -635,11 +664,12 @@ async function kpiPage() {
     .sort((a, b) => b.cases - a.cases)
     .slice(0, 15);
   const overall = units.data.overall;
+  // [field, title, rates under this are flagged (none: a low whistle rate is no fault)]
   const metrics = [
-    ["response_rate", "响应率（按时受理/报到）"],
-    ["resolution_rate", "办结率（按时办结）"],
-    ["satisfaction_rate", "满意率"],
-    ["whistle_rate", "吹哨率"],
+    ["response_rate", "响应率（按时受理/报到）", 0.8],
+    ["resolution_rate", "办结率（按时办结）", 0.8],
+    ["satisfaction_rate", "满意率", 0.8],
+    ["whistle_rate", "吹哨率", null],
   ];
   const C = window.TongxinCharts;
   const picker = h(
@@ -673,8 +703,15 @@ async function kpiPage() {
     h(
       "div",
       { class: "kpi-grid", id: "kpi-units" },
-      metrics.map(([k, label]) =>
-        h("section", { class: "panel", "data-metric": k }, h("h2", {}, label), rows.length ? C.rateBars(label, rows.map((r) => ({ label: r.name || r.id, value: r[k], note: `${r.cases} 件` }))) : h("p", { class: "empty" }, "暂无数据")),
+      metrics.map(([k, label, warn]) =>
+        h(
+          "section",
+          { class: "panel", "data-metric": k },
+          h("h2", {}, label),
+          rows.length
+            ? C.rateBars(label, rows.map((r) => ({ label: r.name || r.id, value: r[k], note: `${r.cases} 件` })), warn)
+            : h("p", { class: "empty" }, "暂无数据"),
+        ),
       ),
     ),
   );
