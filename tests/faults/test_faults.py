@@ -133,30 +133,35 @@ async def test_poison_messages_are_parked_and_partitions_move_on(fault_run: Faul
 
 
 async def replay_after_the_cause_is_fixed(run: FaultRun, request_id: str) -> None:
-    """A department system acknowledges a case it is not on yet: the command is parked; once
+    """A department system acknowledges a case it is not on: the command is parked; once
     staff blow the whistle to that department, `tongxin dlq replay` applies it, once."""
     commands = run.topic(INBOUND_CASE_COMMANDS.name)
-    case_id, dept = case_id_for(request_id), "dept:civil-affairs"
-    command = Envelope.wrap(
-        AcknowledgeCase(request_id=request_id, case_id=case_id, unit=dept, note="已到场"),
-        "/dept-systems/civil-affairs",
-    )
-    key, value, headers = encode_record(command)
-    producer = make_producer(run.local.bootstrap)
-    await producer.start()
-    try:
-        await producer.send_and_wait(commands, value=value, key=key, headers=headers)
-    finally:
-        await producer.stop()
-
-    async def parked() -> list[Parked]:
-        return [p for p in await list_parked(run.local.bootstrap, commands) if p.key == key]
-
-    refused = await eventually(parked, timeout=60, interval=0.5, what="the command is parked")
-    assert "not assigned" in refused[0].error, refused[0].error
-
+    case_id = case_id_for(request_id)
     staff = {"authorization": f"Bearer {run_token(run, Role.STAFF)}"}
     async with httpx.AsyncClient(base_url=run.url("routing"), timeout=15, headers=staff) as http:
+        on_case = set((await http.get(f"/v1/cases/{case_id}")).json()["units"])
+        units = (await http.get("/v1/units", params={"kind": "department"})).json()
+        dept = next(u["id"] for u in units if u["id"] not in on_case)
+
+        key, value, headers = encode_record(
+            Envelope.wrap(
+                AcknowledgeCase(request_id=request_id, case_id=case_id, unit=dept, note="已到场"),
+                "/dept-systems/test",
+            )
+        )
+        producer = make_producer(run.local.bootstrap)
+        await producer.start()
+        try:
+            await producer.send_and_wait(commands, value=value, key=key, headers=headers)
+        finally:
+            await producer.stop()
+
+        async def parked() -> list[Parked]:
+            return [p for p in await list_parked(run.local.bootstrap, commands) if p.key == key]
+
+        refused = await eventually(parked, timeout=60, interval=0.5, what="the command is parked")
+        assert "not assigned" in refused[0].error, refused[0].error
+
         r = await http.post(f"/v1/cases/{case_id}/whistle", json={"units": [dept]})
         assert r.status_code == 200, r.text
         assert "1 record(s) replayed" in run_cli(run, "dlq", "replay", INBOUND_CASE_COMMANDS.name)
