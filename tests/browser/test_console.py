@@ -18,7 +18,8 @@ from tests.browser.conftest import PHONE, ConsolePlatform, open_console
 from tests.support import eventually
 from tongxin.runtime.auth import Role
 
-pytestmark = pytest.mark.timeout(480)
+# the four services run as processes (like tests/e2e): selected and deselected with them
+pytestmark = [pytest.mark.e2e, pytest.mark.timeout(480)]
 
 TOWN = "town:yongbei"
 HOUSING = "dept:housing"
@@ -299,7 +300,7 @@ async def test_volunteer_page_lists_offers_unmatched_and_overdue_visits(
     visits = page.locator("#overdue-visits li")
     await expect(visits).to_have_count(len(overdue))
     await expect(visits.first).to_contain_text(overdue[0]["recipient"]["name"])
-    await expect(visits.first).to_contain_text("已逾期")
+    await expect(visits.first.locator(".countdown")).to_contain_text("已超时")
     await shot(page, artifacts, "06-volunteers")
     # a department may not read the volunteer registry's tasks: the API's 403, shown plainly
     dept = await open_console(browser, p, p.token(Role.DEPARTMENT, HOUSING, "housing-liaison"))

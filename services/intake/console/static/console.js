@@ -645,7 +645,7 @@ async function volunteersPage() {
       "逾期未探访的关爱对象",
       "overdue-visits",
       async () => (await volunteer("/v1/care-recipients/overdue")).data,
-      (v) => h("li", { "data-visit-id": v.id, class: "overdue" }, h("strong", {}, (v.recipient && v.recipient.name) || v.recipient_id), ` · ${CARE_LABEL[(v.recipient || {}).care_type] || ""} · ${name(v.community)} · 应于 ${fmtTime(v.deadline)} 前探访 · 已逾期 ${fmtSpan(v.overdue_hours * 3600000)}`),
+      (v) => h("li", { "data-visit-id": v.id, class: "overdue" }, h("strong", {}, (v.recipient && v.recipient.name) || v.recipient_id), ` · ${CARE_LABEL[(v.recipient || {}).care_type] || ""} · ${name(v.community)} · 应于 ${fmtTime(v.deadline)} 前探访 · `, countdown(v.deadline)),
       "没有逾期的探访。",
     ),
   ]);
