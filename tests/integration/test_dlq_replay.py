@@ -13,6 +13,7 @@ from tongxin.contracts.events import RequestSubmitted, Submitter
 from tongxin.contracts.topics import dlq_topic
 from tongxin.devstack.stack import LocalStack
 from tongxin.runtime.consumer import dlq_headers
+from tongxin.runtime.dlq import pending_counts
 from tongxin.runtime.kafka import ensure_topics, make_producer
 
 
@@ -58,11 +59,13 @@ async def test_replay_puts_parked_records_back_once(stack: LocalStack) -> None:
     finally:
         await producer.stop()
 
+    assert await pending_counts(stack.bootstrap, [topic]) == {dlq_topic(topic): 1}
     listed = cli(stack, "dlq", "list", topic)
     assert "ValueError: db index missing" in listed and "1 record(s)" in listed
     assert "1 record(s) replayed" in cli(stack, "dlq", "replay", topic)
     assert "0 record(s) replayed" in cli(stack, "dlq", "replay", topic)  # not twice
     assert "0 record(s)" in cli(stack, "dlq", "list", topic)
+    assert await pending_counts(stack.bootstrap, [topic]) == {dlq_topic(topic): 0}
 
     back = await read_topic(stack.bootstrap, topic, min_count=1)
     assert len(back) == 1

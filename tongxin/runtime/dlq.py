@@ -164,3 +164,35 @@ async def replay(
         return [_parked(r) for r in records]
     finally:
         await consumer.stop()
+
+
+async def pending_counts(
+    bootstrap: str, topics: Sequence[str], *, security: KafkaSecurity = PLAINTEXT
+) -> dict[str, int]:
+    """Records parked on each topic's DLQ and not replayed yet (end offset − replay progress).
+
+    Reads offsets only: nothing is consumed and the replay group's position is not moved.
+    """
+    consumer = make_consumer(
+        bootstrap=bootstrap, security=security, group_id=REPLAY_GROUP, enable_auto_commit=False
+    )
+    await consumer.start()
+    try:
+        counts: dict[str, int] = {}
+        for topic in topics:
+            dlq = dlq_name(topic)
+            try:
+                tps = [TopicPartition(dlq, p) for p in await _partitions(bootstrap, dlq, security)]
+            except LookupError:
+                counts[dlq] = 0
+                continue
+            end = await consumer.end_offsets(tps)
+            begin = await consumer.beginning_offsets(tps)
+            total = 0
+            for tp in tps:
+                done = await consumer.committed(tp)
+                total += max(0, end[tp] - max(done or 0, begin[tp]))
+            counts[dlq] = total
+        return counts
+    finally:
+        await consumer.stop()

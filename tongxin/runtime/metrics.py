@@ -65,3 +65,9 @@ class Metrics:
             ["consumer", "topic"],
             registry=r,
         )
+        self.dlq_pending = Gauge(
+            "tongxin_dlq_pending",
+            "Records on a dead-letter topic this service consumes from, not yet replayed",
+            ["topic"],
+            registry=r,
+        )
