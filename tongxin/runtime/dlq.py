@@ -9,13 +9,19 @@ Replay progress is a consumer group of its own, so each parked record is replaye
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord, TopicPartition
+from prometheus_client import Gauge
 
 from tongxin.contracts.topics import DLQ_SUFFIX
 from tongxin.runtime.kafka import PLAINTEXT, KafkaSecurity, make_admin, make_consumer
+
+log = logging.getLogger(__name__)
 
 REPLAY_GROUP = "tongxin.dlq-replay"
 DLQ_HEADERS = ("x-error", "x-attempts", "x-consumer")
@@ -196,3 +202,24 @@ async def pending_counts(
         return counts
     finally:
         await consumer.stop()
+
+
+async def watch_pending(
+    bootstrap: str,
+    topics: Sequence[str],
+    gauge: Gauge,
+    stopping: asyncio.Event,
+    *,
+    interval: float = 30.0,
+    security: KafkaSecurity = PLAINTEXT,
+) -> None:
+    """Keep ``gauge`` (label ``topic``) at the pending count of each topic's DLQ until
+    ``stopping`` is set. A broker that cannot be reached leaves the last values."""
+    while not stopping.is_set():
+        try:
+            for dlq, n in (await pending_counts(bootstrap, topics, security=security)).items():
+                gauge.labels(topic=dlq).set(n)
+        except Exception as exc:
+            log.warning("dlq pending count failed", extra={"error": repr(exc)})
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(stopping.wait(), interval)
