@@ -17,8 +17,9 @@ from dataclasses import dataclass, field
 from typing import Annotated, Any
 
 from aiokafka import AIOKafkaProducer
-from fastapi import APIRouter, Depends, FastAPI, Request, Response
+from fastapi import APIRouter, Depends, FastAPI, Request, Response, Security
 from fastapi.responses import JSONResponse
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from pymongo import AsyncMongoClient
 from pymongo.asynchronous.database import AsyncDatabase
@@ -43,6 +44,7 @@ from tongxin.runtime.mongo import (
     make_client,
     wait_ready,
 )
+from tongxin.runtime.openapi import document_errors
 from tongxin.runtime.outbox import (
     OUTBOX_INDEXES,
     KafkaPublisher,
@@ -202,7 +204,20 @@ def get_runtime(request: Request) -> ServiceRuntime:
 RuntimeDep = Annotated[ServiceRuntime, Depends(get_runtime)]
 
 
-def get_principal(request: Request) -> Principal | None:
+# Declares the bearer scheme in /openapi.json (and the docs' Authorize button); routes that
+# read the principal list it. The header itself is parsed by the verifier.
+BEARER = HTTPBearer(
+    auto_error=False,
+    scheme_name="bearer",
+    bearerFormat="JWT",
+    description="A JWT with claims sub, role, unit, exp (SPEC §4).",
+)
+
+
+def get_principal(
+    request: Request,
+    _bearer: Annotated[HTTPAuthorizationCredentials | None, Security(BEARER)] = None,
+) -> Principal | None:
     """FastAPI dependency: the bearer-token principal, or None for anonymous callers."""
     rt: ServiceRuntime = request.app.state.rt
     return principal_from_header(rt.settings.jwt_secret, request.headers.get("authorization"))
@@ -289,6 +304,8 @@ def create_service_app(
     app.state.metrics = metrics
     app.state.settings = settings
     install_error_handlers(app)
+    # /openapi.json states each route's error answers in the SPEC shape
+    document_errors(app)
     # tokens are checked with the configured algorithm (HS256, or RS256 against a JWKS)
     install_verifier(app, settings)
 

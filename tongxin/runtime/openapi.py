@@ -1,0 +1,114 @@
+"""The error answers of every route, stated in ``/openapi.json`` (SPEC §4).
+
+FastAPI documents a route's success and, when it has parameters, a 422 in its own
+``{"detail": …}`` shape — not what the platform answers. :func:`document_errors` adds, to
+each route that does not document them itself, the SPEC error shape
+``{"error": {"code", "message", "details"}}`` under the statuses the route can give:
+
+- 400 — the route takes query parameters or a body (a bad cursor, an invalid form);
+- 401, 403 — the route reads the bearer token (it lists the ``bearer`` security scheme,
+  which the kernel's ``get_principal`` declares): a missing or invalid token, a role or
+  object it may not touch;
+- 404 — the route has path parameters (unknown id, or outside the caller's scope);
+- 409 — the route changes state (POST, PUT, PATCH, DELETE): a conflict, an invalid
+  transition, an idempotency key reused with another body;
+- 422 — the route takes parameters or a body, or changes state: validation failed.
+
+A route's own ``responses=`` entries win, so a route with other answers (429, 413, …)
+documents them next to its decorator.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fastapi import FastAPI
+from pydantic import BaseModel
+
+WRITES = {"POST", "PUT", "PATCH", "DELETE"}
+
+
+class ErrorInfo(BaseModel):
+    """What went wrong: a stable code, a message, optional details."""
+
+    code: str
+    message: str
+    details: Any = None
+
+
+class ErrorResponse(BaseModel):
+    """Every error answer: ``{"error": {"code", "message", "details"}}``."""
+
+    error: ErrorInfo
+
+
+DESCRIPTIONS = {
+    400: "Bad request (e.g. an invalid cursor or form).",
+    401: "No valid bearer token (or tracking code) where one is needed.",
+    403: "The caller's role may not do this.",
+    404: "No such object, or not one the caller may see.",
+    409: "Conflict with the object's current state.",
+    422: "The request is not valid.",
+}
+
+
+def error_statuses(method: str, operation: dict[str, Any]) -> list[int]:
+    """The error statuses an OpenAPI ``operation`` can answer (see the module docstring)."""
+    where = {p.get("in") for p in operation.get("parameters", [])}
+    takes_input = bool(where & {"query", "header", "cookie"}) or "requestBody" in operation
+    has_path = "path" in where
+    writes = method.upper() in WRITES
+    out: list[int] = []
+    if takes_input:
+        out.append(400)
+    if operation.get("security"):
+        out += [401, 403]
+    if has_path:
+        out.append(404)
+    if writes:
+        out.append(409)
+    if takes_input or writes or has_path:
+        out.append(422)
+    return out
+
+
+def document_errors(app: FastAPI) -> None:
+    """Have ``app``'s OpenAPI document the error answers of each operation (on the first
+    ``/openapi.json``, so routes added after this call are covered too)."""
+    generate = app.openapi
+
+    def openapi() -> dict[str, Any]:
+        if app.openapi_schema is not None:
+            return app.openapi_schema
+        spec = generate()
+        add_error_responses(spec)
+        return spec
+
+    app.openapi = openapi  # type: ignore[method-assign]
+
+
+def add_error_responses(spec: dict[str, Any]) -> None:
+    """Add the SPEC error answers to every operation of ``spec`` that lacks them."""
+    schemas = spec.setdefault("components", {}).setdefault("schemas", {})
+    model = ErrorResponse.model_json_schema(ref_template="#/components/schemas/{model}")
+    for name, schema in model.pop("$defs", {}).items():
+        schemas.setdefault(name, schema)
+    schemas.setdefault("ErrorResponse", model)
+    ref = {"$ref": "#/components/schemas/ErrorResponse"}
+    for item in spec.get("paths", {}).values():
+        for method, operation in item.items():
+            if method.upper() not in {*WRITES, "GET", "HEAD"}:
+                continue
+            responses = operation.setdefault("responses", {})
+            for status in error_statuses(method, operation):
+                documented = responses.get(str(status))
+                if documented is None or _is_fastapi_validation_error(documented):
+                    responses[str(status)] = {
+                        "description": DESCRIPTIONS[status],
+                        "content": {"application/json": {"schema": ref}},
+                    }
+
+
+def _is_fastapi_validation_error(response: dict[str, Any]) -> bool:
+    schema = response.get("content", {}).get("application/json", {}).get("schema", {})
+    return bool(schema.get("$ref", "").endswith("/HTTPValidationError"))
