@@ -20,6 +20,7 @@ const STATUS_LABEL = {
   reopened: "重新办理",
   closed: "已结案",
 };
+const LEVEL_LABEL = { town: "镇党委", county: "县委县政府" };
 const OPEN = new Set(["routed", "acknowledged", "in_progress", "returned", "reopened"]);
 const ROLE_LABEL = {
   staff: "工作人员",
@@ -79,7 +80,7 @@ const ACTION_LABEL = {
   return: "退单",
 };
 
-const state = { token: null, me: null, names: {}, categories: {}, timer: null, refresh: null };
+const state = { token: null, me: null, names: {}, categories: {}, timer: null, refresh: null, seq: 0 };
 
 // --- DOM helpers ------------------------------------------------------------------------
 
@@ -267,6 +268,7 @@ function showSignedOut() {
   $("#signout").hidden = true;
   $("#nav").hidden = true;
   $("#signin").hidden = false;
+  state.seq++; // whatever was loading must not paint
   view().replaceChildren();
   stopRefresh();
 }
@@ -283,9 +285,19 @@ function every(ms, fn) {
   state.refresh = setInterval(fn, ms);
 }
 
-async function route() {
+// Render the page the hash names. Pages paint through paint(), which does nothing once the
+// user has moved on (a slow answer for an old page must not overwrite the new one).
+// quiet: a refresh keeps the page on screen until the new answer is in.
+async function route(quiet = false) {
   if (!state.token) return;
   stopRefresh();
+  const seq = ++state.seq;
+  const paint = (...nodes) => {
+    if (seq !== state.seq) return false;
+    view().replaceChildren(...nodes);
+    tick();
+    return true;
+  };
   const hash = location.hash.replace(/^#\/?/, "");
   const [page, ...rest] = hash.split("/");
   for (const a of document.querySelectorAll("[data-nav]")) {
@@ -293,13 +305,12 @@ async function route() {
   }
   const pages = { queue: queuePage, case: casePage, whistle: whistlePage, volunteers: volunteersPage, kpi: kpiPage };
   const render = pages[page] || queuePage;
-  view().replaceChildren(h("p", { class: "loading" }, "加载中…"));
+  if (quiet !== true) paint(h("p", { class: "loading" }, "加载中…"));
   try {
-    await render(decodeURIComponent(rest.join("/")));
+    await render(decodeURIComponent(rest.join("/")), paint);
   } catch (err) {
-    view().replaceChildren(errorBox(err));
+    paint(errorBox(err));
   }
-  tick();
 }
 
 // --- (1) queue --------------------------------------------------------------------------
@@ -317,9 +328,21 @@ function dueOf(c) {
   return null;
 }
 
+// a unit missed its deadline and has still not answered (routing escalated the case)
+function missed(c) {
+  return OPEN.has(c.status) && (c.assignments || []).some((a) => a.active && a.breached && !a.acknowledged_at);
+}
+
+function flags(c) {
+  return [
+    c.overdue ? h("span", { class: "flag" }, "超期未办结") : null,
+    missed(c) ? h("span", { class: "flag" }, `超时未受理${LEVEL_LABEL[c.level] ? `，已升级至${LEVEL_LABEL[c.level]}` : ""}`) : null,
+  ];
+}
+
 function caseCard(c) {
   const due = dueOf(c);
-  const overdue = c.overdue || (due && new Date(due.at).getTime() < Date.now());
+  const overdue = c.overdue || missed(c) || (due && new Date(due.at).getTime() < Date.now());
   return h(
     "a",
     {
@@ -331,7 +354,8 @@ function caseCard(c) {
     },
     h("div", { class: "row1" }, h("span", { class: "case-id" }, c.id), h("span", { class: `status s-${c.status}` }, STATUS_LABEL[c.status] || c.status)),
     h("div", { class: "row2" }, `${state.categories[c.category] || c.category} · ${name(c.community)}${c.compound ? ` · ${name(c.compound)}` : ""}`),
-    h("div", { class: "row3" }, due ? countdown(due.at, `${due.label}时限`) : h("span", { class: "countdown none" }, STATUS_LABEL[c.status] || c.status), c.overdue ? h("span", { class: "flag" }, "超期") : null),
+    h("div", { class: "row3" }, due ? countdown(due.at, `${due.label}时限`) : h("span", { class: "countdown none" }, STATUS_LABEL[c.status] || c.status)),
+    h("div", { class: "flags" }, flags(c)),
   );
 }
 
@@ -343,7 +367,7 @@ function scopeText() {
   return "显示全部案件。";
 }
 
-async function queuePage() {
+async function queuePage(_arg, paint) {
   const showAll = sessionStorage.getItem("tongxin.console.all") === "1";
   const cases = await allPages("/v1/cases?limit=200", 5);
   const shown = showAll ? cases : cases.filter((c) => OPEN.has(c.status) || c.status === "resolved");
@@ -370,13 +394,13 @@ async function queuePage() {
       mine.length ? h("div", { class: "cards" }, mine.map(caseCard)) : h("p", { class: "empty" }, "暂无案件"),
     );
   });
-  view().replaceChildren(
-    h("div", { class: "page-head" }, h("h1", {}, "案件队列"), toggle, h("button", { type: "button", class: "secondary", onclick: route }, "刷新")),
+  if (!paint(
+    h("div", { class: "page-head" }, h("h1", {}, "案件队列"), toggle, h("button", { type: "button", class: "secondary", onclick: () => route(true) }, "刷新")),
     h("p", { class: "hint", id: "scope" }, scopeText()),
     h("div", { class: "tiers" }, sections),
-  );
+  )) return;
   every(20000, () => {
-    if (location.hash.startsWith("#/queue")) route();
+    if (location.hash.startsWith("#/queue")) route(true);
   });
 }
 
@@ -402,6 +426,13 @@ function assignmentState(a) {
 function renderCase(c, notice) {
   const host = h("div", { class: "case-detail", "data-case-id": c.id, "data-status": c.status });
   const add = (...nodes) => host.append(...nodes.filter(Boolean));
+  // an action's answer repaints this case only while the user is still on it
+  const shownAt = state.seq;
+  const repaint = (data, notice) => {
+    if (state.seq !== shownAt) return;
+    view().replaceChildren(renderCase(data, notice));
+    tick();
+  };
   const cls = c.classification || {};
   const due = dueOf(c);
   add(
@@ -412,7 +443,7 @@ function renderCase(c, notice) {
       h("h1", {}, c.id),
       h("span", { class: `badge tier-${c.tier}` }, TIER_LABEL[c.tier] || c.tier),
       h("span", { class: `status s-${c.status}`, id: "case-status" }, STATUS_LABEL[c.status] || c.status),
-      c.overdue ? h("span", { class: "flag" }, "超期") : null,
+      flags(c),
     ),
     notice ? h("div", { class: "notice", role: "status" }, notice) : null,
     h(
@@ -480,8 +511,7 @@ function renderCase(c, notice) {
         }
         try {
           const r = await routing(`/v1/cases/${encodeURIComponent(c.id)}/${act}`, { method: "POST", body });
-          view().replaceChildren(renderCase(r.data, `已${label}。`));
-          tick();
+          repaint(r.data, `已${label}。`);
         } catch (err) {
           errors.replaceChildren(errorBox(err));
           e.target.disabled = false;
@@ -494,7 +524,7 @@ function renderCase(c, notice) {
   actions.append(errors);
   host.append(actions);
 
-  if (isCoordinator() && OPEN.has(c.status)) host.append(whistleForm(c));
+  if (isCoordinator() && OPEN.has(c.status)) host.append(whistleForm(c, repaint));
 
   // timeline, newest last
   const whistled = new Set((c.assignments || []).filter((a) => a.role === "whistled").map((a) => a.unit));
@@ -514,7 +544,7 @@ function renderCase(c, notice) {
   return host;
 }
 
-function whistleForm(c) {
+function whistleForm(c, repaint) {
   const on = new Set((c.assignments || []).filter((a) => a.active).map((a) => a.unit));
   const boxes = (state.departments || []).filter((d) => !on.has(d.id)).map((d) =>
     h("label", { class: "check" }, h("input", { type: "checkbox", name: "dept", value: d.id }), ` ${d.name}`),
@@ -535,8 +565,7 @@ function whistleForm(c) {
             method: "POST",
             body: { units, reason: reason.value.trim() || null },
           });
-          view().replaceChildren(renderCase(r.data, `已吹哨：${units.map(name).join("、")}`));
-          tick();
+          repaint(r.data, `已吹哨：${units.map(name).join("、")}`);
         } catch (err) {
           errors.replaceChildren(errorBox(err));
         }
@@ -551,14 +580,14 @@ function whistleForm(c) {
   return form;
 }
 
-async function casePage(id) {
+async function casePage(id, paint) {
   const r = await routing(`/v1/cases/${encodeURIComponent(id)}`);
-  view().replaceChildren(renderCase(r.data));
+  paint(renderCase(r.data));
 }
 
 // --- (3) whistle board ------------------------------------------------------------------
 
-async function whistlePage() {
+async function whistlePage(_arg, paint) {
   const cases = (await allPages("/v1/cases?tier=major&limit=200", 5)).filter((c) => OPEN.has(c.status));
   const depts = [];
   for (const c of cases) {
@@ -595,8 +624,8 @@ async function whistlePage() {
       }),
     ),
   );
-  view().replaceChildren(
-    h("div", { class: "page-head" }, h("h1", {}, "吹哨报到看板"), h("button", { type: "button", class: "secondary", onclick: route }, "刷新")),
+  const painted = paint(
+    h("div", { class: "page-head" }, h("h1", {}, "吹哨报到看板"), h("button", { type: "button", class: "secondary", onclick: () => route(true) }, "刷新")),
     h("p", { class: "hint" }, `未办结的重大事项 ${cases.length} 件，涉及 ${depts.length} 个联盟部门。`),
     cases.length
       ? h(
@@ -607,8 +636,9 @@ async function whistlePage() {
         )
       : h("p", { class: "empty" }, "暂无未办结的吹哨报到案件。"),
   );
+  if (!painted) return;
   every(15000, () => {
-    if (location.hash.startsWith("#/whistle")) route();
+    if (location.hash.startsWith("#/whistle")) route(true);
   });
 }
 
@@ -625,7 +655,7 @@ async function section(title, id, load, row, empty) {
   return host;
 }
 
-async function volunteersPage() {
+async function volunteersPage(_arg, paint) {
   const parts = await Promise.all([
     section(
       "待响应的服务邀约",
@@ -649,12 +679,12 @@ async function volunteersPage() {
       "没有逾期的探访。",
     ),
   ]);
-  view().replaceChildren(h("div", { class: "page-head" }, h("h1", {}, "志愿服务")), ...parts);
+  paint(h("div", { class: "page-head" }, h("h1", {}, "志愿服务")), ...parts);
 }
 
 // --- (5) KPIs ---------------------------------------------------------------------------
 
-async function kpiPage() {
+async function kpiPage(_arg, paint) {
   const days = Number(sessionStorage.getItem("tongxin.console.window") || "30");
   const since = new Date(Date.now() - days * 86400000).toISOString();
   const q = `since=${encodeURIComponent(since)}`;
@@ -684,7 +714,7 @@ async function kpiPage() {
     [7, 30, 90].map((d) => h("option", { value: d, selected: d === days }, `近 ${d} 天`)),
   );
   const totals = TIERS.map((t) => `${t.label} ${daily.data.days.reduce((n, d) => n + d[t.key], 0)}`).join(" · ");
-  view().replaceChildren(
+  paint(
     h("div", { class: "page-head" }, h("h1", {}, "绩效统计"), picker),
     h(
       "section",
