@@ -112,3 +112,27 @@ def test_the_services_settings_work_with_generated_secrets(
     assert kwargs["security_protocol"] == "SASL_SSL"
     assert kwargs["sasl_mechanism"] == "SCRAM-SHA-512"
     assert kwargs["ssl_context"].check_hostname is True
+
+
+def test_the_override_is_a_valid_compose_file() -> None:
+    """Against the Compose Specification schema vendored for docker-compose.yml."""
+    import subprocess
+    import sys
+
+    import check_jsonschema  # noqa: F401  (dev extra; a missing install fails here)
+
+    run = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "check_jsonschema",
+            "--schemafile",
+            str(ROOT / "tools" / "ci" / "compose-spec.json"),
+            str(ROOT / "docker-compose.secure.yml"),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert run.returncode == 0, run.stdout + run.stderr
