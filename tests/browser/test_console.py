@@ -325,6 +325,10 @@ async def test_queue_highlights_overdue_cases_and_fits_a_phone(
     await expect(special).to_have_class(re.compile(r"\boverdue\b"), timeout=60_000)
     # before routing escalates, the countdown says so; after, a flag names the escalation
     await expect(special).to_contain_text("超时")
+    # routing escalates the missed acceptance to the town; the queue's own refresh shows it
+    await expect(special.locator(".flag")).to_have_text(
+        "超时未受理，已升级至镇党委", timeout=60_000
+    )
     await expect(page.locator("#nav")).to_be_visible()
     fits = await page.evaluate("document.documentElement.scrollWidth <= window.innerWidth")
     assert fits, "the queue is wider than a phone screen"
