@@ -191,7 +191,6 @@ async def test_major_case_from_whistle_to_resolution(
     await expect(civil.locator(f'.assignments tr[data-unit="{CIVIL}"] .report')).to_contain_text(
         "已报到"
     )
-    await civil.context.close()
 
     # the board as the staff see it after a refresh: both reported in
     await staff.click(".page-head button")
@@ -213,6 +212,15 @@ async def test_major_case_from_whistle_to_resolution(
     await expect(events).to_have_count(6)
     await expect(housing.locator(".actions .hint")).to_have_text("当前没有可进行的办理操作。")
     await shot(housing, artifacts, "04-case-timeline-resolved")
+
+    # the civil-affairs page is stale: its 办结 meets the API's 409, shown with what is allowed
+    await civil.click('button[data-action="resolve"]')
+    stale = civil.locator("#action-error .error")
+    await expect(stale).to_have_attribute("data-code", "invalid_transition")
+    await expect(stale).to_contain_text("当前状态不允许此操作")
+    await expect(stale).to_contain_text("cannot resolve a case that is resolved")
+    await expect(stale.locator(".details")).to_have_text("当前可进行：无")
+    await civil.context.close()
 
     # the API agrees with what the page shows
     async with httpx.AsyncClient(timeout=10) as http:
@@ -341,4 +349,30 @@ async def test_queue_highlights_overdue_cases_and_fits_a_phone(
     fits = await page.evaluate("document.documentElement.scrollWidth <= window.innerWidth")
     assert fits, "the case page is wider than a phone screen"
     await shot(page, artifacts, "08-case-phone")
+    await page.context.close()
+
+
+async def test_a_return_needs_its_reason(
+    browser: Browser, console_platform: ConsolePlatform, cases: Cases
+) -> None:
+    p = console_platform
+    cid = cases.routine["id"]
+    unit = cases.routine["accountable_unit"]
+    page = await open_console(browser, p, p.token(Role.DEPARTMENT, unit, "property-manager"))
+    await page.click(f'.case-card[data-case-id="{cid}"]')
+    await expect(page.locator("#case-status")).to_have_text("待受理")
+    # no reason: routing's 422 names the field
+    await page.click('button[data-action="return"]')
+    error = page.locator("#action-error .error")
+    await expect(error).to_have_attribute("data-code", "validation_error")
+    await expect(error).to_contain_text("填写内容有误")
+    await expect(error.locator(".details")).to_contain_text("body.reason")
+    await expect(page.locator("#case-status")).to_have_text("待受理")
+    await page.fill("#action-note", "属县住建局职责，请镇党委重新派单")
+    await page.click('button[data-action="return"]')
+    await expect(page.locator("#case-status")).to_have_text("已退单")
+    await expect(page.locator(".notice").last).to_contain_text("属县住建局职责")
+    await expect(page.locator('#timeline li[data-event="case.returned"]')).to_contain_text(
+        "属县住建局职责"
+    )
     await page.context.close()

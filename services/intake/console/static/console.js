@@ -503,12 +503,8 @@ function renderCase(c, notice) {
         e.target.disabled = true;
         errors.replaceChildren();
         const text = note.value.trim();
-        const body = act === "return" ? { reason: text, note: null } : text ? { note: text } : undefined;
-        if (act === "return" && !text) {
-          errors.replaceChildren(errorBox({ code: "validation_error", message: "退单需要填写原因。" }));
-          e.target.disabled = false;
-          return;
-        }
+        // a return's reason is checked by routing (422 with the field), like every rule
+        const body = act === "return" ? { reason: text } : text ? { note: text } : undefined;
         try {
           const r = await routing(`/v1/cases/${encodeURIComponent(c.id)}/${act}`, { method: "POST", body });
           repaint(r.data, `已${label}。`);
