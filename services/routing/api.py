@@ -519,20 +519,6 @@ def _aware(d: datetime) -> datetime:
     return d if d.tzinfo else d.replace(tzinfo=UTC)
 
 
-class ErrorInfo(BaseModel):
-    """What went wrong: a stable code, a message, optional details."""
-
-    code: str
-    message: str
-    details: Any = None
-
-
-class ErrorOut(BaseModel):
-    """The SPEC error shape ``{"error": {"code", "message", "details"}}``."""
-
-    error: ErrorInfo
-
-
 class TierDay(BaseModel):
     """Cases opened on one local day, by tier."""
 
@@ -556,16 +542,8 @@ class DailyStats(BaseModel):
 MAX_DAILY_WINDOW = timedelta(days=366)
 
 
-@router.get(
-    "/stats/daily",
-    tags=["stats"],
-    response_model=DailyStats,
-    responses={
-        401: {"model": ErrorOut, "description": "No valid bearer token."},
-        403: {"model": ErrorOut, "description": "The role may not read cases."},
-        422: {"model": ErrorOut, "description": "A bad window (until before since, > 366 d)."},
-    },
-)
+# error answers (401/403/422 in the SPEC shape) are documented by the kernel
+@router.get("/stats/daily", tags=["stats"], response_model=DailyStats)
 async def stats_daily(
     ctx: CtxDep,
     principal: CurrentPrincipal,
