@@ -28,6 +28,8 @@ class Snapshot:
     requests: int = 0
     # namespace -> (total time µs, count)
     top: dict[str, tuple[int, int]] = field(default_factory=dict)
+    # namespace -> operation kind (insert, queries, update, commands, …) -> count
+    top_ops: dict[str, dict[str, int]] = field(default_factory=dict)
     # topic -> records (sum of end offsets)
     records: dict[str, int] = field(default_factory=dict)
 
@@ -67,6 +69,29 @@ def per_collection(
     return rows[:limit]
 
 
+def by_kind(
+    before: dict[str, dict[str, int]],
+    after: dict[str, dict[str, int]],
+    accepted: int,
+    strip: str = "",
+) -> dict[str, dict[str, float]]:
+    """Operations per accepted request by collection and kind (``top``'s counters).
+
+    >>> by_kind({"x_a.b": {"insert": 2}}, {"x_a.b": {"insert": 6, "queries": 2}}, 4, "x_")
+    {'a.b': {'insert': 1.0, 'queries': 0.5}}
+    """
+    out: dict[str, dict[str, float]] = {}
+    if not accepted:
+        return out
+    for ns, kinds in after.items():
+        was = before.get(ns, {})
+        row = {k: round((n - was.get(k, 0)) / accepted, 2) for k, n in kinds.items()}
+        row = {k: v for k, v in row.items() if v > 0}
+        if row:
+            out[ns.removeprefix(strip)] = row
+    return dict(sorted(out.items()))
+
+
 class WorkWatch:
     """Reads the counters of the run's database and topics."""
 
@@ -99,6 +124,11 @@ class WorkWatch:
             for ns, v in (top.get("totals") or {}).items():
                 if isinstance(v, dict) and "total" in v:
                     snap.top[ns] = (int(v["total"]["time"]), int(v["total"]["count"]))
+                    snap.top_ops[ns] = {
+                        kind: int(c["count"])
+                        for kind in ("insert", "queries", "update", "remove", "getmore", "commands")
+                        if isinstance(c := v.get(kind), dict) and c.get("count")
+                    }
         if self.started:
             with contextlib.suppress(Exception):
                 ends = await self.consumer.end_offsets(self.tps)
@@ -127,6 +157,9 @@ class WorkWatch:
             "db_ops_per_request": {k: per(v) for k, v in ops.items() if v},
             "db_busiest_collections": per_collection(
                 before.top, after.top, accepted, strip=self.db_prefix
+            ),
+            "db_ops_by_collection": by_kind(
+                before.top_ops, after.top_ops, accepted, self.db_prefix
             ),
             "kafka_records": records,
             "kafka_records_per_request": {t: per(n) for t, n in records.items()},

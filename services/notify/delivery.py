@@ -155,36 +155,45 @@ class Dispatcher:
     async def dispatch_planned(self, docs: Sequence[Doc]) -> list[Doc]:
         """A freshly planned event: send its ready deliveries; returns those that failed."""
         ready = [d for d in docs if d["status"] == PENDING]
-        return await self._dispatch_all([(d["_id"], PENDING) for d in ready])
+        return await self._dispatch_all(
+            [(d["_id"], PENDING) for d in ready], known={d["_id"]: d for d in ready}
+        )
 
     async def dispatch_event(self, event_id: str, *, reopen_failed: bool = False) -> list[Doc]:
         """A redelivered event: resume its open deliveries; returns those that failed."""
         docs = await self.store.open_deliveries(event_id, self.lease, reopen_failed=reopen_failed)
         return await self._dispatch_all([(d["_id"], d["status"]) for d in docs])
 
-    async def _dispatch_all(self, todo: Sequence[tuple[str, str]]) -> list[Doc]:
+    async def _dispatch_all(
+        self, todo: Sequence[tuple[str, str]], known: Mapping[str, Doc] | None = None
+    ) -> list[Doc]:
         async def one(did: str, status: str) -> tuple[str, Doc | None]:
             try:
-                return await self.dispatch(did, status)
+                return await self.dispatch(did, status, (known or {}).get(did))
             except Stopping:
                 return SKIPPED, None  # left open; resumed by another replica or a restart
 
         results = await asyncio.gather(*(one(did, status) for did, status in todo))
         return [doc for outcome, doc in results if outcome == FAILED and doc is not None]
 
-    async def dispatch(self, did: str, status: str) -> tuple[str, Doc | None]:
+    async def dispatch(
+        self, did: str, status: str, known: Doc | None = None
+    ) -> tuple[str, Doc | None]:
         """Send one delivery if it is still in ``status`` (a ``retrying`` one only once its
         lease ran out); (sent | failed | skipped, its document). Raises :class:`Stopping`
-        when the process stops before it could be sent."""
+        when the process stops before it could be sent. ``known``: the document as this
+        process just planned it (saves reading it back when it is taken)."""
         if did in self._active:
             return SKIPPED, None  # this process is already on it
         self._active.add(did)
         try:
-            return await self._send(did, status)
+            return await self._send(did, status, known)
         finally:
             self._active.discard(did)
 
-    async def _send(self, did: str, status: str) -> tuple[str, Doc | None]:
+    async def _send(
+        self, did: str, status: str, known: Doc | None = None
+    ) -> tuple[str, Doc | None]:
         channel = channel_of(did)
         sender = self.senders.get(channel)
         timeout = timedelta(seconds=self.settings.timeout_for(channel))
@@ -201,7 +210,7 @@ class Dispatcher:
                 until = datetime.now(UTC) + timeout + self.lease
                 try:
                     doc = await self.store.claim_attempt(
-                        did, status, self.owner, until, held_by=held_by
+                        did, status, self.owner, until, held_by=held_by, known=known
                     )
                 except Exception as exc:
                     if is_transient(exc):
@@ -237,7 +246,7 @@ class Dispatcher:
                 await self._retrying(did, str(error), retry_at)
             finally:
                 self._unhold()
-            status, held_by = RETRYING, self.owner
+            status, held_by, known = RETRYING, self.owner, doc
             self.metrics.retries.labels(channel.value).inc()
             log.info(
                 "delivery attempt failed; retrying",

@@ -114,6 +114,7 @@ class ConsumerRunner:
         policy: RetryPolicy | None = None,
         group_id: str | None = None,
         max_records: int = 200,
+        concurrency: int = 64,
         security: KafkaSecurity = PLAINTEXT,
     ) -> None:
         self.name = name
@@ -135,6 +136,7 @@ class ConsumerRunner:
             max_poll_interval_ms=300000,
         )
         self._stop = asyncio.Event()
+        self._slots = asyncio.Semaphore(max(1, concurrency))  # records handled at once
         self._task: asyncio.Task[None] | None = None
 
     async def start(self) -> None:
@@ -205,14 +207,72 @@ class ConsumerRunner:
     async def _partition(
         self, tp: TopicPartition, records: list[ConsumerRecord[bytes, bytes]]
     ) -> tuple[TopicPartition, int | None]:
-        """Handle one partition's records in order; returns the offset to commit."""
+        """Handle one partition's records; returns the offset to commit.
+
+        Records of one key (one request) are handled in order, one after the other; the
+        keys of a batch are handled side by side (at most ``concurrency`` records of the
+        runner at a time), so one slow or retried record does not hold up other requests
+        and the database sees fewer, larger transactions (``mongo.in_transaction``).
+        The offset committed is the end of the handled prefix of the partition's records:
+        anything after a record left unhandled (the runner stopped) is delivered again
+        and deduplicated by its handler.
+        """
+        lanes: dict[bytes | None, list[ConsumerRecord[bytes, bytes]]] = {}
+        for rec in records:
+            lanes.setdefault(rec.key, []).append(rec)
+        handled: set[int] = set()
+        if len(lanes) == 1:
+            for rec in records:
+                if self._stop.is_set():
+                    break
+                try:
+                    await self._handle_record(rec)
+                except _Stopping:
+                    break
+                handled.add(rec.offset)
+        else:
+            settled = {rec.offset: asyncio.Event() for rec in records}
+
+            def turn_of(offset: int) -> Callable[[], Awaitable[None]]:
+                async def turn() -> None:
+                    self._slots.release()  # waiting must not keep earlier records out
+                    try:
+                        for off, ev in settled.items():
+                            if off >= offset:
+                                break
+                            await ev.wait()
+                    finally:
+                        await self._slots.acquire()
+                    if self._stop.is_set():
+                        raise _Stopping
+
+                return turn
+
+            async def lane(recs: list[ConsumerRecord[bytes, bytes]]) -> None:
+                try:
+                    for rec in recs:
+                        if self._stop.is_set():
+                            return
+                        try:
+                            async with self._slots:
+                                await self._handle_record(rec, turn_of(rec.offset))
+                        except _Stopping:
+                            return
+                        handled.add(rec.offset)
+                        settled[rec.offset].set()
+                finally:
+                    for rec in recs:  # left unhandled: nobody waits for them
+                        settled[rec.offset].set()
+
+            results = await asyncio.gather(
+                *(lane(recs) for recs in lanes.values()), return_exceptions=True
+            )
+            for res in results:
+                if isinstance(res, BaseException):
+                    raise res
         next_offset: int | None = None
         for rec in records:
-            if self._stop.is_set():
-                break
-            try:
-                await self._handle_record(rec)
-            except _Stopping:
+            if rec.offset not in handled:
                 break
             next_offset = rec.offset + 1
         return tp, next_offset
@@ -224,12 +284,18 @@ class ConsumerRunner:
             return
         raise _Stopping
 
-    async def _handle_record(self, rec: ConsumerRecord[bytes, bytes]) -> None:
+    async def _handle_record(
+        self,
+        rec: ConsumerRecord[bytes, bytes],
+        turn: Callable[[], Awaitable[None]] | None = None,
+    ) -> None:
+        """Handle one record (retries, then parking). ``turn`` returns once every earlier
+        record of the partition's batch is settled: records are parked in partition order."""
         topic = rec.topic
         try:
             env = decode_record(rec.key, rec.value, rec.headers)
         except InvalidEnvelope as exc:
-            await self._dead_letter(rec, f"InvalidEnvelope: {exc}", 1, "?")
+            await self._dead_letter(turn, rec, f"InvalidEnvelope: {exc}", 1, "?")
             return
         handler = self.handlers.get(env.type)
         if handler is None:
@@ -251,7 +317,9 @@ class ConsumerRunner:
                     continue
                 attempt += 1
                 if isinstance(exc, PermanentError):
-                    await self._dead_letter(rec, f"{type(exc).__name__}: {exc}", attempt, env.type)
+                    await self._dead_letter(
+                        turn, rec, f"{type(exc).__name__}: {exc}", attempt, env.type
+                    )
                     return
                 self.metrics.handler_retries.labels(self.name, env.type).inc()
                 log.warning(
@@ -265,7 +333,9 @@ class ConsumerRunner:
                     },
                 )
                 if self.policy.exhausted(attempt):
-                    await self._dead_letter(rec, f"{type(exc).__name__}: {exc}", attempt, env.type)
+                    await self._dead_letter(
+                        turn, rec, f"{type(exc).__name__}: {exc}", attempt, env.type
+                    )
                     return
                 await self._wait(self.policy.delay(attempt))
         self.metrics.handler_seconds.labels(self.name, env.type).observe(
@@ -274,8 +344,15 @@ class ConsumerRunner:
         self.metrics.events_consumed.labels(self.name, topic, env.type, "handled").inc()
 
     async def _dead_letter(
-        self, rec: ConsumerRecord[bytes, bytes], error: str, attempts: int, ce_type: str
+        self,
+        turn: Callable[[], Awaitable[None]] | None,
+        rec: ConsumerRecord[bytes, bytes],
+        error: str,
+        attempts: int,
+        ce_type: str,
     ) -> None:
+        if turn is not None:
+            await turn()
         headers = dlq_headers(list(rec.headers), error, attempts, self.name)
         while True:
             try:

@@ -4,14 +4,17 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 from collections.abc import Awaitable, Callable, Sequence
-from dataclasses import dataclass
+from contextvars import ContextVar
+from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
-from pymongo import AsyncMongoClient
+from pymongo import AsyncMongoClient, monitoring
 from pymongo.asynchronous.client_session import AsyncClientSession
+from pymongo.asynchronous.collection import AsyncCollection
 from pymongo.asynchronous.database import AsyncDatabase
-from pymongo.errors import DuplicateKeyError, PyMongoError
+from pymongo.errors import BulkWriteError, ConnectionFailure, DuplicateKeyError, PyMongoError
 
 log = logging.getLogger(__name__)
 
@@ -19,13 +22,43 @@ Doc = dict[str, Any]
 T = TypeVar("T")
 
 
+class CommandTrace(monitoring.CommandListener):
+    """Profiling aid: appends one line per database command to a file — service,
+    command, collection, microseconds as the client saw them, error code (0: none) — for
+    ``bench`` to add up. Enabled by ``TONGXIN_MONGO_TRACE=<file>``; off otherwise."""
+
+    def __init__(self, path: str) -> None:
+        self.out = open(path, "a", buffering=1)  # noqa: SIM115 (lives with the process)
+        self.tag = os.environ.get("TONGXIN_TRACE_TAG", str(os.getpid()))
+        self.colls: dict[int, str] = {}
+
+    def _line(self, request_id: int, name: str, micros: int, code: object) -> None:
+        coll = self.colls.pop(request_id, "")
+        self.out.write(f"{self.tag}\t{name}\t{coll}\t{micros}\t{code}\n")
+
+    def started(self, event: monitoring.CommandStartedEvent) -> None:
+        target = event.command.get(event.command_name)
+        coll = target if isinstance(target, str) else ""
+        self.colls[event.request_id] = f"{event.database_name}.{coll}"
+
+    def succeeded(self, event: monitoring.CommandSucceededEvent) -> None:
+        self._line(event.request_id, event.command_name, event.duration_micros, 0)
+
+    def failed(self, event: monitoring.CommandFailedEvent) -> None:
+        failure: Any = event.failure
+        code = failure.get("code", "?") if isinstance(failure, dict) else "?"
+        self._line(event.request_id, event.command_name, event.duration_micros, code)
+
+
 def make_client(uri: str, *, timeout_ms: int = 5000) -> AsyncMongoClient[Doc]:
     """Build the client (no I/O until first use); call only from a lifespan."""
+    trace = os.environ.get("TONGXIN_MONGO_TRACE")
     return AsyncMongoClient(
         uri,
         serverSelectionTimeoutMS=timeout_ms,
         connectTimeoutMS=timeout_ms,
         tz_aware=True,
+        event_listeners=[CommandTrace(trace)] if trace else [],
     )
 
 
@@ -71,12 +104,191 @@ async def wait_ready(client: AsyncMongoClient[Doc], attempts: int = 30, delay: f
             await asyncio.sleep(delay)
 
 
+# — transactions: one at a time per caller, grouped under load —
+#
+# SecantusDB spends its time per round trip, not per document (``insert_many`` of 100 costs
+# about as much as three ``insert_one``), so under load ``in_transaction`` commits the
+# transactions that callers start concurrently together: while ``MAX_INFLIGHT``
+# transactions of a client are in flight, new ones queue, and the next free slot runs up
+# to ``MAX_GROUP`` queued callbacks one after the other in a single transaction with one
+# commit. Each callback stays atomic (its group commits or aborts as a whole) and sees the
+# writes of those before it, as if they had run serially. Inserts that nothing reads back
+# inside the transaction — outbox records and processed event ids — are deferred to its end
+# and written with one ``insert_many`` per collection. If a grouped transaction fails for
+# any reason other than the database being unreachable, every callback of the group runs
+# again on its own, exactly as it would have without grouping (a duplicate event id then
+# raises :class:`AlreadyHandled` as usual). Nested calls run on their own.
+
+# concurrent transactions per client before callers are grouped, and callbacks per
+# grouped transaction (1 turns grouping off); the environment overrides them for experiments
+MAX_INFLIGHT = int(os.environ.get("TONGXIN_TXN_INFLIGHT", "4"))
+MAX_GROUP = int(os.environ.get("TONGXIN_TXN_GROUP", "64"))
+
+
+@dataclass(slots=True)
+class _Scope:
+    """The transaction a callback runs in, and the inserts deferred to its end."""
+
+    session: AsyncClientSession
+    grouped: bool
+    deferred: dict[str, tuple[AsyncCollection[Doc], list[Doc]]] = field(default_factory=dict)
+
+    def defer(self, col: AsyncCollection[Doc], doc: Doc) -> None:
+        self.deferred.setdefault(col.full_name, (col, []))[1].append(doc)
+
+    async def flush(self) -> None:
+        for col, docs in self.deferred.values():
+            if len(docs) == 1:
+                await col.insert_one(docs[0], session=self.session)
+                continue
+            try:
+                await col.insert_many(docs, ordered=True, session=self.session)
+            except BulkWriteError as exc:
+                errors = exc.details.get("writeErrors", [])
+                if any(e.get("code") == 11000 for e in errors):
+                    raise DuplicateKeyError(str(errors[0].get("errmsg", exc)), 11000) from exc
+                raise
+        self.deferred.clear()
+
+
+_SCOPE: ContextVar[_Scope | None] = ContextVar("tongxin_txn_scope", default=None)
+
+
+def defer_insert(session: AsyncClientSession | None, col: AsyncCollection[Doc], doc: Doc) -> bool:
+    """Insert ``doc`` at the end of ``session``'s transaction (before its commit) when the
+    caller runs inside ``in_transaction``; False when it must be inserted now."""
+    scope = _SCOPE.get()
+    if session is None or scope is None or scope.session is not session:
+        return False
+    scope.defer(col, doc)
+    return True
+
+
+async def _run(
+    client: AsyncMongoClient[Doc],
+    fns: Sequence[Callable[[AsyncClientSession], Awaitable[Any]]],
+    grouped: bool,
+) -> list[Any]:
+    async with client.start_session() as session:
+
+        async def callback(s: AsyncClientSession) -> list[Any]:
+            scope = _Scope(s, grouped)
+            token = _SCOPE.set(scope)
+            try:
+                out = [await fn(s) for fn in fns]
+                await scope.flush()
+            finally:
+                _SCOPE.reset(token)
+            return out
+
+        return await session.with_transaction(callback)
+
+
+@dataclass(eq=False)
+class _Item:
+    fn: Callable[[AsyncClientSession], Awaitable[Any]]
+    fut: asyncio.Future[Any]
+
+
+class _Committer:
+    """Per client and event loop: the transactions in flight and those waiting for a slot."""
+
+    def __init__(self, client: AsyncMongoClient[Doc]) -> None:
+        self.client = client
+        self.inflight = 0
+        self.queue: list[_Item] = []
+        self.tasks: set[asyncio.Task[None]] = set()
+
+    async def submit(self, fn: Callable[[AsyncClientSession], Awaitable[T]]) -> T:
+        if self.inflight < MAX_INFLIGHT and not self.queue:
+            self.inflight += 1
+            try:
+                result: T = (await _run(self.client, [fn], False))[0]
+                return result
+            finally:
+                self.inflight -= 1
+                self._spawn()
+        item = _Item(fn, asyncio.get_running_loop().create_future())
+        self.queue.append(item)
+        self._spawn()
+        out: T = await item.fut
+        return out
+
+    def _spawn(self) -> None:
+        while self.queue and self.inflight < MAX_INFLIGHT:
+            items = [it for it in self.queue[:MAX_GROUP] if not it.fut.done()]
+            del self.queue[:MAX_GROUP]
+            if not items:
+                continue
+            self.inflight += 1
+            task = asyncio.get_running_loop().create_task(self._group(items))
+            self.tasks.add(task)
+            task.add_done_callback(self.tasks.discard)
+
+    async def _group(self, items: list[_Item]) -> None:
+        try:
+            if len(items) == 1:
+                await self._alone(items[0])
+                return
+            try:
+                results = await _run(self.client, [it.fn for it in items], True)
+            except ConnectionFailure as exc:  # the database is away: every caller sees it
+                for it in items:
+                    if not it.fut.done():
+                        it.fut.set_exception(exc)
+                return
+            except Exception:
+                # one callback refused (a duplicate event, a stale read, a domain error):
+                # each runs again on its own and gets its own outcome
+                await asyncio.gather(*(self._alone(it) for it in items))
+                return
+            for it, res in zip(items, results, strict=True):
+                if not it.fut.done():
+                    it.fut.set_result(res)
+        except BaseException as exc:
+            for it in items:
+                if not it.fut.done():
+                    it.fut.set_exception(exc if isinstance(exc, Exception) else RuntimeError(exc))
+            raise
+        finally:
+            self.inflight -= 1
+            self._spawn()
+
+    async def _alone(self, item: _Item) -> None:
+        if item.fut.done():
+            return
+        try:
+            res = (await _run(self.client, [item.fn], False))[0]
+        except Exception as exc:
+            if not item.fut.done():
+                item.fut.set_exception(exc)
+            return
+        if not item.fut.done():
+            item.fut.set_result(res)
+
+
+def _committer(client: AsyncMongoClient[Doc]) -> _Committer:
+    loop = asyncio.get_running_loop()
+    per_loop: dict[int, tuple[asyncio.AbstractEventLoop, _Committer]] = vars(client).setdefault(
+        "_tongxin_committers", {}
+    )
+    entry = per_loop.get(id(loop))
+    if entry is None or entry[0] is not loop:
+        entry = (loop, _Committer(client))
+        per_loop.clear()  # a client serves one event loop; a new loop starts afresh
+        per_loop[id(loop)] = entry
+    return entry[1]
+
+
 async def in_transaction(
     client: AsyncMongoClient[Doc], fn: Callable[[AsyncClientSession], Awaitable[T]]
 ) -> T:
-    """Run ``fn`` in a transaction, retried on transient errors (write conflicts)."""
-    async with client.start_session() as session:
-        return await session.with_transaction(fn)
+    """Run ``fn`` in a transaction, retried on transient errors (write conflicts); under
+    load, grouped with other callers' transactions into one commit (see above)."""
+    if _SCOPE.get() is not None or MAX_GROUP <= 1:
+        result: T = (await _run(client, [fn], False))[0]
+        return result
+    return await _committer(client).submit(fn)
 
 
 class AlreadyHandled(Exception):
@@ -95,10 +307,15 @@ async def record_event_once(
     Raises :class:`AlreadyHandled` when it was recorded before, which aborts the
     transaction so a redelivered event changes nothing.
     """
+    doc = {"consumer": consumer, "event_id": event_id}
+    scope = _SCOPE.get()
+    if scope is not None and scope.grouped and scope.session is session:
+        # checked at the group's commit; a duplicate fails the group and the event's own
+        # transaction then raises AlreadyHandled here
+        scope.defer(db[PROCESSED], doc)
+        return
     try:
-        await db[PROCESSED].insert_one(
-            {"consumer": consumer, "event_id": event_id}, session=session
-        )
+        await db[PROCESSED].insert_one(doc, session=session)
     except DuplicateKeyError as exc:
         raise AlreadyHandled(event_id) from exc
 

@@ -23,7 +23,7 @@ from pymongo.errors import DuplicateKeyError
 
 from tongxin.contracts.envelope import Envelope, Headers, encode_record
 from tongxin.runtime.metrics import Metrics
-from tongxin.runtime.mongo import Doc, IndexSpec
+from tongxin.runtime.mongo import Doc, IndexSpec, defer_insert
 
 log = logging.getLogger(__name__)
 
@@ -96,20 +96,20 @@ class MongoOutbox:
     async def add(self, session: AsyncClientSession, topic: str, env: Envelope) -> None:
         """Stage ``env`` for ``topic`` inside the caller's transaction."""
         key, value, headers = encode_record(env)
-        await self.col.insert_one(
-            {
-                "_id": env.id,
-                "topic": self.topic_prefix + topic,
-                "key": key,
-                "value": value,
-                "headers": [[k, v] for k, v in headers],
-                "type": env.type,
-                "seq": _next_seq(),
-                "sent": False,
-                "created_at": datetime.now(UTC),
-            },
-            session=session,
-        )
+        doc: Doc = {
+            "_id": env.id,
+            "topic": self.topic_prefix + topic,
+            "key": key,
+            "value": value,
+            "headers": [[k, v] for k, v in headers],
+            "type": env.type,
+            "seq": _next_seq(),
+            "sent": False,
+            "created_at": datetime.now(UTC),
+        }
+        # written with the transaction's other outbox records in one insert_many
+        if not defer_insert(session, self.col, doc):
+            await self.col.insert_one(doc, session=session)
 
     async def pending(self, limit: int) -> list[OutboxRecord]:
         cursor = self.col.find({"sent": False}).sort("seq", 1).limit(limit)
@@ -189,6 +189,8 @@ class OutboxRelay:
         batch_size: int = 200,
         poll_interval: float = 0.5,
         lease: RelayLease | None = None,
+        linger: float = 0.005,
+        idle_poll_max: float = 1.0,
     ) -> None:
         self.store = store
         self.publisher = publisher
@@ -196,6 +198,12 @@ class OutboxRelay:
         self.lease = lease
         self.batch_size = batch_size
         self.poll_interval = poll_interval
+        # after a nudge, wait this long so the commits of concurrent callers share one pass
+        # (one read and one mark for all of them instead of per commit)
+        self.linger = linger
+        # with nothing to publish, polling slows down to this (a nudge still wakes at once;
+        # polling only finds records another replica's commits left for this lease holder)
+        self.idle_poll_max = max(idle_poll_max, poll_interval)
         self._wake = asyncio.Event()
         self._stopping = False
 
@@ -228,25 +236,31 @@ class OutboxRelay:
     async def run(self) -> None:
         """Relay until ``stop()``; errors back off and retry, nothing is dropped."""
         backoff = self.poll_interval
+        idle = self.poll_interval
         while not self._stopping:
             # cleared before the pass, so a nudge or stop during the pass is not lost
             self._wake.clear()
             try:
                 if self.lease is not None and not await self.lease.hold():
                     n = 0  # another replica publishes; poll to take over if it dies
+                    idle = self.poll_interval
                 else:
                     n = await self.relay_once()
-                backoff = self.poll_interval
+                    idle = self.poll_interval if n else min(idle * 2, self.idle_poll_max)
+                backoff = idle
             except Exception as exc:
                 log.warning("outbox relay pass failed", extra={"error": repr(exc)})
                 n = 0
                 backoff = min(backoff * 2, 5.0)
+                idle = self.poll_interval
             if n >= self.batch_size or self._stopping:
                 continue
             try:
                 await asyncio.wait_for(self._wake.wait(), timeout=backoff)
             except TimeoutError:
-                pass
+                continue
+            if self.linger > 0 and not self._stopping:
+                await asyncio.sleep(self.linger)
         # drain what is left so a clean stop leaves nothing behind, then hand over
         try:
             if self.lease is None or await self.lease.hold():

@@ -2,7 +2,7 @@
 
 A service schedules a deadline inside the transaction that creates what it guards
 (``schedule``). Every replica runs a :class:`DeadlineScheduler`; a due deadline is
-claimed with a lease (``find_one_and_update``), and its handler runs the state change
+claimed with a lease (a conditional update), and its handler runs the state change
 together with ``complete`` in one transaction. ``complete`` only succeeds for the current
 lease holder, so if a replica stalls past its lease and another one claims the deadline,
 the first one's transaction aborts: the effect happens exactly once, and a restart loses
@@ -18,7 +18,6 @@ from collections.abc import Awaitable, Callable, Mapping
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from pymongo import ReturnDocument
 from pymongo.asynchronous.client_session import AsyncClientSession
 from pymongo.asynchronous.database import AsyncDatabase
 
@@ -33,6 +32,11 @@ DEADLINE_INDEXES = [
 ]
 
 PENDING, FIRED, CANCELLED = "pending", "fired", "cancelled"
+CLAIM_CANDIDATES = 64  # due deadlines read per claim (those leased by others are skipped)
+
+
+def _aware(t: datetime) -> datetime:
+    return t if t.tzinfo else t.replace(tzinfo=UTC)
 
 
 class LeaseLost(Exception):
@@ -97,17 +101,30 @@ class DeadlineStore:
         return res.modified_count
 
     async def claim_due(self, owner: str, lease: timedelta, now: datetime) -> Doc | None:
-        """Claim one due deadline whose lease is free or expired."""
-        return await self.col.find_one_and_update(
-            {
-                "status": PENDING,
-                "due_at": {"$lte": now},
-                "$or": [{"lease_until": None}, {"lease_until": {"$lt": now}}],
-            },
-            {"$set": {"lease_owner": owner, "lease_until": now + lease}},
-            sort=[("due_at", 1)],
-            return_document=ReturnDocument.AFTER,
+        """Claim one due deadline whose lease is free or expired.
+
+        A read of the oldest due ones, then a conditional ``update_one`` on the first free
+        one's ``_id`` and the lease it was seen with (another replica's claim in between
+        makes it miss, and the next candidate is tried). Not ``findAndModify``: SecantusDB
+        answers that by scanning the whole collection, and deadlines only accumulate.
+        """
+        cursor = (
+            self.col.find({"status": PENDING, "due_at": {"$lte": now}})
+            .sort("due_at", 1)
+            .limit(CLAIM_CANDIDATES)
         )
+        for doc in await cursor.to_list():
+            held = doc.get("lease_until")
+            if held is not None and _aware(held) >= now:
+                continue  # another replica is firing it
+            until = now + lease
+            res = await self.col.update_one(
+                {"_id": doc["_id"], "status": PENDING, "lease_until": held},
+                {"$set": {"lease_owner": owner, "lease_until": until}},
+            )
+            if res.modified_count == 1:
+                return {**doc, "lease_owner": owner, "lease_until": until}
+        return None
 
     async def complete(self, session: AsyncClientSession, deadline_id: str, owner: str) -> None:
         """Mark fired, only for the lease holder; raises LeaseLost otherwise."""
