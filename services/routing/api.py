@@ -540,6 +540,7 @@ class DailyStats(BaseModel):
 
 
 MAX_DAILY_WINDOW = timedelta(days=366)
+DAILY_RANGE = (datetime(1900, 1, 1, tzinfo=UTC), datetime(9000, 1, 1, tzinfo=UTC))
 
 
 # error answers (401/403/422 in the SPEC shape) are documented by the kernel
@@ -564,6 +565,14 @@ async def stats_daily(
             "validation_error",
             "until must be after since, at most 366 days later.",
             [{"loc": ["query", "until"]}],
+        )
+    if not DAILY_RANGE[0] <= since < until <= DAILY_RANGE[1]:
+        # local days near the ends of the calendar would overflow
+        raise ApiError(
+            422,
+            "validation_error",
+            "since and until must lie between 1900 and 9000.",
+            [{"loc": ["query", "since"]}],
         )
     only = own or unit
     confined = _community_staff(principal)

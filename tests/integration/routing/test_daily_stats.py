@@ -65,6 +65,9 @@ async def test_daily_refuses_bad_windows_and_callers(routing: Routing) -> None:
     too_long = {"since": (now - timedelta(days=400)).isoformat()}
     r = await http.get("/v1/stats/daily", params=too_long, headers=staff)
     assert r.status_code == 422
+    at_the_end = {"since": "9999-12-30T00:00:00Z", "until": "9999-12-31T23:59:59Z"}
+    r = await http.get("/v1/stats/daily", params=at_the_end, headers=staff)
+    assert r.status_code == 422 and r.json()["error"]["details"] == [{"loc": ["query", "since"]}]
     assert (await http.get("/v1/stats/daily")).status_code == 401
     r = await http.get("/v1/stats/daily", headers=routing.auth(Role.VOLUNTEER, sub="vol:1"))
     assert r.status_code == 403 and r.json()["error"]["code"] == "forbidden"
