@@ -143,6 +143,11 @@ def _sender(
         method, url = kwargs.pop("method"), kwargs.pop("url")
         for unsupported in ("verify", "cert", "allow_redirects"):
             kwargs.pop(unsupported, None)
+        cookies = kwargs.pop("cookies", None)
+        if cookies:  # httpx deprecates per-request cookies: send them as the header
+            headers = dict(kwargs.get("headers") or {})
+            headers["cookie"] = "; ".join(f"{k}={v}" for k, v in cookies.items())
+            kwargs["headers"] = headers
         if "data" in kwargs and isinstance(kwargs["data"], (bytes, str)):
             kwargs["content"] = kwargs.pop("data")
         return await client.request(method, url, **kwargs)
