@@ -15,6 +15,10 @@ import base64
 import secrets
 from pathlib import Path
 
+from cryptography import x509
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.serialization import pkcs12
+
 from tongxin.devstack.tls import make_tls_files
 
 KAFKA_USER = "tongxin"
@@ -24,7 +28,8 @@ MONGO_APP_USER = "tongxin"
 # file name → what it holds (the compose file's ``secrets:`` read these names)
 FILES = {
     "kafka_ca.pem": "CA certificate the clients verify the broker with",
-    "kafka_server_keystore.pem": "broker private key + certificate chain (PEM key store)",
+    "kafka.keystore.p12": "broker private key + certificate chain (PKCS#12 key store)",
+    "kafka_keystore_password": "password of the key store and of its key",
     "kafka_server_jaas.conf": "broker's own SCRAM login (inter-broker)",
     "kafka_client_password": f"SCRAM password of the services' Kafka user {KAFKA_USER!r}",
     "kafka_broker_password": f"SCRAM password of {KAFKA_BROKER_USER!r}",
@@ -42,9 +47,20 @@ def write_compose_secrets(folder: Path) -> dict[str, Path]:
     tls = make_tls_files(folder / "tls", dns_names=("kafka",), days=365)
     client_pw, broker_pw = secrets.token_urlsafe(24), secrets.token_urlsafe(24)
     root_pw, app_pw = secrets.token_urlsafe(24), secrets.token_urlsafe(24)
+    store_pw = secrets.token_urlsafe(24)
+    # the apache/kafka image wants a password-protected key store (JKS or PKCS#12)
+    key = serialization.load_pem_private_key(tls.keyfile.read_bytes(), password=None)
+    cert, *chain = x509.load_pem_x509_certificates(tls.certfile.read_bytes())
+    keystore = pkcs12.serialize_key_and_certificates(
+        b"kafka",
+        key,  # type: ignore[arg-type]
+        cert,
+        chain,
+        serialization.BestAvailableEncryption(store_pw.encode()),
+    )
     contents = {
         "kafka_ca.pem": tls.cafile.read_text(),
-        "kafka_server_keystore.pem": tls.keyfile.read_text() + tls.certfile.read_text(),
+        "kafka_keystore_password": store_pw,
         "kafka_server_jaas.conf": (
             "KafkaServer {\n"
             "  org.apache.kafka.common.security.scram.ScramLoginModule required\n"
@@ -60,7 +76,9 @@ def write_compose_secrets(folder: Path) -> dict[str, Path]:
             f"mongodb://{MONGO_APP_USER}:{app_pw}@mongo:27017/?replicaSet=rs0&authSource=admin"
         ),
     }
-    paths: dict[str, Path] = {}
+    paths: dict[str, Path] = {"kafka.keystore.p12": folder / "kafka.keystore.p12"}
+    paths["kafka.keystore.p12"].write_bytes(keystore)
+    paths["kafka.keystore.p12"].chmod(0o644)
     for name, text in contents.items():
         path = folder / name
         path.write_text(text if text.endswith("\n") else text + "\n")
