@@ -43,7 +43,8 @@ class ServiceSettings(BaseSettings):
 
     env: Literal["development", "test", "production"] = "development"
     kafka_bootstrap: str = "127.0.0.1:9092"
-    mongodb_uri: str = "mongodb://127.0.0.1:27017/?directConnection=true"
+    # may carry credentials: kept out of repr (use mongodb_uri_redacted to show it)
+    mongodb_uri: str = Field(default="mongodb://127.0.0.1:27017/?directConnection=true", repr=False)
     # Database names are "<db_prefix><service>" so tests can isolate runs.
     db_prefix: str = "tongxin_"
     # Topic names are "<topic_prefix><contract name>"; empty in production.

@@ -136,9 +136,11 @@ def test_ssl_without_a_ca_uses_the_system_store() -> None:
 
 
 def test_secrets_stay_out_of_reprs() -> None:
-    s = ServiceSettings(**SASL)
+    s = ServiceSettings(**SASL, mongodb_uri="mongodb://app:db-pw-of-the-test@db/")
     security = KafkaSecurity.from_settings(s)
-    assert "pw-of-the-test" not in repr(s) + str(s) + repr(security)
+    shown = repr(s) + str(s) + repr(security)
+    assert "pw-of-the-test" not in shown
+    assert s.mongodb_uri == "mongodb://app:db-pw-of-the-test@db/"
     with pytest.raises(ValueError, match="username and password"):
         KafkaSecurity(protocol="SASL_SSL", username="u")
 
