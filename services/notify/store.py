@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import time
+from collections import OrderedDict
 from collections.abc import Iterable, Sequence
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -16,6 +18,8 @@ DELIVERIES = "deliveries"
 CONTACTS = "contacts"
 CASES = "cases"
 PREFERENCES = "preferences"
+CONTACTS_KEPT = 20_000  # submitter contacts kept in memory
+PREFERENCES_READ_MAX = 5_000  # preferences kept in memory (more: read per event)
 
 # Delivery statuses. ``sending`` is the only one a crash can leave uncertain: it is never
 # sent again (at most once); ``pending``/``retrying`` are known undelivered and resumable.
@@ -61,11 +65,20 @@ def _now() -> datetime:
 class NotifyStore:
     """Reads and writes of notify's collections."""
 
-    def __init__(self, db: AsyncDatabase[Doc]) -> None:
+    def __init__(self, db: AsyncDatabase[Doc], preferences_ttl: float = 2.0) -> None:
         self.deliveries = db[DELIVERIES]
         self.contacts = db[CONTACTS]
         self.cases = db[CASES]
         self.preferences = db[PREFERENCES]
+        # Kept in memory to save a read per event. A request's contact never changes once
+        # kept (bounded, least recently used first out). Preferences are read whole and
+        # kept ``preferences_ttl`` seconds: a change through this process applies at once,
+        # one through another replica within that time.
+        self._contacts: OrderedDict[str, Doc] = OrderedDict()
+        self._preferences: dict[str, Doc] = {}
+        self._preferences_at = -1e9
+        self._preferences_many = False
+        self.preferences_ttl = preferences_ttl
 
     # — what notify keeps from events —
 
@@ -73,16 +86,28 @@ class NotifyStore:
         self, session: AsyncClientSession | None, request_id: str, contact: Doc
     ) -> None:
         """Keep the submitter's contact (only notify keeps it) for later messages."""
+        fields = {**contact, "updated_at": _now()}
         await self.contacts.update_one(
-            {"_id": request_id},
-            {"$set": {**contact, "updated_at": _now()}},
-            upsert=True,
-            session=session,
+            {"_id": request_id}, {"$set": fields}, upsert=True, session=session
         )
+        self._remember_contact({"_id": request_id, **fields})
+
+    def _remember_contact(self, doc: Doc) -> None:
+        self._contacts[doc["_id"]] = doc
+        self._contacts.move_to_end(doc["_id"])
+        while len(self._contacts) > CONTACTS_KEPT:
+            self._contacts.popitem(last=False)
 
     async def contact(self, session: AsyncClientSession | None, request_id: str) -> Doc | None:
         """The kept submitter contact of a request."""
-        return await self.contacts.find_one({"_id": request_id}, session=session)
+        kept = self._contacts.get(request_id)
+        if kept is not None:
+            self._contacts.move_to_end(request_id)
+            return dict(kept)
+        doc = await self.contacts.find_one({"_id": request_id}, session=session)
+        if doc is not None:
+            self._remember_contact(doc)
+        return doc
 
     async def save_case(self, session: AsyncClientSession | None, case_id: str, doc: Doc) -> None:
         """Remember a routed case: its request, units, community and tier."""
@@ -111,13 +136,26 @@ class NotifyStore:
         ids = list(recipients)
         if not ids:
             return {}
-        cursor = self.preferences.find({"_id": {"$in": ids}}, session=session)
-        return {d["_id"]: d async for d in cursor}
+        if self._preferences_many:  # too many to keep: read per event
+            cursor = self.preferences.find({"_id": {"$in": ids}}, session=session)
+            return {d["_id"]: d async for d in cursor}
+        if time.monotonic() - self._preferences_at > self.preferences_ttl:
+            # all of them: few recipients set one, and one read serves every event
+            cursor = self.preferences.find({}, session=session).limit(PREFERENCES_READ_MAX)
+            found = {d["_id"]: d async for d in cursor}
+            if len(found) >= PREFERENCES_READ_MAX:
+                self._preferences_many = True
+                return {i: found[i] for i in ids if i in found} | await self.preferences_of(
+                    session, [i for i in ids if i not in found]
+                )
+            self._preferences, self._preferences_at = found, time.monotonic()
+        return {i: self._preferences[i] for i in ids if i in self._preferences}
 
     async def put_preference(self, recipient: str, doc: Doc) -> Doc:
         """Replace a recipient's preference."""
         full = {**doc, "_id": recipient, "updated_at": _now()}
         await self.preferences.replace_one({"_id": recipient}, full, upsert=True)
+        self._preferences_at = -1e9  # read again at the next event
         return full
 
     async def preference(self, recipient: str) -> Doc | None:

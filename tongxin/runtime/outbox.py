@@ -189,7 +189,7 @@ class OutboxRelay:
         batch_size: int = 200,
         poll_interval: float = 0.5,
         lease: RelayLease | None = None,
-        linger: float = 0.005,
+        linger: float = 0.02,
         idle_poll_max: float = 1.0,
     ) -> None:
         self.store = store
