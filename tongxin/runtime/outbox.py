@@ -198,8 +198,9 @@ class OutboxRelay:
         self.lease = lease
         self.batch_size = batch_size
         self.poll_interval = poll_interval
-        # after a nudge, wait this long so the commits of concurrent callers share one pass
-        # (one read and one mark for all of them instead of per commit)
+        # after a nudge that follows a publishing pass closely (under load), wait this long
+        # so the commits of concurrent callers share one pass (one read and one mark for
+        # all of them instead of per commit); an isolated nudge is served at once
         self.linger = linger
         # with nothing to publish, polling slows down to this (a nudge still wakes at once;
         # polling only finds records another replica's commits left for this lease holder)
@@ -237,6 +238,7 @@ class OutboxRelay:
         """Relay until ``stop()``; errors back off and retry, nothing is dropped."""
         backoff = self.poll_interval
         idle = self.poll_interval
+        published_at = -1e9  # when the last pass that published anything ended
         while not self._stopping:
             # cleared before the pass, so a nudge or stop during the pass is not lost
             self._wake.clear()
@@ -247,6 +249,8 @@ class OutboxRelay:
                 else:
                     n = await self.relay_once()
                     idle = self.poll_interval if n else min(idle * 2, self.idle_poll_max)
+                    if n:
+                        published_at = time.monotonic()
                 backoff = idle
             except Exception as exc:
                 log.warning("outbox relay pass failed", extra={"error": repr(exc)})
@@ -259,7 +263,8 @@ class OutboxRelay:
                 await asyncio.wait_for(self._wake.wait(), timeout=backoff)
             except TimeoutError:
                 continue
-            if self.linger > 0 and not self._stopping:
+            busy = time.monotonic() - published_at < 5 * self.linger
+            if self.linger > 0 and busy and not self._stopping:
                 await asyncio.sleep(self.linger)
         # drain what is left so a clean stop leaves nothing behind, then hand over
         try:
