@@ -233,7 +233,7 @@ class KafkaBroker:
         self.data_dir.mkdir(parents=True, exist_ok=True)
         config = self._config()
         if not (self.data_dir / "logs" / "meta.properties").exists():
-            cluster_id = base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
+            cluster_id = new_cluster_id()
             subprocess.run(
                 self._java(
                     jars,
@@ -266,3 +266,12 @@ class KafkaBroker:
             self.proc.kill()
             self.proc.wait()
             self.proc = None
+
+
+def new_cluster_id() -> str:
+    """A KRaft cluster id (base64url of a UUID). StorageTool reads an id that starts with
+    ``-`` as an option and refuses to format (about one start in 64), so those are redrawn."""
+    while True:
+        cluster_id = base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
+        if not cluster_id.startswith("-"):
+            return cluster_id
