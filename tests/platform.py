@@ -29,6 +29,7 @@ def platform_env(
         "TONGXIN_DB_PREFIX": f"{run}_",
         "TONGXIN_NOTIFY_WEBHOOK_URL": sink.url,
         "TONGXIN_OUTBOX_POLL_INTERVAL_S": "0.2",
+        "TONGXIN_DLQ_WATCH_INTERVAL_S": "1",
         **{f"TONGXIN_{name.upper()}_PORT": str(free_port()) for name in SERVICES},
         **extra,
     }

@@ -161,6 +161,12 @@ async def replay_after_the_cause_is_fixed(run: FaultRun, request_id: str) -> Non
 
         refused = await eventually(parked, timeout=60, interval=0.5, what="the command is parked")
         assert "not assigned" in refused[0].error, refused[0].error
+        pending = f'tongxin_dlq_pending{{topic="{commands}.dlq"}}'
+
+        async def gauge(value: float) -> bool:
+            return metric(await http.get("/metrics"), pending) == value
+
+        await eventually(lambda: gauge(1.0), timeout=30, what=f"{pending} 1")
 
         r = await http.post(f"/v1/cases/{case_id}/whistle", json={"units": [dept]})
         assert r.status_code == 200, r.text
@@ -172,6 +178,10 @@ async def replay_after_the_cause_is_fixed(run: FaultRun, request_id: str) -> Non
             return any(a["unit"] == dept and a.get("acknowledged_at") for a in case["assignments"])
 
         await eventually(acknowledged, timeout=60, interval=0.5, what="the replayed command")
+        await eventually(lambda: gauge(0.0), timeout=30, what=f"{pending} 0")
+        ack = AcknowledgeCase.ce_type()
+        handled = f'tongxin_event_age_seconds_count{{consumer="routing.commands",type="{ack}"}}'
+        assert metric(await http.get("/metrics"), handled) == 1.0
 
     acks = [
         r
@@ -182,6 +192,15 @@ async def replay_after_the_cause_is_fixed(run: FaultRun, request_id: str) -> Non
     ]
     assert len(acks) == 1, f"{len(acks)} case.acknowledged for {dept}"
     REPORT.append({"scenario": "  dlq replay after the fix", "processed": 1, "lost": 0})
+
+
+def metric(response: httpx.Response, series: str) -> float | None:
+    """One sample of a Prometheus text exposition, or None when the series is absent."""
+    for line in response.text.splitlines():
+        name, _, value = line.rpartition(" ")
+        if name == series:
+            return float(value)
+    return None
 
 
 def run_token(run: FaultRun, role: Role) -> str:

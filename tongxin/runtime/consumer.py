@@ -16,6 +16,7 @@ import random
 import time
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
+from datetime import UTC, datetime
 
 from aiokafka import AIOKafkaProducer, ConsumerRecord, TopicPartition
 from aiokafka.errors import (
@@ -341,6 +342,9 @@ class ConsumerRunner:
         self.metrics.handler_seconds.labels(self.name, env.type).observe(
             time.perf_counter() - started
         )
+        # from the event's ce_time (when its producer committed it) to handled here
+        age = (datetime.now(UTC) - env.time).total_seconds()
+        self.metrics.event_age.labels(self.name, env.type).observe(max(0.0, age))
         self.metrics.events_consumed.labels(self.name, topic, env.type, "handled").inc()
 
     async def _dead_letter(

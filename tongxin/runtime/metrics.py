@@ -36,6 +36,13 @@ class Metrics:
             ["consumer", "type"],
             registry=r,
         )
+        self.event_age = Histogram(
+            "tongxin_event_age_seconds",
+            "From an event's time (its producer's commit) until this consumer handled it",
+            ["consumer", "type"],
+            buckets=(0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300, 1800),
+            registry=r,
+        )
         self.handler_retries = Counter(
             "tongxin_event_handler_retries_total",
             "Handler attempts that failed and were retried",

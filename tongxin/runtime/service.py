@@ -26,6 +26,7 @@ from pymongo.asynchronous.database import AsyncDatabase
 
 from tongxin.runtime.auth import Principal, install_verifier, principal_from_header
 from tongxin.runtime.consumer import ConsumerRunner, Handler, RetryPolicy
+from tongxin.runtime.dlq import watch_pending
 from tongxin.runtime.errors import ApiError, install_error_handlers
 from tongxin.runtime.kafka import (
     KafkaSecurity,
@@ -168,6 +169,21 @@ async def start_runtime(
             )
             await runner.start()
             rt.consumers.append(runner)
+        consumed = sorted({t for c in rt.consumers for t in c.topics})
+        if consumed:
+            rt.tasks.append(
+                asyncio.create_task(
+                    watch_pending(
+                        settings.kafka_bootstrap,
+                        consumed,
+                        metrics.dlq_pending,
+                        rt.stopping,
+                        interval=settings.dlq_watch_interval_s,
+                        security=security,
+                    ),
+                    name=f"{name}:dlq-watch",
+                )
+            )
     except BaseException:
         await stop_runtime(rt)
         raise

@@ -84,6 +84,8 @@ class ServiceSettings(BaseSettings):
     consumer_backoff_initial_s: float = Field(default=0.2, ge=0)
     consumer_backoff_max_s: float = Field(default=5.0, ge=0)
     outbox_poll_interval_s: float = Field(default=0.5, gt=0)
+    # How often each service counts the records waiting on the DLQs of what it consumes.
+    dlq_watch_interval_s: float = Field(default=30.0, gt=0)
     # Editable seed data (communities, units, volunteers) and the routing policy file.
     seed_dir: Path = REPO_ROOT / "deploy" / "seed"
 
