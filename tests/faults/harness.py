@@ -143,17 +143,26 @@ class Audit:
         return not self.lost and not self.duplicated
 
 
-async def audit(run: FaultRun, ids: list[str], settle: float = 90.0) -> Audit:
-    """Wait (bounded) for the pipeline to settle, then count lost and doubled effects."""
+async def audit(
+    run: FaultRun, ids: list[str], *, stall: float = 45.0, limit: float = 900.0
+) -> Audit:
+    """Wait for the pipeline to work through ``ids``, then count lost and doubled effects.
+
+    Waiting goes on while work progresses (a backlog after a fault is slow, not lost) and
+    ends when everything arrived, when nothing moved for ``stall`` s, or after ``limit`` s.
+    """
     client: AsyncMongoClient[Doc] = AsyncMongoClient(run.local.mongodb_uri)
     cases = client[run.db("routing")].cases
-    deadline = time.monotonic() + settle
-    routed = 0
-    while time.monotonic() < deadline:
+    started = last_move = time.monotonic()
+    routed, seen = 0, (-1, -1)
+    while time.monotonic() - last_move < stall and time.monotonic() - started < limit:
         routed = await cases.count_documents({"request_id": {"$in": ids}})
         hooked = {b.get("request_id") for b in run.sink.matching(event_type="case.routed")}
-        if routed >= len(ids) and set(ids) <= hooked:
+        done = len(set(ids) & hooked)
+        if routed >= len(ids) and done == len(ids):
             break
+        if (routed, done) != seen:
+            seen, last_move = (routed, done), time.monotonic()
         await asyncio.sleep(0.5)
     lost: list[str] = []
     duplicated: list[str] = []

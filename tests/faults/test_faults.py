@@ -10,6 +10,7 @@ import sys
 import time
 
 import httpx
+import pytest
 
 from services.routing.handlers import case_id_for
 from tests.faults.conftest import DURATION, RATE, REPORT
@@ -24,6 +25,9 @@ from tongxin.runtime.auth import Role, mint_token
 from tongxin.runtime.dlq import Parked, list_parked
 from tongxin.runtime.kafka import make_producer
 from tongxin.runtime.settings import ServiceSettings
+
+# a full-size run (make faults) drains a backlog after each fault; CI size takes ~1 min each
+pytestmark = pytest.mark.timeout(1500)
 
 
 async def check(name: str, run: FaultRun, load: Load, recovery_s: float | None = None) -> None:
