@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import os
 import tempfile
+import time
 from collections import Counter
 from pathlib import Path
 from typing import Any
@@ -66,10 +67,21 @@ async def test_killing_notify_mid_batch_and_restarting_delivers_nothing_twice(
         procs.update(start_services(env, ["notify"], log_dir=logs))
         await asyncio.to_thread(wait_ready, env, ["notify"], 120)
 
+        # Settled: every delivery sent or sending, and nothing changed for 2 s — a "sending"
+        # of the restarted process is an attempt in flight (the sink answers in 0.4 s), not
+        # an uncertain one left by the kill.
+        last: dict[str, Any] = {"seen": None, "at": 0.0}
+
         async def settled() -> list[Doc]:
             docs = [d async for d in deliveries.find({"recipient": "staff:duty"})]
             done = [d for d in docs if d["status"] in ("sent", "sending")]
-            return docs if len(docs) == N and len(done) == N else []
+            if len(docs) != N or len(done) != N:
+                return []
+            seen = sorted((d["_id"], d["status"]) for d in docs)
+            if seen != last["seen"]:
+                last.update(seen=seen, at=time.monotonic())
+                return []
+            return docs if time.monotonic() - last["at"] >= 2.0 else []
 
         docs = await eventually(settled, timeout=90, what="every delivery settled")
         per_request = Counter(h.json()["request_id"] for h in sink.hits)
