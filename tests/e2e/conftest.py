@@ -19,7 +19,9 @@ def platform(stack: LocalStack) -> Iterator[Platform]:
     run = unique("e2e")
     env = platform_env(stack.service_env(), run, sink, TONGXIN_DEADLINE_SCALE="0.001")
     p = Platform(env, sink, Path(tempfile.mkdtemp(prefix=f"{run}-logs-")))
-    p.start()
-    yield p
-    p.stop()
-    sink.stop()
+    try:
+        p.start()
+        yield p
+    finally:  # also when a service fails to start: leave no process behind
+        p.stop()
+        sink.stop()

@@ -17,9 +17,11 @@ DURATION = float(os.environ.get("TONGXIN_FAULTS_DURATION", "15"))
 @pytest.fixture(scope="module")
 def fault_run() -> Iterator[FaultRun]:
     run = FaultRun.create()
-    run.start()
-    yield run
-    run.close()
+    try:
+        run.start()
+        yield run
+    finally:  # also when a service fails to start: leave no process behind
+        run.close()
 
 
 def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
