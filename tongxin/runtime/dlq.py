@@ -182,8 +182,8 @@ async def pending_counts(
     consumer = make_consumer(
         bootstrap=bootstrap, security=security, group_id=REPLAY_GROUP, enable_auto_commit=False
     )
-    await consumer.start()
     try:
+        await consumer.start()  # inside: a failed start still closes the client
         counts: dict[str, int] = {}
         for topic in topics:
             dlq = dlq_name(topic)

@@ -239,8 +239,11 @@ class _Committer:
                 return
             except Exception:
                 # one callback refused (a duplicate event, a stale read, a domain error):
-                # each runs again on its own and gets its own outcome
-                await asyncio.gather(*(self._alone(it) for it in items))
+                # each runs again on its own and gets its own outcome — one after another,
+                # since concurrent transactions conflict (SecantusDB: even on distinct
+                # documents) and up to 64 of them at once retried into a livelock under load
+                for it in items:
+                    await self._alone(it)
                 return
             for it, res in zip(items, results, strict=True):
                 if not it.fut.done():
