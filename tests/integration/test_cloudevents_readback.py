@@ -12,11 +12,9 @@ without any Tongxin code on the read side.
 from __future__ import annotations
 
 import json
-from collections.abc import AsyncIterator
 from datetime import UTC, datetime
 from typing import Any
 
-import pytest
 from aiokafka import AIOKafkaProducer
 from cloudevents.core.bindings import kafka as ce_core_kafka
 from cloudevents.v1 import kafka as ce_kafka
@@ -28,8 +26,8 @@ from tongxin.contracts.envelope import Envelope
 from tongxin.contracts.events import EVENT_MODELS, Event
 from tongxin.contracts.topics import TOPICS
 from tongxin.devstack.stack import LocalStack
-from tongxin.runtime.kafka import ensure_topics, make_producer
-from tongxin.runtime.mongo import Doc, ensure_indexes, in_transaction, make_client
+from tongxin.runtime.kafka import ensure_topics
+from tongxin.runtime.mongo import Doc, ensure_indexes, in_transaction
 from tongxin.runtime.outbox import OUTBOX_INDEXES, KafkaPublisher, MongoOutbox, OutboxRelay
 
 SOURCE = "/tongxin/readback-test"
@@ -84,18 +82,6 @@ def test_a_sample_exists_for_every_contract_type() -> None:
     assert {t for _, t in PAIRS} == set(EVENT_MODELS)
     for _, ce_type in PAIRS:
         assert sample_event(ce_type).ce_type() == ce_type
-
-
-@pytest.fixture
-async def clients(
-    stack: LocalStack,
-) -> AsyncIterator[tuple[AsyncMongoClient[Doc], AIOKafkaProducer]]:
-    client = make_client(stack.mongodb_uri)
-    producer = make_producer(stack.bootstrap, idempotence=stack.broker_kind != "tansu")
-    await producer.start()
-    yield client, producer
-    await producer.stop()
-    await client.close()
 
 
 async def test_every_event_type_round_trips_through_the_cloudevents_kafka_binding(

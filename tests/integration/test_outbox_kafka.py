@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
 from datetime import UTC, datetime
 from typing import Any
 
@@ -16,8 +15,8 @@ from tests.support import eventually, headers_of, read_topic, unique
 from tongxin.contracts.envelope import Envelope
 from tongxin.contracts.events import RequestSubmitted, Submitter
 from tongxin.devstack.stack import LocalStack
-from tongxin.runtime.kafka import ensure_topics, make_producer
-from tongxin.runtime.mongo import Doc, ensure_indexes, in_transaction, make_client
+from tongxin.runtime.kafka import ensure_topics
+from tongxin.runtime.mongo import Doc, ensure_indexes, in_transaction
 from tongxin.runtime.outbox import (
     OUTBOX_INDEXES,
     KafkaPublisher,
@@ -41,16 +40,6 @@ def submitted(request_id: str) -> Envelope:
     return Envelope.wrap(ev, "/tongxin/intake")
 
 
-@pytest.fixture
-async def env(stack: LocalStack) -> AsyncIterator[tuple[AsyncMongoClient[Doc], AIOKafkaProducer]]:
-    client = make_client(stack.mongodb_uri)
-    producer = make_producer(stack.bootstrap, idempotence=stack.broker_kind != "tansu")
-    await producer.start()
-    yield client, producer
-    await producer.stop()
-    await client.close()
-
-
 TOPIC = "tongxin.requests.v1"
 
 
@@ -66,9 +55,9 @@ async def fresh_outbox(
 
 
 async def test_committed_records_are_published_in_order_and_aborted_ones_never(
-    stack: LocalStack, env: tuple[AsyncMongoClient[Doc], AIOKafkaProducer]
+    stack: LocalStack, clients: tuple[AsyncMongoClient[Doc], AIOKafkaProducer]
 ) -> None:
-    client, producer = env
+    client, producer = clients
     db, prefix, outbox = await fresh_outbox(stack, client)
     events = [submitted("YS-20260101-000001") for _ in range(5)]
 
@@ -109,10 +98,10 @@ async def test_committed_records_are_published_in_order_and_aborted_ones_never(
 
 
 async def test_two_replicas_relays_publish_each_record_once(
-    stack: LocalStack, env: tuple[AsyncMongoClient[Doc], AIOKafkaProducer]
+    stack: LocalStack, clients: tuple[AsyncMongoClient[Doc], AIOKafkaProducer]
 ) -> None:
     """With a relay lease, two replicas of a service do not both publish the outbox."""
-    client, producer = env
+    client, producer = clients
     db, prefix, outbox = await fresh_outbox(stack, client)
     relays = [
         OutboxRelay(
