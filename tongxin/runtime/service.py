@@ -26,6 +26,7 @@ from pymongo.asynchronous.database import AsyncDatabase
 
 from tongxin.runtime.auth import Principal, install_verifier, principal_from_header
 from tongxin.runtime.consumer import ConsumerRunner, Handler, RetryPolicy
+from tongxin.runtime.debug import install_task_dump
 from tongxin.runtime.dlq import watch_pending
 from tongxin.runtime.errors import ApiError, install_error_handlers
 from tongxin.runtime.kafka import (
@@ -187,6 +188,7 @@ async def start_runtime(
     except BaseException:
         await stop_runtime(rt)
         raise
+    install_task_dump()
     log.info("service started", extra={"service": name})
     return rt
 
