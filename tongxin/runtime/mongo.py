@@ -5,6 +5,8 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+import random
+import time
 from collections.abc import Awaitable, Callable, Sequence
 from contextvars import ContextVar
 from dataclasses import dataclass, field
@@ -164,24 +166,75 @@ def defer_insert(session: AsyncClientSession | None, col: AsyncCollection[Doc], 
     return True
 
 
+# how long a transaction that lost a write conflict is retried before the caller gets the
+# error (PyMongo's ``with_transaction`` retries any transient error for 120 s, including the
+# database being away: callers then waited two minutes instead of answering 503)
+CONFLICT_RETRY_S = float(os.environ.get("TONGXIN_TXN_RETRY_S", "30"))
+_BACKOFF_FIRST_S, _BACKOFF_MAX_S = 0.005, 0.5
+
+
+def _conflict(exc: BaseException) -> bool:
+    """A transient transaction error worth running again at once: a write conflict or a
+    transaction the server forgot — not the database being unreachable (``ConnectionFailure``,
+    which PyMongo labels transient too), where waiting only delays the caller's 503."""
+    return (
+        isinstance(exc, PyMongoError)
+        and exc.has_error_label("TransientTransactionError")
+        and not isinstance(exc, ConnectionFailure)
+    )
+
+
 async def _run(
     client: AsyncMongoClient[Doc],
     fns: Sequence[Callable[[AsyncClientSession], Awaitable[Any]]],
     grouped: bool,
 ) -> list[Any]:
+    """Run ``fns`` in one transaction: retried on write conflicts (with jittered backoff,
+    for up to ``CONFLICT_RETRY_S``), the commit retried while its outcome is unknown; a
+    connection failure goes to the caller at once."""
     async with client.start_session() as session:
-
-        async def callback(s: AsyncClientSession) -> list[Any]:
-            scope = _Scope(s, grouped)
+        deadline = time.monotonic() + CONFLICT_RETRY_S
+        attempt = 0
+        while True:
+            if attempt:
+                backoff = random.random() * min(_BACKOFF_FIRST_S * 1.5**attempt, _BACKOFF_MAX_S)
+                await asyncio.sleep(backoff)
+            attempt += 1
+            await session.start_transaction()
+            scope = _Scope(session, grouped)
             token = _SCOPE.set(scope)
             try:
-                out = [await fn(s) for fn in fns]
+                out = [await fn(session) for fn in fns]
                 await scope.flush()
+            except BaseException as exc:
+                if session.in_transaction:
+                    await session.abort_transaction()  # best effort; errors are swallowed
+                if _conflict(exc) and time.monotonic() < deadline:
+                    continue
+                raise
             finally:
                 _SCOPE.reset(token)
+            try:
+                await _commit(session, deadline)
+            except PyMongoError as exc:
+                if _conflict(exc) and time.monotonic() < deadline:
+                    continue
+                raise
             return out
 
-        return await session.with_transaction(callback)
+
+async def _commit(session: AsyncClientSession, deadline: float) -> None:
+    """Commit; while the outcome is unknown and the database answers, ask again (committing
+    twice is safe: the server answers for the transaction it already committed)."""
+    while True:
+        try:
+            await session.commit_transaction()
+            return
+        except PyMongoError as exc:
+            unknown = exc.has_error_label("UnknownTransactionCommitResult")
+            if unknown and not isinstance(exc, ConnectionFailure) and time.monotonic() < deadline:
+                continue
+            raise
 
 
 @dataclass(eq=False)

@@ -1,0 +1,144 @@
+"""``in_transaction`` on a real SecantusDB: grouped commits keep each caller's outcome, write
+conflicts are retried, and a database that goes away is reported at once, not retried."""
+
+from __future__ import annotations
+
+import asyncio
+import tempfile
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from pathlib import Path
+
+import pytest
+from pymongo import AsyncMongoClient, monitoring
+from pymongo.asynchronous.client_session import AsyncClientSession
+from pymongo.errors import ConnectionFailure
+
+from tests.support import unique
+from tongxin.devstack.procs import free_port
+from tongxin.devstack.servers import SecantusServer
+from tongxin.devstack.stack import LocalStack
+from tongxin.runtime import mongo
+from tongxin.runtime.mongo import AlreadyHandled, Doc, handle_once, in_transaction, make_client
+
+
+class Refused(Exception):
+    """A domain error raised inside one caller's transaction."""
+
+
+@pytest.fixture
+async def client(stack: LocalStack) -> AsyncIterator[AsyncMongoClient[Doc]]:
+    c = make_client(stack.mongodb_uri)
+    yield c
+    await c.close()
+
+
+class Commits(monitoring.CommandListener):
+    """Counts the commits a client sends."""
+
+    def __init__(self) -> None:
+        self.n = 0
+
+    def started(self, event: monitoring.CommandStartedEvent) -> None:
+        self.n += event.command_name == "commitTransaction"
+
+    def succeeded(self, event: monitoring.CommandSucceededEvent) -> None:
+        pass
+
+    def failed(self, event: monitoring.CommandFailedEvent) -> None:
+        pass
+
+
+async def test_concurrent_callers_are_grouped_and_each_gets_its_own_outcome(
+    stack: LocalStack, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(mongo, "MAX_INFLIGHT", 1)  # the rest queue and commit in groups
+    commits = Commits()
+    client: AsyncMongoClient[Doc] = AsyncMongoClient(stack.mongodb_uri, event_listeners=[commits])
+    col = client[unique("txn_")]["docs"]
+    await col.insert_one({"_id": "counter", "n": 0})
+
+    def caller(i: int, refuse: bool) -> Callable[[AsyncClientSession], Awaitable[int]]:
+        async def fn(s: AsyncClientSession) -> int:
+            await col.update_one({"_id": "counter"}, {"$inc": {"n": 1}}, session=s)
+            if refuse:
+                raise Refused(i)
+            await col.insert_one({"_id": f"doc-{i}"}, session=s)
+            return i
+
+        return fn
+
+    try:
+        # 30 callers, none refused: they share a few commits
+        first = await asyncio.gather(*(in_transaction(client, caller(i, False)) for i in range(30)))
+        assert first == list(range(30))
+        assert commits.n < 10, commits.n
+        # 30 more, every tenth refused: the group fails, each runs alone for its own outcome
+        results = await asyncio.gather(
+            *(in_transaction(client, caller(i, i % 10 == 3)) for i in range(30, 60)),
+            return_exceptions=True,
+        )
+        done = await col.count_documents({"_id": {"$regex": "^doc-"}})
+        counter = (await col.find_one({"_id": "counter"}) or {})["n"]
+    finally:
+        await client.close()
+    assert [r.args[0] for r in results if isinstance(r, Refused)] == [33, 43, 53]
+    assert [r for r in results if not isinstance(r, Refused)] == [
+        i for i in range(30, 60) if i % 10 != 3
+    ]
+    # a refused caller changed nothing: neither its insert nor its increment stayed
+    assert (done, counter) == (57, 57)
+
+
+async def test_an_event_is_applied_once_however_many_deliver_it(
+    client: AsyncMongoClient[Doc],
+) -> None:
+    db = client[unique("txn_")]
+    await db[mongo.PROCESSED].create_index([("consumer", 1), ("event_id", 1)], unique=True)
+
+    async def apply(s: AsyncClientSession) -> None:
+        await db.effects.insert_one({"event": "e-1"}, session=s)
+
+    outcomes = await asyncio.gather(
+        *(handle_once(client, db, "test", "e-1", apply) for _ in range(12))
+    )
+    assert outcomes.count(True) == 1
+    assert await db.effects.count_documents({}) == 1
+    with pytest.raises(AlreadyHandled):
+        await in_transaction(client, lambda s: mongo.record_event_once(db, s, "test", "e-1"))
+
+
+@pytest.fixture
+def own_db() -> Iterator[SecantusServer]:
+    server = SecantusServer(Path(tempfile.mkdtemp(prefix="tongxin-txn-")), free_port())
+    server.start()
+    yield server
+    server.stop()
+
+
+async def test_a_stopped_database_is_reported_at_once_and_recovers(
+    own_db: SecantusServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(mongo, "MAX_INFLIGHT", 1)
+    c = make_client(own_db.uri, timeout_ms=2000)
+    try:
+        col = c.tx.docs
+
+        async def write(s: AsyncClientSession) -> None:
+            await col.insert_one({}, session=s)
+
+        await in_transaction(c, write)
+        await asyncio.to_thread(own_db.stop)
+        # one caller alone and a queue of them: each sees the connection failure. PyMongo's
+        # with_transaction retried it for 120 s; the bound here only tells a hang from an answer
+        outcomes = await asyncio.wait_for(
+            asyncio.gather(*(in_transaction(c, write) for _ in range(20)), return_exceptions=True),
+            timeout=60,
+        )
+        assert all(isinstance(o, ConnectionFailure) for o in outcomes), outcomes
+        await asyncio.to_thread(own_db.start)
+        await asyncio.wait_for(
+            asyncio.gather(*(in_transaction(c, write) for _ in range(20))), timeout=60
+        )
+        assert await col.count_documents({}) == 21
+    finally:
+        await c.close()
