@@ -109,7 +109,9 @@ async def test_database_restart_answers_503_and_recovers(fault_run: FaultRun) ->
         recovery = time.monotonic() - t0
 
     await under_load(fault_run, load, fault)
-    assert seen_503 == [503] and codes == ["unavailable"], (seen_503, codes)
+    # unavailable: the probe's own transaction met the stopped database; busy: it was still
+    # queued behind the load's when the limit ran out (nothing stored either way)
+    assert seen_503 == [503] and codes[0] in ("unavailable", "busy"), (seen_503, codes)
     assert all(code == 503 for code in load.refused), dict(load.refused)
     await check("database restart", fault_run, load, recovery)
 

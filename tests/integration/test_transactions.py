@@ -142,3 +142,34 @@ async def test_a_stopped_database_is_reported_at_once_and_recovers(
         assert await col.count_documents({}) == 21
     finally:
         await c.close()
+
+
+async def test_a_caller_that_waits_too_long_for_a_slot_gets_busy_and_nothing_is_stored(
+    client: AsyncMongoClient[Doc], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(mongo, "MAX_INFLIGHT", 1)
+    col = client[unique("txn_")]["docs"]
+    release = asyncio.Event()
+
+    async def slow(s: AsyncClientSession) -> None:
+        await col.insert_one({"_id": "slow"}, session=s)
+        await release.wait()
+
+    def write(name: str) -> Callable[[AsyncClientSession], Awaitable[None]]:
+        async def fn(s: AsyncClientSession) -> None:
+            await col.insert_one({"_id": name}, session=s)
+
+        return fn
+
+    holder = asyncio.create_task(in_transaction(client, slow))
+    await asyncio.sleep(0.2)  # the only slot is taken
+    patient = asyncio.create_task(in_transaction(client, write("patient")))
+    token = mongo.QUEUE_TIMEOUT.set(0.3)
+    try:
+        with pytest.raises(mongo.Busy):
+            await in_transaction(client, write("hasty"))
+    finally:
+        mongo.QUEUE_TIMEOUT.reset(token)
+    release.set()
+    await asyncio.wait_for(asyncio.gather(holder, patient), timeout=60)
+    assert sorted([d["_id"] async for d in col.find({})]) == ["patient", "slow"]

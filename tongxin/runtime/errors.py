@@ -11,6 +11,8 @@ from fastapi.responses import JSONResponse
 from pymongo.errors import ConnectionFailure, PyMongoError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from tongxin.runtime.mongo import Busy
+
 log = logging.getLogger(__name__)
 
 
@@ -71,6 +73,15 @@ def install_error_handlers(app: FastAPI) -> None:
             error_body("unavailable", "The database is unavailable; try again shortly."),
             503,
             headers={"Retry-After": "5"},
+        )
+
+    @app.exception_handler(Busy)
+    async def _busy(_req: Request, exc: Busy) -> JSONResponse:
+        log.warning("overloaded: request refused", extra={"error": str(exc)})
+        return JSONResponse(
+            error_body("busy", "The service is overloaded; nothing was stored. Try again shortly."),
+            503,
+            headers={"Retry-After": "2"},
         )
 
     @app.exception_handler(PyMongoError)

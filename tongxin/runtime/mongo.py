@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import os
 import random
@@ -16,7 +17,13 @@ from pymongo import AsyncMongoClient, monitoring
 from pymongo.asynchronous.client_session import AsyncClientSession
 from pymongo.asynchronous.collection import AsyncCollection
 from pymongo.asynchronous.database import AsyncDatabase
-from pymongo.errors import BulkWriteError, ConnectionFailure, DuplicateKeyError, PyMongoError
+from pymongo.errors import (
+    BulkWriteError,
+    ConnectionFailure,
+    DuplicateKeyError,
+    PyMongoError,
+    ServerSelectionTimeoutError,
+)
 
 log = logging.getLogger(__name__)
 
@@ -237,10 +244,23 @@ async def _commit(session: AsyncClientSession, deadline: float) -> None:
             raise
 
 
+class Busy(Exception):
+    """A transaction waited for a free slot longer than its caller allows; nothing of it ran
+    (HTTP callers answer 503 ``busy``: under overload a fast refusal beats a reply after the
+    client gave up, and nothing half-done is left behind)."""
+
+
+# how long a caller's transaction may wait in the queue before it gets ``Busy``; None:
+# as long as it takes (consumers, whose backlog waits in Kafka anyway). Set per HTTP
+# request by the service runtime.
+QUEUE_TIMEOUT: ContextVar[float | None] = ContextVar("tongxin_txn_queue_timeout", default=None)
+
+
 @dataclass(eq=False)
 class _Item:
     fn: Callable[[AsyncClientSession], Awaitable[Any]]
     fut: asyncio.Future[Any]
+    taken: bool = False  # picked into a running transaction: its outcome will come
 
 
 class _Committer:
@@ -252,20 +272,47 @@ class _Committer:
         self.queue: list[_Item] = []
         self.tasks: set[asyncio.Task[None]] = set()
 
-    async def submit(self, fn: Callable[[AsyncClientSession], Awaitable[T]]) -> T:
+    async def submit(
+        self, fn: Callable[[AsyncClientSession], Awaitable[T]], queue_timeout: float | None = None
+    ) -> T:
         if self.inflight < MAX_INFLIGHT and not self.queue:
             self.inflight += 1
             try:
                 result: T = (await _run(self.client, [fn], False))[0]
                 return result
+            except ServerSelectionTimeoutError as exc:
+                self._fail_queue(exc)
+                raise
             finally:
                 self.inflight -= 1
                 self._spawn()
         item = _Item(fn, asyncio.get_running_loop().create_future())
         self.queue.append(item)
         self._spawn()
-        out: T = await item.fut
-        return out
+        try:
+            if queue_timeout is None or item.taken:
+                out: T = await item.fut
+                return out
+            out = await asyncio.wait_for(asyncio.shield(item.fut), queue_timeout)
+            return out
+        except TimeoutError:
+            if item.taken:  # started meanwhile: wait for the outcome it is committing
+                out = await item.fut
+                return out
+            raise Busy(f"no transaction slot within {queue_timeout:g} s") from None
+        finally:
+            if not item.taken and not item.fut.done():  # timed out or cancelled in the queue
+                with contextlib.suppress(ValueError):
+                    self.queue.remove(item)
+                item.fut.cancel()
+
+    def _fail_queue(self, exc: BaseException) -> None:
+        """The database could not be reached for a whole server-selection timeout: whoever
+        waits for a slot would only meet the same, one slot at a time."""
+        waiting, self.queue = self.queue, []
+        for it in waiting:
+            if not it.fut.done():
+                it.fut.set_exception(exc)
 
     def _spawn(self) -> None:
         while self.queue and self.inflight < MAX_INFLIGHT:
@@ -273,6 +320,8 @@ class _Committer:
             del self.queue[:MAX_GROUP]
             if not items:
                 continue
+            for it in items:
+                it.taken = True
             self.inflight += 1
             task = asyncio.get_running_loop().create_task(self._group(items))
             self.tasks.add(task)
@@ -289,6 +338,8 @@ class _Committer:
                 for it in items:
                     if not it.fut.done():
                         it.fut.set_exception(exc)
+                if isinstance(exc, ServerSelectionTimeoutError):
+                    self._fail_queue(exc)
                 return
             except Exception:
                 # one callback refused (a duplicate event, a stale read, a domain error):
@@ -344,7 +395,7 @@ async def in_transaction(
     if _SCOPE.get() is not None or MAX_GROUP <= 1:
         result: T = (await _run(client, [fn], False))[0]
         return result
-    return await _committer(client).submit(fn)
+    return await _committer(client).submit(fn, QUEUE_TIMEOUT.get())
 
 
 class AlreadyHandled(Exception):

@@ -12,7 +12,9 @@ each route that does not document them itself, the SPEC error shape
 - 404 — the route has path parameters (unknown id, or outside the caller's scope);
 - 409 — the route changes state (POST, PUT, PATCH, DELETE): a conflict, an invalid
   transition, an idempotency key reused with another body;
-- 422 — the route takes parameters or a body, or changes state: validation failed.
+- 422 — the route takes parameters or a body, or changes state: validation failed;
+- 503 — every route: the database is unreachable (``unavailable``) or, for a write, the
+  service is overloaded (``busy``); nothing was stored and ``Retry-After`` says when to retry.
 
 A route's own ``responses=`` entries win, so a route with other answers (429, 413, …)
 documents them next to its decorator.
@@ -49,6 +51,8 @@ DESCRIPTIONS = {
     404: "No such object, or not one the caller may see.",
     409: "Conflict with the object's current state.",
     422: "The request is not valid.",
+    503: "The database is unavailable, or the service is overloaded; nothing was stored. "
+    "Retry after the seconds in Retry-After.",
 }
 
 
@@ -69,6 +73,7 @@ def error_statuses(method: str, operation: dict[str, Any]) -> list[int]:
         out.append(409)
     if takes_input or writes or has_path:
         out.append(422)
+    out.append(503)
     return out
 
 

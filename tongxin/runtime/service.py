@@ -40,6 +40,7 @@ from tongxin.runtime.logs import configure_logging
 from tongxin.runtime.metrics import Metrics
 from tongxin.runtime.mongo import (
     PROCESSED_INDEXES,
+    QUEUE_TIMEOUT,
     Doc,
     IndexSpec,
     ensure_indexes,
@@ -332,7 +333,12 @@ def create_service_app(
         request: Request, call_next: Callable[[Request], Awaitable[Response]]
     ) -> Response:
         started = time.perf_counter()
-        response = await call_next(request)
+        # the app runs in a task of its own that copies this context
+        token = QUEUE_TIMEOUT.set(settings.http_txn_queue_timeout_s)
+        try:
+            response = await call_next(request)
+        finally:
+            QUEUE_TIMEOUT.reset(token)
         route = request.scope.get("route")
         path = getattr(route, "path", "unmatched")
         metrics.http_requests.labels(request.method, path, str(response.status_code)).inc()

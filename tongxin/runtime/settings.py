@@ -86,6 +86,9 @@ class ServiceSettings(BaseSettings):
     outbox_poll_interval_s: float = Field(default=0.5, gt=0)
     # How often each service counts the records waiting on the DLQs of what it consumes.
     dlq_watch_interval_s: float = Field(default=30.0, gt=0)
+    # Under overload, how long an HTTP request's transaction may wait for a free database
+    # slot before the caller gets 503 ``busy`` (nothing stored); consumers wait as needed.
+    http_txn_queue_timeout_s: float = Field(default=5.0, gt=0)
     # Editable seed data (communities, units, volunteers) and the routing policy file.
     seed_dir: Path = REPO_ROOT / "deploy" / "seed"
 
