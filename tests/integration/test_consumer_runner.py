@@ -205,3 +205,44 @@ async def test_poison_records_are_parked_and_the_partition_moves_on(
     assert "ValueError: cannot handle this one" in h["x-error"]
     assert h["ce_id"] == bad.id  # the original record, headers and all
     assert failed.value == encode_record(bad)[1]
+
+
+async def test_a_stop_gives_up_records_stuck_past_the_grace_and_they_come_again(
+    stack: LocalStack, topic: str, producer: AIOKafkaProducer
+) -> None:
+    quick, stuck = submitted("YS-3a"), submitted("YS-3b")
+    stuck_started = asyncio.Event()
+    cancelled: list[str] = []
+    handled: list[str] = []
+
+    async def handle(env: Envelope) -> None:
+        if env.id == stuck.id and not handled.count("again"):
+            stuck_started.set()
+            try:
+                await asyncio.Event().wait()  # e.g. a transaction queued behind a backlog
+            except asyncio.CancelledError:
+                cancelled.append(env.id)
+                raise
+        handled.append(env.id)
+
+    group = unique("g.")
+    r = runner(stack, topic, producer, {quick.type: handle}, group)
+    r.stop_grace = 0.5
+    await r.start()
+    try:
+        await send(producer, topic, quick)
+        await send(producer, topic, stuck)
+        await asyncio.wait_for(stuck_started.wait(), 30)
+        await eventually(lambda: _eq(asyncio.sleep(0, handled), [quick.id]), what="quick one")
+    finally:
+        await asyncio.wait_for(r.stop(), 30)  # bounded by the grace, not by the stuck record
+    assert cancelled == [stuck.id]
+    assert await committed(stack, group, topic) == 1  # only what was handled
+    handled.append("again")
+    again = runner(stack, topic, producer, {quick.type: handle}, group)
+    await again.start()
+    try:
+        await eventually(lambda: _eq(committed(stack, group, topic), 2), what="stuck one again")
+    finally:
+        await again.stop()
+    assert handled == [quick.id, "again", stuck.id]

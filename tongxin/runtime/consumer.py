@@ -117,6 +117,7 @@ class ConsumerRunner:
         max_records: int = 200,
         concurrency: int = 64,
         security: KafkaSecurity = PLAINTEXT,
+        stop_grace: float = 10.0,
     ) -> None:
         self.name = name
         self.topics = list(topics)
@@ -136,7 +137,11 @@ class ConsumerRunner:
             heartbeat_interval_ms=3000,
             max_poll_interval_ms=300000,
         )
+        self.stop_grace = stop_grace
         self._stop = asyncio.Event()
+        # set when the records in hand did not finish within ``stop_grace`` of a stop:
+        # they are given up (their transactions roll back) and delivered again later
+        self._abandon = asyncio.Event()
         self._slots = asyncio.Semaphore(max(1, concurrency))  # records handled at once
         self._task: asyncio.Task[None] | None = None
 
@@ -146,11 +151,41 @@ class ConsumerRunner:
         self._task = asyncio.create_task(self._run(), name=f"consumer:{self.name}")
 
     async def stop(self) -> None:
-        """Finish the record in hand, commit what was handled, leave the group."""
+        """Finish the records in hand (for at most ``stop_grace`` s: under a backlog their
+        transactions can wait long for the database, and a process manager's SIGKILL comes
+        after its own grace), commit what was handled, leave the group."""
         self._stop.set()
         if self._task:
-            await self._task
+            try:
+                await asyncio.wait_for(asyncio.shield(self._task), self.stop_grace)
+            except TimeoutError:
+                log.warning(
+                    "records still in hand at stop are given up; they will be delivered again",
+                    extra={"consumer": self.name, "grace_s": self.stop_grace},
+                )
+                self._abandon.set()
+                await self._task
         await self.consumer.stop()
+
+    async def _unless_abandoned(self, work: Awaitable[None]) -> None:
+        """Run ``work``; if the runner gives up its records meanwhile, cancel it (nothing of
+        an unfinished transaction stays) and raise ``_Stopping`` (the record is unhandled)."""
+        task = asyncio.ensure_future(work)
+        if self._abandon.is_set():
+            task.cancel()
+        else:
+            giving_up = asyncio.ensure_future(self._abandon.wait())
+            try:
+                await asyncio.wait({task, giving_up}, return_when=asyncio.FIRST_COMPLETED)
+            finally:
+                giving_up.cancel()
+            if task.done():
+                task.result()
+                return
+            task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+        raise _Stopping
 
     async def _run(self) -> None:
         while not self._stop.is_set():
@@ -227,7 +262,7 @@ class ConsumerRunner:
                 if self._stop.is_set():
                     break
                 try:
-                    await self._handle_record(rec)
+                    await self._unless_abandoned(self._handle_record(rec))
                 except _Stopping:
                     break
                 handled.add(rec.offset)
@@ -256,7 +291,9 @@ class ConsumerRunner:
                             return
                         try:
                             async with self._slots:
-                                await self._handle_record(rec, turn_of(rec.offset))
+                                await self._unless_abandoned(
+                                    self._handle_record(rec, turn_of(rec.offset))
+                                )
                         except _Stopping:
                             return
                         handled.add(rec.offset)

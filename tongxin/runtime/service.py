@@ -168,6 +168,7 @@ async def start_runtime(
                 metrics=metrics,
                 policy=policy,
                 security=security,
+                stop_grace=settings.consumer_stop_grace_s,
             )
             await runner.start()
             rt.consumers.append(runner)

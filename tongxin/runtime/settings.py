@@ -83,6 +83,9 @@ class ServiceSettings(BaseSettings):
     consumer_max_attempts: int = Field(default=5, ge=1)
     consumer_backoff_initial_s: float = Field(default=0.2, ge=0)
     consumer_backoff_max_s: float = Field(default=5.0, ge=0)
+    # At a stop, how long records in hand may take to finish before they are given up
+    # (rolled back, delivered again later); keep it under the process manager's grace.
+    consumer_stop_grace_s: float = Field(default=10.0, ge=0)
     outbox_poll_interval_s: float = Field(default=0.5, gt=0)
     # How often each service counts the records waiting on the DLQs of what it consumes.
     dlq_watch_interval_s: float = Field(default=30.0, gt=0)
