@@ -12,7 +12,7 @@ from pymongo.asynchronous.client_session import AsyncClientSession
 from pymongo.asynchronous.database import AsyncDatabase
 from pymongo.errors import DuplicateKeyError
 
-from tongxin.runtime.mongo import Doc, IndexSpec
+from tongxin.runtime.mongo import Doc, IndexSpec, defer_insert
 
 REQUESTS = "requests"
 IDEMPOTENCY = "idempotency_keys"
@@ -86,8 +86,11 @@ class RequestStore:
         raise RuntimeError(f"could not allocate a number for {day_key}")
 
     async def insert(self, session: AsyncClientSession, doc: Doc) -> None:
-        """Store a new request."""
-        await self.requests.insert_one(doc, session=session)
+        """Store a new request (at the end of the transaction, with the other requests of a
+        grouped commit in one ``insert_many``: nothing reads it back before the commit, and a
+        duplicate external id still fails the caller's own transaction)."""
+        if not defer_insert(session, self.requests, doc):
+            await self.requests.insert_one(doc, session=session)
 
     async def get(self, request_id: str, session: AsyncClientSession | None = None) -> Doc | None:
         """One request by id."""

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import tempfile
+import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from pathlib import Path
 
@@ -164,12 +165,12 @@ async def test_a_caller_that_waits_too_long_for_a_slot_gets_busy_and_nothing_is_
     holder = asyncio.create_task(in_transaction(client, slow))
     await asyncio.sleep(0.2)  # the only slot is taken
     patient = asyncio.create_task(in_transaction(client, write("patient")))
-    token = mongo.QUEUE_TIMEOUT.set(0.3)
+    token = mongo.WAIT_DEADLINE.set(time.monotonic() + 0.3)
     try:
         with pytest.raises(mongo.Busy):
             await in_transaction(client, write("hasty"))
     finally:
-        mongo.QUEUE_TIMEOUT.reset(token)
+        mongo.WAIT_DEADLINE.reset(token)
     release.set()
     await asyncio.wait_for(asyncio.gather(holder, patient), timeout=60)
     assert sorted([d["_id"] async for d in col.find({})]) == ["patient", "slow"]

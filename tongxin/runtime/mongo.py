@@ -122,11 +122,12 @@ async def wait_ready(client: AsyncMongoClient[Doc], attempts: int = 30, delay: f
 # to ``MAX_GROUP`` queued callbacks one after the other in a single transaction with one
 # commit. Each callback stays atomic (its group commits or aborts as a whole) and sees the
 # writes of those before it, as if they had run serially. Inserts that nothing reads back
-# inside the transaction — outbox records and processed event ids — are deferred to its end
-# and written with one ``insert_many`` per collection. If a grouped transaction fails for
-# any reason other than the database being unreachable, every callback of the group runs
-# again on its own, exactly as it would have without grouping (a duplicate event id then
-# raises :class:`AlreadyHandled` as usual). Nested calls run on their own.
+# inside the transaction — outbox records, processed event ids, intake's new requests — are
+# deferred to its end and written with one ``insert_many`` per collection. If a grouped
+# transaction fails for any reason other than the database being unreachable, every
+# callback of the group runs again on its own, exactly as it would have without grouping
+# (a duplicate event id then raises :class:`AlreadyHandled` as usual). Nested calls run on
+# their own. A database that cannot be reached fails the group and everything queued.
 
 # concurrent transactions per client before callers are grouped, and callbacks per
 # grouped transaction (1 turns grouping off); the environment overrides them for experiments
@@ -250,10 +251,10 @@ class Busy(Exception):
     client gave up, and nothing half-done is left behind)."""
 
 
-# how long a caller's transaction may wait in the queue before it gets ``Busy``; None:
-# as long as it takes (consumers, whose backlog waits in Kafka anyway). Set per HTTP
-# request by the service runtime.
-QUEUE_TIMEOUT: ContextVar[float | None] = ContextVar("tongxin_txn_queue_timeout", default=None)
+# until when (``time.monotonic()``) a caller's transaction may wait in the queue before it
+# gets ``Busy``; None: as long as it takes (consumers, whose backlog waits in Kafka anyway).
+# Set per HTTP request by the service runtime: the request's whole waiting budget.
+WAIT_DEADLINE: ContextVar[float | None] = ContextVar("tongxin_txn_wait_deadline", default=None)
 
 
 @dataclass(eq=False)
@@ -273,7 +274,7 @@ class _Committer:
         self.tasks: set[asyncio.Task[None]] = set()
 
     async def submit(
-        self, fn: Callable[[AsyncClientSession], Awaitable[T]], queue_timeout: float | None = None
+        self, fn: Callable[[AsyncClientSession], Awaitable[T]], deadline: float | None = None
     ) -> T:
         if self.inflight < MAX_INFLIGHT and not self.queue:
             self.inflight += 1
@@ -286,20 +287,22 @@ class _Committer:
             finally:
                 self.inflight -= 1
                 self._spawn()
+        if deadline is not None and deadline <= time.monotonic():
+            raise Busy("no time left to wait for a transaction slot")
         item = _Item(fn, asyncio.get_running_loop().create_future())
         self.queue.append(item)
         self._spawn()
         try:
-            if queue_timeout is None or item.taken:
+            if deadline is None or item.taken:
                 out: T = await item.fut
                 return out
-            out = await asyncio.wait_for(asyncio.shield(item.fut), queue_timeout)
+            out = await asyncio.wait_for(asyncio.shield(item.fut), deadline - time.monotonic())
             return out
         except TimeoutError:
             if item.taken:  # started meanwhile: wait for the outcome it is committing
                 out = await item.fut
                 return out
-            raise Busy(f"no transaction slot within {queue_timeout:g} s") from None
+            raise Busy("no transaction slot in time") from None
         finally:
             if not item.taken and not item.fut.done():  # timed out or cancelled in the queue
                 with contextlib.suppress(ValueError):
@@ -395,7 +398,7 @@ async def in_transaction(
     if _SCOPE.get() is not None or MAX_GROUP <= 1:
         result: T = (await _run(client, [fn], False))[0]
         return result
-    return await _committer(client).submit(fn, QUEUE_TIMEOUT.get())
+    return await _committer(client).submit(fn, WAIT_DEADLINE.get())
 
 
 class AlreadyHandled(Exception):

@@ -8,6 +8,7 @@ the network at import time.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
 import uuid
@@ -40,7 +41,8 @@ from tongxin.runtime.logs import configure_logging
 from tongxin.runtime.metrics import Metrics
 from tongxin.runtime.mongo import (
     PROCESSED_INDEXES,
-    QUEUE_TIMEOUT,
+    WAIT_DEADLINE,
+    Busy,
     Doc,
     IndexSpec,
     ensure_indexes,
@@ -58,6 +60,8 @@ from tongxin.runtime.outbox import (
 from tongxin.runtime.settings import ServiceSettings
 
 log = logging.getLogger(__name__)
+
+WRITE_METHODS = frozenset({"POST", "PUT", "PATCH", "DELETE"})
 
 
 @dataclass(frozen=True, slots=True)
@@ -320,7 +324,29 @@ def create_service_app(
         finally:
             await stop_runtime(rt)
 
-    app = FastAPI(title=title, version="0.1.0", lifespan=lifespan)
+    # under overload, writes beyond the limit wait their turn for at most the write budget,
+    # then get 503 busy before their handler ran (a dependency, so the route is known)
+    writes = asyncio.Semaphore(settings.http_max_concurrent_writes)
+
+    async def admit(request: Request) -> AsyncIterator[None]:
+        if request.method not in WRITE_METHODS:
+            yield
+            return
+        budget = settings.http_write_wait_s
+        deadline = time.monotonic() + budget
+        try:
+            await asyncio.wait_for(writes.acquire(), budget)
+        except TimeoutError:
+            raise Busy(f"no turn for a write within {budget:g} s") from None
+        token = WAIT_DEADLINE.set(deadline)  # what is left of it bounds the database queue
+        try:
+            yield
+        finally:
+            writes.release()
+            with contextlib.suppress(ValueError):  # the exit may run in another context
+                WAIT_DEADLINE.reset(token)
+
+    app = FastAPI(title=title, version="0.1.0", lifespan=lifespan, dependencies=[Depends(admit)])
     app.state.metrics = metrics
     app.state.settings = settings
     install_error_handlers(app)
@@ -334,12 +360,7 @@ def create_service_app(
         request: Request, call_next: Callable[[Request], Awaitable[Response]]
     ) -> Response:
         started = time.perf_counter()
-        # the app runs in a task of its own that copies this context
-        token = QUEUE_TIMEOUT.set(settings.http_txn_queue_timeout_s)
-        try:
-            response = await call_next(request)
-        finally:
-            QUEUE_TIMEOUT.reset(token)
+        response = await call_next(request)
         route = request.scope.get("route")
         path = getattr(route, "path", "unmatched")
         metrics.http_requests.labels(request.method, path, str(response.status_code)).inc()

@@ -89,9 +89,11 @@ class ServiceSettings(BaseSettings):
     outbox_poll_interval_s: float = Field(default=0.5, gt=0)
     # How often each service counts the records waiting on the DLQs of what it consumes.
     dlq_watch_interval_s: float = Field(default=30.0, gt=0)
-    # Under overload, how long an HTTP request's transaction may wait for a free database
-    # slot before the caller gets 503 ``busy`` (nothing stored); consumers wait as needed.
-    http_txn_queue_timeout_s: float = Field(default=5.0, gt=0)
+    # Under overload: writes (POST/PUT/PATCH/DELETE) handled at once per process, and how
+    # long a write may wait — for its turn and for a database slot — before 503 ``busy``
+    # (nothing stored). Consumers are not limited: their backlog waits in Kafka.
+    http_max_concurrent_writes: int = Field(default=64, ge=1)
+    http_write_wait_s: float = Field(default=5.0, gt=0)
     # Editable seed data (communities, units, volunteers) and the routing policy file.
     seed_dir: Path = REPO_ROOT / "deploy" / "seed"
 
