@@ -94,7 +94,12 @@ async def test_database_restart_answers_503_and_recovers(fault_run: FaultRun) ->
         await asyncio.to_thread(db.stop)
         try:
             async with httpx.AsyncClient(base_url=fault_run.url("intake"), timeout=15) as http:
-                r = await http.post("/v1/requests", json=BODY)
+                try:
+                    r = await http.post("/v1/requests", json=BODY)
+                except httpx.TimeoutException:
+                    # intake's log then shows where the request waited (tongxin.runtime.debug)
+                    fault_run.procs["intake"].send_signal(signal.SIGUSR1)
+                    raise
                 seen_503.append(r.status_code)
                 codes.append(r.json()["error"]["code"])
         finally:  # the database comes back whatever the probe saw (later scenarios need it)

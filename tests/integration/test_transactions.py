@@ -174,3 +174,52 @@ async def test_a_caller_that_waits_too_long_for_a_slot_gets_busy_and_nothing_is_
     release.set()
     await asyncio.wait_for(asyncio.gather(holder, patient), timeout=60)
     assert sorted([d["_id"] async for d in col.find({})]) == ["patient", "slow"]
+
+
+async def test_drain_aborts_a_group_still_running_so_it_blocks_nobody_afterwards(
+    stack: LocalStack, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(mongo, "MAX_INFLIGHT", 1)
+    monkeypatch.setattr(mongo, "CONFLICT_RETRY_S", 1.0)  # a conflict surfaces at once
+    c = make_client(stack.mongodb_uri)
+    other = make_client(stack.mongodb_uri)
+    col = c[unique("txn_")]["docs"]
+    await col.insert_one({"_id": "seed"})
+    first_in, stuck_in = asyncio.Event(), asyncio.Event()
+    go = asyncio.Event()
+
+    async def first(s: AsyncClientSession) -> None:
+        first_in.set()
+        await go.wait()
+
+    async def stuck(s: AsyncClientSession) -> None:
+        await col.update_one({"_id": "seed"}, {"$set": {"by": "stuck"}}, session=s)
+        stuck_in.set()
+        await asyncio.Event().wait()  # never finishes (a caller that was given up)
+
+    async def later(s: AsyncClientSession) -> None:
+        await col.insert_one({"_id": "later"}, session=s)
+
+    try:
+        runs = [asyncio.create_task(in_transaction(c, first))]
+        await asyncio.wait_for(first_in.wait(), 30)
+        runs += [asyncio.create_task(in_transaction(c, f)) for f in (stuck, later)]
+        await asyncio.sleep(0.1)  # both queued behind the only slot
+        go.set()
+        await asyncio.wait_for(stuck_in.wait(), 30)  # the group [stuck, later] is running
+        await asyncio.wait_for(mongo.drain_transactions(c, grace=0.2), 30)
+        outcomes = await asyncio.gather(*runs, return_exceptions=True)
+        assert outcomes[0] is None
+        assert all(isinstance(o, BaseException) for o in outcomes[1:]), outcomes
+        # nothing of the group stayed, and its writes no longer block anyone (an event given
+        # up at a stop comes again and touches the same documents)
+        other_col = other[col.database.name]["docs"]
+
+        async def fresh(s: AsyncClientSession) -> None:
+            await other_col.update_one({"_id": "seed"}, {"$set": {"by": "fresh"}}, session=s)
+
+        await asyncio.wait_for(in_transaction(other, fresh), 30)
+        assert [d async for d in other_col.find({})] == [{"_id": "seed", "by": "fresh"}]
+    finally:
+        await c.close()
+        await other.close()

@@ -265,18 +265,29 @@ class _Item:
 
 
 class _Committer:
-    """Per client and event loop: the transactions in flight and those waiting for a slot."""
+    """Per client and event loop: the transactions in flight and those waiting for a slot.
+
+    Callers with a deadline (HTTP requests, someone waiting for the answer) wait in
+    ``urgent`` and get the free slots first, in groups of their own; the others (consumers,
+    whose backlog waits in Kafka anyway) wait in ``queue``. Without this a backlog after an
+    outage filled the groups ahead of new submissions, which then took 20 s.
+    """
 
     def __init__(self, client: AsyncMongoClient[Doc]) -> None:
         self.client = client
         self.inflight = 0
+        self.urgent: list[_Item] = []
         self.queue: list[_Item] = []
         self.tasks: set[asyncio.Task[None]] = set()
+
+    @property
+    def waiting(self) -> int:
+        return len(self.urgent) + len(self.queue)
 
     async def submit(
         self, fn: Callable[[AsyncClientSession], Awaitable[T]], deadline: float | None = None
     ) -> T:
-        if self.inflight < MAX_INFLIGHT and not self.queue:
+        if self.inflight < MAX_INFLIGHT and not self.waiting:
             self.inflight += 1
             try:
                 result: T = (await _run(self.client, [fn], False))[0]
@@ -290,7 +301,8 @@ class _Committer:
         if deadline is not None and deadline <= time.monotonic():
             raise Busy("no time left to wait for a transaction slot")
         item = _Item(fn, asyncio.get_running_loop().create_future())
-        self.queue.append(item)
+        line = self.queue if deadline is None else self.urgent
+        line.append(item)
         self._spawn()
         try:
             if deadline is None or item.taken:
@@ -306,21 +318,23 @@ class _Committer:
         finally:
             if not item.taken and not item.fut.done():  # timed out or cancelled in the queue
                 with contextlib.suppress(ValueError):
-                    self.queue.remove(item)
+                    line.remove(item)
                 item.fut.cancel()
 
     def _fail_queue(self, exc: BaseException) -> None:
         """The database could not be reached for a whole server-selection timeout: whoever
         waits for a slot would only meet the same, one slot at a time."""
-        waiting, self.queue = self.queue, []
+        waiting = [*self.urgent, *self.queue]
+        self.urgent, self.queue = [], []
         for it in waiting:
             if not it.fut.done():
                 it.fut.set_exception(exc)
 
     def _spawn(self) -> None:
-        while self.queue and self.inflight < MAX_INFLIGHT:
-            items = [it for it in self.queue[:MAX_GROUP] if not it.fut.done()]
-            del self.queue[:MAX_GROUP]
+        while self.waiting and self.inflight < MAX_INFLIGHT:
+            line = self.urgent or self.queue
+            items = [it for it in line[:MAX_GROUP] if not it.fut.done()]
+            del line[:MAX_GROUP]
             if not items:
                 continue
             for it in items:
@@ -364,6 +378,22 @@ class _Committer:
             self.inflight -= 1
             self._spawn()
 
+    async def drain(self, grace: float) -> None:
+        """Let the transactions in flight finish (``grace`` s), then abort the rest: a
+        transaction left open when the client closes holds its writes on the server until
+        the server reaps it (SecantusDB: 60 s), and every transaction touching the same
+        collections meanwhile fails with a write conflict — a restarted service stalled."""
+        for it in [*self.urgent, *self.queue]:
+            it.fut.cancel()
+        self.urgent, self.queue = [], []
+        if not self.tasks:
+            return
+        _done, pending = await asyncio.wait(set(self.tasks), timeout=grace)
+        for task in pending:
+            task.cancel()  # _run aborts the transaction on the way out
+        if pending:
+            await asyncio.wait(pending, timeout=5)
+
     async def _alone(self, item: _Item) -> None:
         if item.fut.done():
             return
@@ -388,6 +418,16 @@ def _committer(client: AsyncMongoClient[Doc]) -> _Committer:
         per_loop.clear()  # a client serves one event loop; a new loop starts afresh
         per_loop[id(loop)] = entry
     return entry[1]
+
+
+async def drain_transactions(client: AsyncMongoClient[Doc], grace: float = 10.0) -> None:
+    """Before closing ``client``: finish or abort the grouped transactions still running."""
+    per_loop: dict[int, tuple[asyncio.AbstractEventLoop, _Committer]] = vars(client).get(
+        "_tongxin_committers", {}
+    )
+    entry = per_loop.get(id(asyncio.get_running_loop()))
+    if entry is not None:
+        await entry[1].drain(grace)
 
 
 async def in_transaction(

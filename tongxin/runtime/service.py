@@ -45,6 +45,7 @@ from tongxin.runtime.mongo import (
     Busy,
     Doc,
     IndexSpec,
+    drain_transactions,
     ensure_indexes,
     make_client,
     wait_ready,
@@ -214,6 +215,7 @@ async def stop_runtime(rt: ServiceRuntime) -> None:
             log.warning("close failed", extra={"error": repr(exc)})
     rt.relay.stop()
     await asyncio.gather(*rt.tasks, return_exceptions=True)
+    await drain_transactions(rt.mongo)
     await rt.producer.stop()
     await rt.mongo.close()
     log.info("service stopped", extra={"service": rt.name})
