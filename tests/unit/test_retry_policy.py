@@ -9,6 +9,7 @@ from pymongo.errors import (
     AutoReconnect,
     DuplicateKeyError,
     NetworkTimeout,
+    OperationFailure,
     ServerSelectionTimeoutError,
 )
 
@@ -130,6 +131,9 @@ def _validation_error() -> ValidationError:
         KafkaTimeoutError(),
         ConnectionRefusedError(),
         TimeoutError(),
+        OperationFailure(
+            "WriteConflict", 112, {"errorLabels": ["TransientTransactionError"], "code": 112}
+        ),
     ],
     ids=lambda exc: type(exc).__name__,
 )
@@ -148,6 +152,7 @@ def test_infrastructure_errors_are_transient(exc: BaseException) -> None:
         RuntimeError("handler bug"),
         InvalidEnvelope("poison"),
         DuplicateKeyError("E11000"),
+        OperationFailure("a refused command, no transient label", 2),
         _validation_error(),
     ],
     ids=lambda exc: type(exc).__name__,

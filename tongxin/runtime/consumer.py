@@ -26,7 +26,7 @@ from aiokafka.errors import (
     KafkaError,
     KafkaTimeoutError,
 )
-from pymongo.errors import AutoReconnect, ConnectionFailure, NetworkTimeout
+from pymongo.errors import AutoReconnect, ConnectionFailure, NetworkTimeout, PyMongoError
 
 from tongxin.contracts.envelope import Envelope, InvalidEnvelope, decode_record
 from tongxin.contracts.topics import dlq_topic
@@ -52,6 +52,10 @@ def is_transient(exc: BaseException) -> bool:
         return True
     if isinstance(exc, KafkaError):
         return bool(getattr(exc, "retriable", False))
+    if isinstance(exc, PyMongoError) and exc.has_error_label("TransientTransactionError"):
+        # write conflicts that outlasted the transaction's own retries: contention (e.g. a
+        # killed process's open transaction, until the server reaps it), not a bad record
+        return True
     return isinstance(exc, TRANSIENT_ERRORS)
 
 
