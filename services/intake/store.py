@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -10,7 +11,7 @@ from typing import Any
 from pymongo import DESCENDING, ReturnDocument
 from pymongo.asynchronous.client_session import AsyncClientSession
 from pymongo.asynchronous.database import AsyncDatabase
-from pymongo.errors import DuplicateKeyError
+from pymongo.errors import DuplicateKeyError, PyMongoError
 
 from tongxin.runtime.mongo import Doc, IndexSpec, defer_insert
 
@@ -43,6 +44,9 @@ class RequestStore:
         self.counters = db[COUNTERS]
         self._blocks: dict[str, list[int]] = {}  # day key -> [last handed out, block end]
         self._block_lock = asyncio.Lock()
+        # the last failed block allocation (when, what): callers that queued on the lock
+        # while it failed get the same error at once instead of one database timeout each
+        self._block_failure: tuple[float, PyMongoError] | None = None
 
     async def next_number(self, day_key: str) -> int:
         """Allocate the next number of the day (unique across replicas).
@@ -56,10 +60,18 @@ class RequestStore:
         if block is not None and block[0] < block[1]:
             block[0] += 1
             return block[0]
+        queued_at = time.monotonic()
         async with self._block_lock:
+            failure = self._block_failure
+            if failure is not None and failure[0] >= queued_at:
+                raise failure[1]  # e.g. the database is down: 503 now, not after a queue of waits
             block = self._blocks.get(day_key)
             if block is None or block[0] >= block[1]:
-                end = await self._take_block(day_key, ID_BLOCK)
+                try:
+                    end = await self._take_block(day_key, ID_BLOCK)
+                except PyMongoError as exc:
+                    self._block_failure = (time.monotonic(), exc)
+                    raise
                 self._blocks = {day_key: [end - ID_BLOCK, end]}  # yesterday's block is done
                 block = self._blocks[day_key]
             block[0] += 1
