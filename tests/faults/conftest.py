@@ -27,7 +27,16 @@ def fault_run() -> Iterator[FaultRun]:
 def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
     if not REPORT:
         return
-    cols = ["scenario", "accepted", "processed", "lost", "duplicated", "p99_ms", "recovery_s"]
+    cols = [
+        "scenario",
+        "accepted",
+        "processed",
+        "lost",
+        "duplicated",
+        "in_flight",
+        "p99_ms",
+        "recovery_s",
+    ]
     terminalreporter.write_sep("=", f"fault report ({RATE:g} req/s for {DURATION:g} s)")
     terminalreporter.write_line(
         " | ".join(f"{c:>10}" if c != "scenario" else f"{c:<28}" for c in cols)
