@@ -14,6 +14,8 @@ from typing import Any, TypeVar
 
 from aiokafka import AIOKafkaConsumer, ConsumerRecord
 
+from tongxin.devstack.stack import LocalStack
+
 T = TypeVar("T")
 
 
@@ -114,3 +116,16 @@ class WebhookSink:
     def matching(self, **kv: Any) -> list[dict[str, Any]]:
         """Bodies whose fields equal ``kv``."""
         return [b for b in list(self.bodies) if all(b.get(k) == v for k, v in kv.items())]
+
+
+def on_stack(stack: LocalStack, run: str) -> dict[str, Any]:
+    """The settings that put a service on the test stack, its names isolated by ``run``
+    (for ``ServiceSettings`` and every service's settings class)."""
+    return {
+        "env": "test",
+        "kafka_bootstrap": stack.bootstrap,
+        "mongodb_uri": stack.mongodb_uri,
+        "kafka_idempotence": stack.broker_kind != "tansu",
+        "topic_prefix": f"{run}.",
+        "db_prefix": f"{run}_",
+    }

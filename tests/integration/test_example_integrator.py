@@ -23,7 +23,7 @@ from pymongo.asynchronous.database import AsyncDatabase
 
 from services.intake.app import create_app
 from services.intake.config import IntakeSettings
-from tests.support import eventually, unique
+from tests.support import eventually, on_stack, unique
 from tongxin.devstack.stack import LocalStack
 from tongxin.runtime.mongo import Doc
 
@@ -79,15 +79,7 @@ class Running:
 @pytest.fixture(scope="module")
 async def intake(stack: LocalStack) -> AsyncIterator[Running]:
     run = unique("ex")
-    settings = IntakeSettings(
-        env="test",
-        kafka_bootstrap=stack.bootstrap,
-        mongodb_uri=stack.mongodb_uri,
-        kafka_idempotence=stack.broker_kind != "tansu",
-        topic_prefix=f"{run}.",
-        db_prefix=f"{run}_",
-        outbox_poll_interval_s=0.2,
-    )
+    settings = IntakeSettings(**on_stack(stack, run), outbox_poll_interval_s=0.2)
     app = create_app(settings)
     client: AsyncMongoClient[Doc] = AsyncMongoClient(stack.mongodb_uri, tz_aware=True)
     async with app.router.lifespan_context(app):

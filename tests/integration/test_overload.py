@@ -10,7 +10,7 @@ import httpx
 import pytest
 from fastapi import APIRouter, FastAPI
 
-from tests.support import unique
+from tests.support import on_stack, unique
 from tongxin.devstack.stack import LocalStack
 from tongxin.runtime.service import ServiceRuntime, Subscription, create_service_app
 from tongxin.runtime.settings import ServiceSettings
@@ -37,12 +37,7 @@ async def setup(_rt: ServiceRuntime) -> list[Subscription]:
 async def app(stack: LocalStack) -> AsyncIterator[FastAPI]:
     run = unique("ov")
     settings = ServiceSettings(
-        env="test",
-        kafka_bootstrap=stack.bootstrap,
-        mongodb_uri=stack.mongodb_uri,
-        kafka_idempotence=stack.broker_kind != "tansu",
-        topic_prefix=f"{run}.",
-        db_prefix=f"{run}_",
+        **on_stack(stack, run),
         http_max_concurrent_writes=1,
         http_write_wait_s=0.3,
     )

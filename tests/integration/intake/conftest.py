@@ -16,7 +16,7 @@ from pymongo.asynchronous.database import AsyncDatabase
 
 from services.intake.app import create_app
 from services.intake.config import IntakeSettings
-from tests.support import eventually, headers_of, read_topic, unique
+from tests.support import eventually, headers_of, on_stack, read_topic, unique
 from tongxin.contracts.envelope import Envelope, encode_record
 from tongxin.contracts.events import Event
 from tongxin.devstack.stack import LocalStack
@@ -111,12 +111,7 @@ def now() -> datetime:
 async def intake(stack: LocalStack) -> AsyncIterator[Intake]:
     run = unique("it")
     settings = IntakeSettings(
-        env="test",
-        kafka_bootstrap=stack.bootstrap,
-        mongodb_uri=stack.mongodb_uri,
-        kafka_idempotence=stack.broker_kind != "tansu",
-        topic_prefix=f"{run}.",
-        db_prefix=f"{run}_",
+        **on_stack(stack, run),
         deadline_scale=0.001,
         outbox_poll_interval_s=0.2,
         consumer_max_attempts=2,

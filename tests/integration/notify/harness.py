@@ -15,7 +15,7 @@ from pymongo.asynchronous.database import AsyncDatabase
 
 from services.notify.app import create_app
 from services.notify.config import NotifySettings
-from tests.support import unique
+from tests.support import on_stack, unique
 from tongxin.contracts.envelope import Envelope, encode_record
 from tongxin.contracts.events import Event
 from tongxin.contracts.topics import CASES, REQUESTS, VOLUNTEER_TASKS
@@ -43,15 +43,7 @@ def topic_of(event: Event) -> str:
 def stack_settings(stack: LocalStack, **kw: Any) -> NotifySettings:
     """Settings isolated by a fresh topic and database prefix."""
     run = unique("nt")
-    return NotifySettings(
-        kafka_bootstrap=stack.bootstrap,
-        mongodb_uri=stack.mongodb_uri,
-        kafka_idempotence=stack.broker_kind != "tansu",
-        env="test",
-        topic_prefix=f"{run}.",
-        db_prefix=f"{run}_",
-        **{**FAST, **kw},
-    )
+    return NotifySettings(**on_stack(stack, run), **{**FAST, **kw})
 
 
 @dataclass

@@ -21,7 +21,7 @@ from pymongo.asynchronous.database import AsyncDatabase
 
 from services.volunteer.app import create_app
 from services.volunteer.config import VolunteerSettings
-from tests.support import headers_of, read_topic, unique
+from tests.support import headers_of, on_stack, read_topic, unique
 from tongxin.contracts.envelope import Envelope, encode_record
 from tongxin.contracts.events import CaseRouted, Event, RuleFired
 from tongxin.contracts.topics import CASES, VOLUNTEER_TASKS
@@ -165,14 +165,8 @@ async def harness(stack: LocalStack, request: pytest.FixtureRequest) -> AsyncIte
     shutil.copy(REPO_ROOT / "deploy" / "seed" / "communities.json", seed_dir)
     (seed_dir / "volunteers.json").write_text(json.dumps(SEED, ensure_ascii=False), "utf-8")
     overrides: dict[str, Any] = getattr(request, "param", {}) or {}
-    env = stack.service_env()
     settings = VolunteerSettings(
-        env="test",
-        kafka_bootstrap=env["TONGXIN_KAFKA_BOOTSTRAP"],
-        mongodb_uri=env["TONGXIN_MONGODB_URI"],
-        kafka_idempotence=env["TONGXIN_KAFKA_IDEMPOTENCE"] == "true",
-        topic_prefix=f"{run}.",
-        db_prefix=f"{run}_",
+        **on_stack(stack, run),
         seed_dir=seed_dir,
         deadline_tick_s=0.1,
         outbox_poll_interval_s=0.1,
