@@ -13,8 +13,9 @@ each route that does not document them itself, the SPEC error shape
 - 409 — the route changes state (POST, PUT, PATCH, DELETE): a conflict, an invalid
   transition, an idempotency key reused with another body;
 - 422 — the route takes parameters or a body, or changes state: validation failed;
-- 503 — every route: the database is unreachable (``unavailable``) or, for a write, the
-  service is overloaded (``busy``); nothing was stored and ``Retry-After`` says when to retry.
+- 503 — every route but ``/healthz`` (liveness needs nothing else): the database is
+  unreachable (``unavailable``) or, for a write, the service is overloaded (``busy``);
+  nothing was stored and ``Retry-After`` says when to retry.
 
 A route's own ``responses=`` entries win, so a route with other answers (429, 413, …)
 documents them next to its decorator.
@@ -56,7 +57,10 @@ DESCRIPTIONS = {
 }
 
 
-def error_statuses(method: str, operation: dict[str, Any]) -> list[int]:
+LIVENESS = "/healthz"
+
+
+def error_statuses(method: str, operation: dict[str, Any], path: str = "") -> list[int]:
     """The error statuses an OpenAPI ``operation`` can answer (see the module docstring)."""
     where = {p.get("in") for p in operation.get("parameters", [])}
     takes_input = bool(where & {"query", "header", "cookie"}) or "requestBody" in operation
@@ -73,7 +77,8 @@ def error_statuses(method: str, operation: dict[str, Any]) -> list[int]:
         out.append(409)
     if takes_input or writes or has_path:
         out.append(422)
-    out.append(503)
+    if path != LIVENESS:
+        out.append(503)
     return out
 
 
@@ -100,12 +105,12 @@ def add_error_responses(spec: dict[str, Any]) -> None:
         schemas.setdefault(name, schema)
     schemas.setdefault("ErrorResponse", model)
     ref = {"$ref": "#/components/schemas/ErrorResponse"}
-    for item in spec.get("paths", {}).values():
+    for path, item in spec.get("paths", {}).items():
         for method, operation in item.items():
             if method.upper() not in {*WRITES, "GET", "HEAD"}:
                 continue
             responses = operation.setdefault("responses", {})
-            for status in error_statuses(method, operation):
+            for status in error_statuses(method, operation, path):
                 documented = responses.get(str(status))
                 if documented is None or _is_fastapi_validation_error(documented):
                     responses[str(status)] = {
