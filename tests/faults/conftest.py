@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import shutil
 from collections.abc import Iterator
 
 import pytest
@@ -15,13 +16,20 @@ DURATION = float(os.environ.get("TONGXIN_FAULTS_DURATION", "15"))
 
 
 @pytest.fixture(scope="module")
-def fault_run() -> Iterator[FaultRun]:
+def fault_run(request: pytest.FixtureRequest) -> Iterator[FaultRun]:
+    failed_before = request.session.testsfailed
     run = FaultRun.create()
     try:
         run.start()
         yield run
     finally:  # also when a service fails to start: leave no process behind
         run.close()
+        # data and logs (Kafka log, database, service logs: hundreds of MiB) stay only for
+        # a run that failed, to be looked at
+        if request.session.testsfailed == failed_before:
+            shutil.rmtree(run.root, ignore_errors=True)
+        else:
+            print(f"\n[tongxin] fault run kept for inspection: {run.root}")
 
 
 def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
