@@ -143,9 +143,10 @@ class ConsumerRunner:
         )
         self.stop_grace = stop_grace
         self._stop = asyncio.Event()
-        # set when the records in hand did not finish within ``stop_grace`` of a stop:
-        # they are given up (their transactions roll back) and delivered again later
-        self._abandon = asyncio.Event()
+        # resolved when the records in hand did not finish within ``stop_grace`` of a stop:
+        # they are given up (their transactions roll back) and delivered again later; one
+        # future every record's wait shares (created on first use, inside the loop)
+        self._abandoned: asyncio.Future[None] | None = None
         self._slots = asyncio.Semaphore(max(1, concurrency))  # records handled at once
         self._task: asyncio.Task[None] | None = None
 
@@ -167,26 +168,26 @@ class ConsumerRunner:
                     "records still in hand at stop are given up; they will be delivered again",
                     extra={"consumer": self.name, "grace_s": self.stop_grace},
                 )
-                self._abandon.set()
+                self._abandoned_future().set_result(None)
                 await self._task
         await self.consumer.stop()
+
+    def _abandoned_future(self) -> asyncio.Future[None]:
+        if self._abandoned is None:
+            self._abandoned = asyncio.get_running_loop().create_future()
+        return self._abandoned
 
     async def _unless_abandoned(self, work: Awaitable[None]) -> None:
         """Run ``work``; if the runner gives up its records meanwhile, cancel it (nothing of
         an unfinished transaction stays) and raise ``_Stopping`` (the record is unhandled)."""
         task = asyncio.ensure_future(work)
-        if self._abandon.is_set():
-            task.cancel()
-        else:
-            giving_up = asyncio.ensure_future(self._abandon.wait())
-            try:
-                await asyncio.wait({task, giving_up}, return_when=asyncio.FIRST_COMPLETED)
-            finally:
-                giving_up.cancel()
+        abandoned = self._abandoned_future()
+        if not abandoned.done():
+            await asyncio.wait({task, abandoned}, return_when=asyncio.FIRST_COMPLETED)
             if task.done():
                 task.result()
                 return
-            task.cancel()
+        task.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await task
         raise _Stopping

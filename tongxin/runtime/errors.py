@@ -44,16 +44,6 @@ _STATUS_CODES = {
 }
 
 
-def busy_response(why: str) -> JSONResponse:
-    """503 ``busy``: refused under overload before anything was stored."""
-    log.warning("overloaded: request refused", extra={"error": why})
-    return JSONResponse(
-        error_body("busy", "The service is overloaded; nothing was stored. Try again shortly."),
-        503,
-        headers={"Retry-After": "2"},
-    )
-
-
 def install_error_handlers(app: FastAPI) -> None:
     """Every error leaves as JSON in the SPEC shape; never a stack trace."""
 
@@ -87,7 +77,12 @@ def install_error_handlers(app: FastAPI) -> None:
 
     @app.exception_handler(Busy)
     async def _busy(_req: Request, exc: Busy) -> JSONResponse:
-        return busy_response(str(exc))
+        log.warning("overloaded: request refused", extra={"error": str(exc)})
+        return JSONResponse(
+            error_body("busy", "The service is overloaded; nothing was stored. Try again shortly."),
+            503,
+            headers={"Retry-After": "2"},
+        )
 
     @app.exception_handler(PyMongoError)
     async def _db_error(_req: Request, exc: PyMongoError) -> JSONResponse:
