@@ -14,7 +14,7 @@ from pymongo import AsyncMongoClient, monitoring
 from pymongo.asynchronous.client_session import AsyncClientSession
 from pymongo.errors import ConnectionFailure
 
-from tests.support import unique
+from tests.support import eventually, unique
 from tongxin.devstack.procs import free_port
 from tongxin.devstack.servers import SecantusServer
 from tongxin.devstack.stack import LocalStack
@@ -150,10 +150,11 @@ async def test_a_caller_that_waits_too_long_for_a_slot_gets_busy_and_nothing_is_
 ) -> None:
     monkeypatch.setattr(mongo, "MAX_INFLIGHT", 1)
     col = client[unique("txn_")]["docs"]
-    release = asyncio.Event()
+    release, holding = asyncio.Event(), asyncio.Event()
 
     async def slow(s: AsyncClientSession) -> None:
         await col.insert_one({"_id": "slow"}, session=s)
+        holding.set()
         await release.wait()
 
     def write(name: str) -> Callable[[AsyncClientSession], Awaitable[None]]:
@@ -163,7 +164,7 @@ async def test_a_caller_that_waits_too_long_for_a_slot_gets_busy_and_nothing_is_
         return fn
 
     holder = asyncio.create_task(in_transaction(client, slow))
-    await asyncio.sleep(0.2)  # the only slot is taken
+    await asyncio.wait_for(holding.wait(), 30)  # the only slot is taken
     patient = asyncio.create_task(in_transaction(client, write("patient")))
     token = mongo.WAIT_DEADLINE.set(time.monotonic() + 0.3)
     try:
@@ -204,7 +205,11 @@ async def test_drain_aborts_a_group_still_running_so_it_blocks_nobody_afterwards
         runs = [asyncio.create_task(in_transaction(c, first))]
         await asyncio.wait_for(first_in.wait(), 30)
         runs += [asyncio.create_task(in_transaction(c, f)) for f in (stuck, later)]
-        await asyncio.sleep(0.1)  # both queued behind the only slot
+
+        async def both_queued() -> bool:
+            return mongo._committer(c).waiting == 2
+
+        await eventually(both_queued, what="both queued behind the only slot")
         go.set()
         await asyncio.wait_for(stuck_in.wait(), 30)  # the group [stuck, later] is running
         await asyncio.wait_for(mongo.drain_transactions(c, grace=0.2), 30)
