@@ -25,9 +25,16 @@ from typing import Any
 
 import httpx
 
-from bench import report
+from bench import histogram, report
 from bench.bodies import BodyFactory, load_places
-from bench.load import LoadGenerator, NotificationWatcher, Phase, Tracker, phase_figures
+from bench.load import (
+    LoadGenerator,
+    NotificationWatcher,
+    Phase,
+    Tracker,
+    connections_for,
+    phase_figures,
+)
 from bench.machine import describe
 from bench.procstat import ProcWatch
 from bench.raw import db_baseline, kafka_baseline
@@ -74,6 +81,8 @@ SELF_CHECKED = (
     "bench.machine",
     "bench.report",
     "bench.work",
+    "bench.histogram",
+    "bench.load",
 )
 
 
@@ -91,7 +100,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument(
         "--max-inflight", type=int, default=512, help="cap on requests in flight (else: missed)"
     )
-    p.add_argument("--connections", type=int, default=64, help="keep-alive connections to intake")
+    p.add_argument(
+        "--connections",
+        type=int,
+        help="keep-alive connections to intake (default: one per req/s of the phase, "
+        "within 64..256 and at most --max-inflight)",
+    )
     p.add_argument("--request-timeout", type=float, default=10.0, help="HTTP timeout (s)")
     p.add_argument("--find-max", action="store_true", help="then step the rate up")
     p.add_argument("--steps", default=DEFAULT_STEPS, help="find-max rates, comma-separated")
@@ -134,6 +148,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
             setattr(args, key, value)
     if args.rate <= 0 or args.duration <= 0:
         p.error("--rate and --duration must be positive")
+    if args.connections is not None and args.connections < 1:
+        p.error("--connections must be at least 1")
+    # sized to the rate unless given (find-max resizes it per step then)
+    args.connections_auto = args.connections is None
+    if args.connections is None:
+        args.connections = connections_for(args.rate, args.max_inflight)
     try:
         args.step_rates = [float(x) for x in args.steps.split(",") if x.strip()]
     except ValueError:
@@ -257,16 +277,9 @@ async def load_phases(
     await watcher.start()
     watches = dict(target.watches)
     watches["bench"] = ProcWatch("bench", os.getpid())
-    # httpcore scans its whole pool on every request: a modest pool is cheaper (profiled)
-    limits = httpx.Limits(
-        max_connections=args.connections, max_keepalive_connections=args.connections
-    )
-    client = httpx.AsyncClient(
-        base_url=target.intake_url,
-        timeout=args.request_timeout,
-        limits=limits,
-        trust_env=False,  # loopback only: never through a proxy from the environment
-    )
+    client = load_client(target.intake_url, args.connections, args.request_timeout)
+    # /metrics on a connection of its own: never queued behind the load
+    metrics = httpx.AsyncClient(base_url=target.intake_url, timeout=10.0, trust_env=False)
     gen = LoadGenerator(client, factory, tracker, watches)
     limit = args.p99_limit_ms
     work = WorkWatch(target.mongodb_uri, target.bootstrap, target.topic_prefix, target.db_prefix)
@@ -301,11 +314,19 @@ async def load_phases(
         print(f"— idle for {args.idle:g} s (background work of the services) —", flush=True)
         results["idle"] = await measure_idle(args.idle, watches, work)
 
-        print(f"— platform: {args.rate:g} req/s for {args.duration:g} s —", flush=True)
+        print(
+            f"— platform: {args.rate:g} req/s for {args.duration:g} s over "
+            f"{args.connections} connections (in-flight cap {args.max_inflight}) —",
+            flush=True,
+        )
         fixed = Phase("run", args.rate, args.duration, args.max_inflight)
         before = await work.snapshot()
+        server_before = await scrape_metrics(metrics, results)
         await gen.run(fixed, args.drain_timeout, args.request_timeout)
+        server_after = await scrape_metrics(metrics, results)
         results["fixed"] = phase_figures(fixed, tracker, limit)
+        results["fixed"]["connections"] = args.connections
+        results["fixed"]["intake_server"] = server_side(server_before, server_after)
         results["work"] = work.figures(before, await work.snapshot(), fixed.ok)
         results["processes"] = {n: w.as_dict() for n, w in watches.items()}
         if not alive_or_note():
@@ -317,7 +338,7 @@ async def load_phases(
                 results["notes"].append(
                     f"find-max began with {left} requests of earlier phases still in the pipeline"
                 )
-            await find_max(args, results, gen, tracker, watches, alive_or_note)
+            await find_max(args, results, gen, metrics, tracker, watches, alive_or_note)
     finally:
         results["notifications"] = {
             "sent_seen": tracker.notifications,
@@ -326,7 +347,41 @@ async def load_phases(
         }
         await watcher.stop()
         await work.stop()
-        await client.aclose()
+        await gen.client.aclose()  # find-max may have replaced the first one
+        await metrics.aclose()
+
+
+def load_client(url: str, connections: int, timeout: float) -> httpx.AsyncClient:
+    """The generator's keep-alive client, ``connections`` at most."""
+    # httpcore scans its whole pool on every request: a modest pool is cheaper (profiled)
+    limits = httpx.Limits(max_connections=connections, max_keepalive_connections=connections)
+    return httpx.AsyncClient(
+        base_url=url,
+        timeout=timeout,
+        limits=limits,
+        trust_env=False,  # loopback only: never through a proxy from the environment
+    )
+
+
+async def scrape_metrics(client: httpx.AsyncClient, results: dict[str, Any]) -> str | None:
+    """intake's ``/metrics`` now; ``None`` (and a note, once) when it cannot be read."""
+    try:
+        return await histogram.scrape(client)
+    except httpx.HTTPError as exc:
+        note = f"intake /metrics could not be read, no server-side figures: {exc!r}"[:300]
+        if note not in results["notes"]:
+            results["notes"].append(note)
+        return None
+
+
+def server_side(before: str | None, after: str | None) -> dict[str, Any] | None:
+    """intake's own histogram of ``POST /v1/requests`` between two scrapes, if both worked."""
+    if before is None or after is None:
+        return None
+    try:
+        return histogram.between(before, after)
+    except ValueError as exc:  # an exposition we cannot read: say so, keep the run
+        return {"error": repr(exc)[:300]}
 
 
 async def measure_idle(
@@ -365,6 +420,7 @@ async def find_max(
     args: argparse.Namespace,
     results: dict[str, Any],
     gen: LoadGenerator,
+    metrics: httpx.AsyncClient,
     tracker: Tracker,
     watches: dict[str, ProcWatch],
     alive: Any,
@@ -378,12 +434,27 @@ async def find_max(
         "stopped_because": None,
     }
     results["find_max"] = fm
+    connections = args.connections
     for rate in args.step_rates:
-        print(f"— find-max step: {rate:g} req/s for {args.step_duration:g} s —", flush=True)
+        if args.connections_auto and connections_for(rate, args.max_inflight) != connections:
+            # nothing is in flight between steps: a pool sized to this step's rate
+            connections = connections_for(rate, args.max_inflight)
+            old = gen.client
+            gen.client = load_client(str(old.base_url), connections, args.request_timeout)
+            await old.aclose()
+        print(
+            f"— find-max step: {rate:g} req/s for {args.step_duration:g} s over "
+            f"{connections} connections —",
+            flush=True,
+        )
         phase = Phase("step", rate, args.step_duration, args.max_inflight)
+        server_before = await scrape_metrics(metrics, results)
         await gen.run(phase, args.step_drain, args.request_timeout)
+        server_after = await scrape_metrics(metrics, results)
         fig = phase_figures(phase, tracker, args.p99_limit_ms)
         fig.pop("samples", None)
+        fig["connections"] = connections
+        fig["intake_server"] = server_side(server_before, server_after)
         procs = {n: w.as_dict() for n, w in watches.items()}
         fig["processes"] = {n: p["cpu_share"] for n, p in procs.items()}
         busy = [(p["cpu_share"] or 0.0, n) for n, p in procs.items() if n != "bench"]

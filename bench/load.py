@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import math
 import sys
 import time
 from collections import Counter
@@ -30,6 +31,32 @@ SENT_TYPE = "tongxin.notification.sent.v1"
 FAILED_TYPE = "tongxin.notification.failed.v1"
 LATE_MS = 20.0  # a send more than this behind its slot counts as late
 MAX_EARLY = 100_000  # notifications kept for ids not (yet) known: bounded
+MIN_CONNECTIONS = 64  # the old fixed default; intake admits 64 writes at once
+MAX_CONNECTIONS = 256  # httpcore scans its whole pool on every request (generator CPU)
+
+
+def connections_for(rate: float, max_inflight: int) -> int:
+    """Keep-alive connections to intake when ``--connections`` is not given: one per
+    request per second, within 64..256, and never more than the in-flight cap.
+
+    By Little's law a pool of ``rate`` connections holds ``rate × latency`` requests, so the
+    generator's own queue (requests waiting in httpx for a connection, counted in the
+    client-side latency) only forms once intake takes more than a second per request;
+    below that, what queues does so inside intake, where its histogram sees it. The floor
+    is the old fixed 64: below 64 req/s the pool is never the limit unless intake takes
+    over a second (then intake, which admits 64 writes at once, queues too), and it keeps
+    low-rate runs comparable with earlier results. The cap: httpcore walks every pooled
+    connection on each request, so a larger pool costs the generator CPU at the very rates
+    where it is short of it (a 2-core machine); at 256 the generator queues only once
+    intake's latency exceeds 256 / rate s (0.26 s at 1000 req/s).
+
+    >>> connections_for(20, 512), connections_for(100, 512), connections_for(1000, 512)
+    (64, 100, 256)
+    >>> connections_for(99.5, 512), connections_for(300, 128)
+    (100, 128)
+    """
+    wanted = min(MAX_CONNECTIONS, max(MIN_CONNECTIONS, math.ceil(rate)))
+    return max(1, min(wanted, max_inflight))
 
 
 @dataclass

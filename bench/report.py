@@ -108,21 +108,40 @@ def _phase(title: str, ph: dict[str, Any], *, brief: bool = False) -> str:
             ("e2e to first notification.sent", _p50_99(first)),
             rows[-1],
         ]
+    over = f" over {ph['connections']} connections" if ph.get("connections") else ""
     return table(
-        f"\n{title}: {ph['rate']:g} req/s for {ph['duration_s']:g} s", ("figure", "value"), rows
+        f"\n{title}: {ph['rate']:g} req/s for {ph['duration_s']:g} s{over}",
+        ("figure", "value"),
+        rows,
     )
 
 
 def _lat_row(name: str, s: Summary | None) -> tuple[str, ...]:
+    """One row of the latency table (a histogram's summary has no max: ``-``).
+
+    >>> _lat_row("x", Summary(3, 2.0, 1.5, 2.5, 2.9, None))
+    ('x', '1.50', '2.50', '2.90', '-', '2.00', '3')
+    """
     if s is None or s.count == 0:
-        return (name, "-", "-", "-", "-", "0")
-    return (name, fmt_num(s.p50), fmt_num(s.p95), fmt_num(s.p99), fmt_num(s.max), str(s.count))
+        return (name, "-", "-", "-", "-", "-", "0")
+    return (
+        name,
+        fmt_num(s.p50),
+        fmt_num(s.p95),
+        fmt_num(s.p99),
+        fmt_num(s.max),
+        fmt_num(s.mean),
+        str(s.count),
+    )
 
 
 def _latencies(ph: dict[str, Any], raw: dict[str, Any]) -> str:
     e2e = ph.get("e2e") or {}
-    rows = [
-        _lat_row("intake POST /v1/requests", ph.get("intake_ms")),
+    rows = [_lat_row("intake POST /v1/requests", ph.get("intake_ms"))]
+    server = ph.get("intake_server")
+    if server:  # intake's own histogram: bucket-interpolated, without the generator's queue
+        rows.append(_lat_row("intake, server side (histogram)", server.get("ms")))
+    rows += [
         _lat_row("e2e to first notification.sent", e2e.get("first_observed_ms")),
         _lat_row("  same, by record timestamp", e2e.get("first_record_ms")),
     ]
@@ -138,7 +157,7 @@ def _latencies(ph: dict[str, Any], raw: dict[str, Any]) -> str:
     seq = _get(raw, "db", "single_sequential", "latency_ms")
     if seq:
         rows.append(_lat_row("raw db insert_one, sequential", seq))
-    return table("  latency, ms", ("", "p50", "p95", "p99", "max", "n"), rows)
+    return table("  latency, ms", ("", "p50", "p95", "p99", "max", "mean", "n"), rows)
 
 
 def _compared(rows: Sequence[dict[str, Any]]) -> str:
@@ -304,9 +323,11 @@ def render(results: dict[str, Any]) -> str:
         rows4 = [
             (
                 f"{s['rate']:g}",
+                str(s.get("connections") or "-"),
                 fmt_num(s.get("accepted_per_s_sustained")),
                 fmt_num(s.get("notified_per_s_sustained")),
                 fmt_num(_get(s, "intake_ms", "p99")),
+                fmt_num(_get(s, "intake_server", "ms", "p99")),
                 fmt_num(_get(s, "e2e", "first_observed_ms", "p99")),
                 fmt_num(s.get("backlog_slope_per_s")),
                 str(s.get("error_count", 0)),
@@ -321,9 +342,11 @@ def render(results: dict[str, Any]) -> str:
                 f"{fm.get('p99_limit_ms'):g} ms, no errors, backlog flat)",
                 (
                     "req/s",
+                    "conns",
                     "accepted/s",
                     "notified/s",
                     "intake p99",
+                    "server p99",
                     "e2e p99",
                     "backlog/s",
                     "errors",
