@@ -30,6 +30,8 @@ class IntakeSettings(ServiceSettings):
     # Duplicate linking: same compound and category, similar text, within the window.
     duplicate_window_h: float = Field(default=72.0, gt=0)
     duplicate_threshold: float = Field(default=0.5, gt=0, le=1)
+    # … compared with at most this many of the newest open ones (a read per submission)
+    duplicate_candidates: int = Field(default=50, ge=1, le=1000)
     # How long after a resolution the resident may rate it (scaled by deadline_scale).
     feedback_window_s: float = Field(default=7 * 24 * 3600, gt=0)
     # Open311 posts with only a lat/long: the nearest compound within this distance.

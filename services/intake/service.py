@@ -168,7 +168,11 @@ class IntakeService:
             return None
         window = timedelta(hours=self.settings.duplicate_window_h)
         docs = await self.store.open_similar(
-            body.compound, body.category.value, now - window, [s.value for s in OPEN]
+            body.compound,
+            body.category.value,
+            now - window,
+            [s.value for s in OPEN],
+            self.settings.duplicate_candidates,
         )
         candidates = [
             Candidate(

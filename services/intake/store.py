@@ -162,9 +162,14 @@ class RequestStore:
         return res.modified_count == 1
 
     async def open_similar(
-        self, compound: str, category: str, since: datetime, statuses: Sequence[str]
+        self,
+        compound: str,
+        category: str,
+        since: datetime,
+        statuses: Sequence[str],
+        limit: int = 50,
     ) -> list[Doc]:
-        """Open requests of a compound and category submitted since ``since``."""
+        """The newest ``limit`` open requests of a compound and category since ``since``."""
         cursor = (
             self.requests.find(
                 {
@@ -176,7 +181,7 @@ class RequestStore:
                 {"title": 1, "description": 1, "submitted_at": 1, "duplicate_of": 1},
             )
             .sort("submitted_at", DESCENDING)
-            .limit(100)
+            .limit(limit)
         )
         return [d async for d in cursor]
 

@@ -53,11 +53,15 @@ class CaseService:
         self.metrics = metrics
         self.clock = clock
 
-    async def _effects(self, session: AsyncClientSession, case: Case, fx: Effects) -> None:
+    async def _effects(
+        self, session: AsyncClientSession, case: Case, fx: Effects, *, new: bool = False
+    ) -> None:
         for c in fx.cancel:
             await self.deadlines.cancel(session, c)
+        # a new case's deadlines cannot exist yet: inserted with the case, not upserted
+        schedule = self.deadlines.add if new else self.deadlines.schedule
         for d in fx.schedule:
-            await self.deadlines.schedule(session, d.id, d.kind, d.due_at, case.id, d.payload)
+            await schedule(session, d.id, d.kind, d.due_at, case.id, d.payload)
         for ev in fx.events:
             await self.rt.outbox.add(session, CASES.name, Envelope.wrap(ev, self.rt.source))
 
@@ -82,7 +86,7 @@ class CaseService:
         async def txn(session: AsyncClientSession) -> None:
             await record_event_once(self.rt.db, session, consumer, event_id)
             await self.store.insert(session, case)
-            await self._effects(session, case, fx)
+            await self._effects(session, case, fx, new=True)
 
         try:
             await in_transaction(self.rt.mongo, txn)

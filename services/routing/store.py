@@ -9,7 +9,7 @@ from pymongo.asynchronous.client_session import AsyncClientSession
 from pymongo.asynchronous.database import AsyncDatabase
 
 from services.routing.domain.lifecycle import OPEN_STATES, Case
-from tongxin.runtime.mongo import Doc, IndexSpec
+from tongxin.runtime.mongo import Doc, IndexSpec, defer_insert
 from tongxin.runtime.scheduler import DEADLINE_INDEXES
 
 CASES = "cases"
@@ -47,8 +47,11 @@ class CaseStore:
         )
 
     async def insert(self, session: AsyncClientSession, case: Case) -> None:
-        """Open a case."""
-        await self.cases.insert_one(case.to_doc(), session=session)
+        """Open a case (at the end of the transaction, with a grouped commit's other new
+        cases in one ``insert_many``: nothing reads it back before the commit)."""
+        doc = case.to_doc()
+        if not defer_insert(session, self.cases, doc):
+            await self.cases.insert_one(doc, session=session)
 
     async def load(self, session: AsyncClientSession | None, case_id: str) -> Case | None:
         """One case as a domain object (inside the caller's transaction when given)."""

@@ -133,3 +133,50 @@ async def test_two_replicas_relays_publish_each_record_once(
 
 async def _none_pending(outbox: MongoOutbox) -> bool:
     return await outbox.count_pending() == 0
+
+
+async def test_committed_records_are_handed_to_the_relay_without_a_read_back(
+    stack: LocalStack, clients: tuple[AsyncMongoClient[Doc], AIOKafkaProducer]
+) -> None:
+    """The service wiring: each commit hands its records to the relay, which publishes them
+    without reading them back; a record added outside ``in_transaction`` makes it read."""
+    client, producer = clients
+    _db, prefix, outbox = await fresh_outbox(stack, client)
+    reads = 0
+    pending = outbox.pending
+
+    async def counted(limit: int) -> list[Any]:
+        nonlocal reads
+        reads += 1
+        return await pending(limit)
+
+    outbox.pending = counted  # type: ignore[method-assign]
+    relay = OutboxRelay(outbox, KafkaPublisher(producer), poll_interval=60.0)
+    outbox.listen(relay.handoff, relay.reread)
+    task = asyncio.create_task(relay.run())
+    await eventually(lambda: _true(reads == 1), what="the relay's first read")
+    events = [submitted(f"YS-20260102-{i:06d}") for i in range(20)]
+    for e in events:
+
+        async def add(session: AsyncClientSession, e: Envelope = e) -> None:
+            await outbox.add(session, TOPIC, e)
+
+        await in_transaction(client, add)
+    await eventually(lambda: _none_pending(outbox), what="handed-off records marked sent")
+    assert reads == 1
+
+    outside = submitted("YS-20260102-outside")
+    async with client.start_session() as session:
+        await outbox.add(session, TOPIC, outside)  # no transaction scope: cannot hand off
+    await eventually(lambda: _none_pending(outbox), what="the outside record published")
+    assert reads == 2
+    relay.stop()
+    await task
+
+    records = await read_topic(stack.bootstrap, prefix + TOPIC, min_count=21)
+    ids = [headers_of(r)["ce_id"] for r in records]
+    assert sorted(ids) == sorted([e.id for e in events] + [outside.id])  # each exactly once
+
+
+async def _true(value: bool) -> bool:
+    return value

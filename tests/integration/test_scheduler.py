@@ -10,6 +10,7 @@ import pytest
 from pymongo import AsyncMongoClient
 from pymongo.asynchronous.client_session import AsyncClientSession
 from pymongo.asynchronous.database import AsyncDatabase
+from pymongo.errors import DuplicateKeyError
 
 from tests.support import unique
 from tongxin.devstack.stack import LocalStack
@@ -118,3 +119,38 @@ async def test_a_failing_handler_releases_the_deadline_for_a_retry(
     )
     assert await later.fire_due() == 1
     assert calls == 1
+
+
+async def test_deadlines_added_in_grouped_transactions_fire_like_scheduled_ones(
+    db: tuple[AsyncMongoClient[Doc], AsyncDatabase[Doc]],
+) -> None:
+    """``add`` (a new subject's deadlines, inserted with the transaction's other inserts):
+    concurrent callers share grouped commits, each deadline is stored once and fires once;
+    an id that exists already fails its own transaction, and nothing of it is written."""
+    client, database = db
+    store = DeadlineStore(database)
+    past = datetime.now(UTC) - timedelta(seconds=1)
+
+    async def open_subject(i: int) -> None:
+        async def txn(session: AsyncClientSession) -> None:
+            await database.subjects.insert_one({"_id": f"case-{i}"}, session=session)
+            await store.add(session, f"d{i}", "ack", past, f"case-{i}", {"unit": "u"})
+
+        await in_transaction(client, txn)
+
+    await asyncio.gather(*(open_subject(i) for i in range(30)))
+    assert await database.deadlines.count_documents({"status": "pending"}) == 30
+
+    async def again(session: AsyncClientSession) -> None:
+        await database.subjects.insert_one({"_id": "case-again"}, session=session)
+        await store.add(session, "d0", "ack", past, "case-again")
+
+    with pytest.raises(DuplicateKeyError):
+        await in_transaction(client, again)
+    assert await database.subjects.count_documents({"_id": "case-again"}) == 0
+
+    fired = await DeadlineScheduler(store, {"ack": escalate(client, database)}).fire_due()
+    assert fired == 30
+    effects = {d["_id"]: d["n"] async for d in database.effects.find()}
+    assert effects == {f"case-{i}": 1 for i in range(30)}
+    assert (await database.deadlines.find_one({"_id": "d7"}))["payload"] == {"unit": "u"}

@@ -58,6 +58,12 @@ class FakeOutbox:
         self.sent: list[str] = []
         self.pending_limits: list[int] = []
         self.mark_calls: list[list[str]] = []
+        self.after_read: Callable[[], None] | None = None  # runs as a read returns
+
+    def commit(self, relay: OutboxRelay, *records: OutboxRecord) -> None:
+        """What a transaction's commit does: the records are stored and handed off."""
+        self.add(*records)
+        relay.handoff(records)
 
     def add(self, *records: OutboxRecord) -> None:
         self.records.extend(records)
@@ -69,7 +75,10 @@ class FakeOutbox:
     async def pending(self, limit: int) -> list[OutboxRecord]:
         self.pending_limits.append(limit)
         self.changes.notify()
-        return [r for r in self.records if r.id not in self.sent][:limit]
+        found = [r for r in self.records if r.id not in self.sent][:limit]
+        if self.after_read:
+            self.after_read()
+        return found
 
     async def mark_sent(self, ids: Sequence[str]) -> None:
         self.mark_calls.append(list(ids))
@@ -271,12 +280,10 @@ async def test_nudge_wakes_an_idle_relay(
     async with running(relay) as task:
         await changes.wait_until(lambda: len(store.pending_limits) >= 1)  # first pass done
 
-        store.add(record("a"), record("b"))
-        relay.nudge()
+        store.commit(relay, record("a"), record("b"))
         await changes.wait_until(lambda: store.sent == ["a", "b"])
 
-        store.add(record("c"))
-        relay.nudge()
+        store.commit(relay, record("c"))
         await changes.wait_until(lambda: "c" in store.sent)
 
         assert not task.done()
@@ -361,8 +368,7 @@ async def test_a_nudge_during_a_pass_is_not_lost(
 
     def commit_another(rec: OutboxRecord) -> None:
         if rec.id == "a":  # another transaction commits while "a" is being published
-            store.add(record("b"))
-            relay.nudge()
+            store.commit(relay, record("b"))
 
     publisher.on_publish = commit_another
     store.add(record("a"))
@@ -381,3 +387,125 @@ async def test_a_stop_during_a_pass_ends_the_relay_promptly(
         await asyncio.wait({task}, timeout=WAIT)
         assert task.done(), f"run() did not notice stop() within {WAIT} s"
     assert store.sent == ["a"]
+
+
+# --- hand-offs: committed records published without reading them back ------------------------
+
+
+async def test_handed_off_records_are_published_without_reading_the_store(
+    store: FakeOutbox, publisher: FakePublisher, changes: Changes
+) -> None:
+    relay = OutboxRelay(store, publisher, poll_interval=IDLE_POLL, mark_interval=0.0)
+    async with running(relay):
+        await changes.wait_until(lambda: len(store.pending_limits) == 1)  # the start's read
+        for i in range(5):
+            store.commit(relay, record(f"r{i}"))
+            await changes.wait_until(lambda i=i: f"r{i}" in store.sent)
+
+    assert publisher.published_ids == [f"r{i}" for i in range(5)]
+    assert len(store.pending_limits) == 2  # the start's read and the one of the stop's drain
+
+
+async def test_records_nobody_handed_off_are_found_by_the_periodic_read(
+    store: FakeOutbox, publisher: FakePublisher, changes: Changes
+) -> None:
+    # another replica's commit: in the store, never handed to this relay
+    relay = OutboxRelay(store, publisher, poll_interval=0.01, idle_poll_max=0.05)
+    async with running(relay):
+        await changes.wait_until(lambda: len(store.pending_limits) >= 1)
+        store.add(record("elsewhere"))
+        await changes.wait_until(lambda: store.sent == ["elsewhere"])
+
+
+async def test_reread_makes_the_next_pass_read_the_store(
+    store: FakeOutbox, publisher: FakePublisher, changes: Changes
+) -> None:
+    relay = OutboxRelay(store, publisher, poll_interval=IDLE_POLL)
+    async with running(relay):
+        await changes.wait_until(lambda: len(store.pending_limits) == 1)
+        store.add(record("added-outside-a-transaction"))
+        relay.reread()
+        await changes.wait_until(lambda: store.sent == ["added-outside-a-transaction"])
+        assert len(store.pending_limits) == 2
+
+
+async def test_a_failed_publish_of_handed_off_records_falls_back_to_reading(
+    store: FakeOutbox, publisher: FakePublisher, changes: Changes
+) -> None:
+    relay = OutboxRelay(store, publisher, poll_interval=0.01)
+    async with running(relay):
+        await changes.wait_until(lambda: len(store.pending_limits) == 1)
+        publisher.fail_times = {"b": 1}
+        store.commit(relay, record("a"), record("b"))
+        await changes.wait_until(lambda: sorted(store.sent) == ["a", "b"])
+        assert len(store.pending_limits) == 2  # "b" was found by reading the store again
+    assert publisher.attempts.count("b") == 2
+    assert publisher.published_ids.count("a") == 1
+
+
+async def test_a_record_handed_off_during_a_read_is_not_left_behind(
+    store: FakeOutbox, publisher: FakePublisher, changes: Changes
+) -> None:
+    relay = OutboxRelay(store, publisher, poll_interval=IDLE_POLL)
+
+    def commit_during_the_read() -> None:
+        store.after_read = None
+        store.commit(relay, record("late"))  # committed after the read's snapshot
+
+    store.after_read = commit_during_the_read
+    async with running(relay):
+        await changes.wait_until(lambda: store.sent == ["late"])
+        assert len(store.pending_limits) == 1  # taken from the hand-off, no second read
+
+
+async def test_marks_are_written_together_and_before_the_stop(
+    store: FakeOutbox, publisher: FakePublisher, changes: Changes
+) -> None:
+    relay = OutboxRelay(store, publisher, poll_interval=IDLE_POLL, mark_interval=IDLE_POLL)
+    async with running(relay):
+        await changes.wait_until(lambda: len(store.pending_limits) == 1)
+        store.commit(relay, record("a"))
+        await changes.wait_until(lambda: publisher.published_ids == ["a"])
+        store.commit(relay, record("b"))
+        await changes.wait_until(lambda: publisher.published_ids == ["a", "b"])
+        assert store.mark_calls == []  # not yet due
+    assert store.mark_calls == [["a", "b"]]  # one write for both, at the stop
+    assert store.pending_ids() == []
+
+
+async def test_marks_are_written_once_due(
+    store: FakeOutbox, publisher: FakePublisher, changes: Changes
+) -> None:
+    relay = OutboxRelay(store, publisher, poll_interval=IDLE_POLL, mark_interval=0.05)
+    async with running(relay):
+        await changes.wait_until(lambda: len(store.pending_limits) == 1)
+        store.commit(relay, record("a"), record("b"))
+        await changes.wait_until(lambda: store.sent == ["a", "b"])  # no nudge needed
+        assert store.mark_calls == [["a", "b"]]
+
+
+async def test_a_relay_without_the_lease_drops_its_hand_offs(
+    store: FakeOutbox, publisher: FakePublisher, changes: Changes
+) -> None:
+    class Lease:
+        held = False
+        asked = 0
+
+        async def hold(self) -> bool:
+            self.asked += 1
+            changes.notify()
+            return self.held
+
+        async def release(self) -> None:
+            pass
+
+    lease = Lease()
+    relay = OutboxRelay(store, publisher, poll_interval=0.01, lease=lease)
+    async with running(relay):
+        store.commit(relay, record("a"))
+        asked = lease.asked
+        await changes.wait_until(lambda: lease.asked >= asked + 3)  # passes without the lease
+        assert publisher.attempts == []
+        lease.held = True  # taken over: the store is read, not the dropped hand-off
+        await changes.wait_until(lambda: store.sent == ["a"])
+    assert store.pending_limits  # found by reading

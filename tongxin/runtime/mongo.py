@@ -142,6 +142,7 @@ class _Scope:
     session: AsyncClientSession
     grouped: bool
     deferred: dict[str, tuple[AsyncCollection[Doc], list[Doc]]] = field(default_factory=dict)
+    committed: list[Callable[[], None]] = field(default_factory=list)  # run after the commit
 
     def defer(self, col: AsyncCollection[Doc], doc: Doc) -> None:
         self.deferred.setdefault(col.full_name, (col, []))[1].append(doc)
@@ -162,6 +163,17 @@ class _Scope:
 
 
 _SCOPE: ContextVar[_Scope | None] = ContextVar("tongxin_txn_scope", default=None)
+
+
+def after_commit(session: AsyncClientSession | None, fn: Callable[[], None]) -> bool:
+    """Call ``fn`` once ``session``'s transaction has committed (not if it aborts or is run
+    again: a retry registers anew) when the caller runs inside ``in_transaction``; False
+    when the commit cannot be seen from here."""
+    scope = _SCOPE.get()
+    if session is None or scope is None or scope.session is not session:
+        return False
+    scope.committed.append(fn)
+    return True
 
 
 def defer_insert(session: AsyncClientSession | None, col: AsyncCollection[Doc], doc: Doc) -> bool:
@@ -228,6 +240,11 @@ async def _run(
                 if _conflict(exc) and time.monotonic() < deadline:
                     continue
                 raise
+            for fn in scope.committed:
+                try:
+                    fn()
+                except Exception:  # a listener's bug must not turn a commit into an error
+                    log.exception("after-commit callback failed")
             return out
 
 

@@ -4,6 +4,13 @@
 ``OutboxRelay`` publishes pending records with ``acks=all`` and marks them sent. A record
 published but not yet marked (the process died in between) is published again after a
 restart: delivery is at-least-once and consumers deduplicate by event id.
+
+Records committed by this process are handed to its relay in memory once their transaction
+commits, so while the relay knows the collection holds nothing else it publishes them
+without reading them back; it reads the collection at start, after a failed publish, when
+it (re)gains the lease, and every ``idle_poll_max`` seconds for records other replicas left.
+Marks are written together, at most every ``mark_interval`` seconds (and before every read
+and at stop): a crash republishes at most that much, which consumers ignore by event id.
 """
 
 from __future__ import annotations
@@ -11,7 +18,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Protocol
@@ -23,7 +30,7 @@ from pymongo.errors import DuplicateKeyError
 
 from tongxin.contracts.envelope import Envelope, Headers, encode_record
 from tongxin.runtime.metrics import Metrics
-from tongxin.runtime.mongo import Doc, IndexSpec, defer_insert
+from tongxin.runtime.mongo import Doc, IndexSpec, after_commit, defer_insert
 
 log = logging.getLogger(__name__)
 
@@ -86,12 +93,33 @@ def _next_seq() -> int:
     return _last_seq
 
 
+def _record(d: Doc) -> OutboxRecord:
+    return OutboxRecord(
+        id=d["_id"],
+        topic=d["topic"],
+        key=bytes(d["key"]),
+        value=bytes(d["value"]),
+        headers=[(k, bytes(v)) for k, v in d["headers"]],
+        type=d["type"],
+    )
+
+
 class MongoOutbox:
     """The outbox collection of one service's database (real ``OutboxStore``)."""
 
     def __init__(self, db: AsyncDatabase[Doc], topic_prefix: str = "") -> None:
         self.col = db[OUTBOX]
         self.topic_prefix = topic_prefix
+        # the relay's hand-off: records whose transaction committed (``listen``)
+        self._committed: Callable[[Sequence[OutboxRecord]], None] | None = None
+        self._unknown: Callable[[], None] | None = None
+
+    def listen(
+        self, committed: Callable[[Sequence[OutboxRecord]], None], unknown: Callable[[], None]
+    ) -> None:
+        """After each commit, hand its records to ``committed``; ``unknown`` when a record
+        was added outside ``in_transaction`` (its commit cannot be seen: read the collection)."""
+        self._committed, self._unknown = committed, unknown
 
     async def add(self, session: AsyncClientSession, topic: str, env: Envelope) -> None:
         """Stage ``env`` for ``topic`` inside the caller's transaction."""
@@ -110,20 +138,15 @@ class MongoOutbox:
         # written with the transaction's other outbox records in one insert_many
         if not defer_insert(session, self.col, doc):
             await self.col.insert_one(doc, session=session)
+        if self._committed is not None and self._unknown is not None:
+            committed = self._committed
+            rec = _record(doc)
+            if not after_commit(session, lambda: committed([rec])):
+                self._unknown()
 
     async def pending(self, limit: int) -> list[OutboxRecord]:
         cursor = self.col.find({"sent": False}).sort("seq", 1).limit(limit)
-        return [
-            OutboxRecord(
-                id=d["_id"],
-                topic=d["topic"],
-                key=bytes(d["key"]),
-                value=bytes(d["value"]),
-                headers=[(k, bytes(v)) for k, v in d["headers"]],
-                type=d["type"],
-            )
-            async for d in cursor
-        ]
+        return [_record(d) async for d in cursor]
 
     async def mark_sent(self, ids: Sequence[str]) -> None:
         if ids:
@@ -178,7 +201,8 @@ class MongoRelayLease:
 
 
 class OutboxRelay:
-    """Publishes pending outbox records; woken by ``nudge()`` after a commit, or by polling."""
+    """Publishes pending outbox records; woken by ``nudge()``/``handoff()`` after a commit,
+    or by polling."""
 
     def __init__(
         self,
@@ -191,6 +215,7 @@ class OutboxRelay:
         lease: RelayLease | None = None,
         linger: float = 0.02,
         idle_poll_max: float = 1.0,
+        mark_interval: float = 0.25,
     ) -> None:
         self.store = store
         self.publisher = publisher
@@ -203,18 +228,70 @@ class OutboxRelay:
         # all of them instead of per commit); an isolated nudge is served at once
         self.linger = linger
         # with nothing to publish, polling slows down to this (a nudge still wakes at once;
-        # polling only finds records another replica's commits left for this lease holder)
+        # polling only finds records another replica's commits left for this lease holder);
+        # also how often a relay fed by hand-offs reads the collection anyway
         self.idle_poll_max = max(idle_poll_max, poll_interval)
+        # published records are marked sent together, at most this long after publishing
+        self.mark_interval = mark_interval
         self._wake = asyncio.Event()
         self._stopping = False
+        # Hand-offs: records this process committed, not yet published. Used instead of a
+        # read while ``_clean``: the last read found the collection holding nothing else.
+        self._fresh: list[OutboxRecord] = []
+        self._clean = False
+        self._reading = False
+        self._read_at = -1e9
+        self._unmarked: list[str] = []  # published, mark not yet written
+        self._unmarked_at = 0.0
 
     def nudge(self) -> None:
         """Tell the relay there is something new to publish."""
         self._wake.set()
 
-    async def relay_once(self) -> int:
-        """Publish one batch; returns how many records were published and marked."""
-        records = await self.store.pending(self.batch_size)
+    def handoff(self, records: Sequence[OutboxRecord]) -> None:
+        """Records whose transaction just committed (``MongoOutbox.listen``)."""
+        if self._clean or self._reading:
+            self._fresh.extend(records)
+            if len(self._fresh) > 10 * self.batch_size:  # not keeping up: the store has them
+                self._forget()
+        self._wake.set()
+
+    def reread(self) -> None:
+        """Something may be in the store that was not handed off: read it next pass."""
+        self._forget()
+        self._wake.set()
+
+    def _forget(self) -> None:
+        self._fresh.clear()
+        self._clean = False
+
+    async def _read(self) -> list[OutboxRecord]:
+        await self.flush_marks()  # else the read returns what was published already
+        self._fresh.clear()  # committed before the read: the read returns them
+        self._reading = True
+        try:
+            records = await self.store.pending(self.batch_size)
+        except BaseException:
+            self._forget()
+            raise
+        finally:
+            self._reading = False
+        self._read_at = time.monotonic()
+        self._clean = len(records) < self.batch_size
+        if self._fresh:  # handed off during the read: keep those it did not return
+            seen = {r.id for r in records}
+            self._fresh = [r for r in self._fresh if r.id not in seen]
+        return records
+
+    async def relay_once(self, *, read: bool = True, mark: bool = True) -> int:
+        """Publish one batch; returns how many records were published. ``read=False``
+        takes the hand-offs instead of reading, while nothing else can be pending;
+        ``mark=False`` leaves the marks to ``flush_marks``."""
+        if read or not self._clean:
+            records = await self._read()
+        else:
+            records = self._fresh[: self.batch_size]
+            del self._fresh[: self.batch_size]
         if not records:
             return 0
         results = await asyncio.gather(
@@ -222,7 +299,13 @@ class OutboxRelay:
         )
         done = [r for r, res in zip(records, results, strict=True) if res is None]
         failed = [res for res in results if isinstance(res, BaseException)]
-        await self.store.mark_sent([r.id for r in done])
+        if failed:
+            self._forget()  # the failed ones wait in the store
+        if done and not self._unmarked:
+            self._unmarked_at = time.monotonic()
+        self._unmarked.extend(r.id for r in done)
+        if mark or len(self._unmarked) >= self.batch_size:
+            await self.flush_marks()
         if self.metrics:
             for r in done:
                 self.metrics.events_published.labels(r.topic, r.type).inc()
@@ -234,6 +317,18 @@ class OutboxRelay:
             raise failed[0] if isinstance(failed[0], Exception) else RuntimeError(failed[0])
         return len(done)
 
+    async def flush_marks(self) -> None:
+        """Write the marks of the records published so far."""
+        if self._unmarked:
+            ids = list(self._unmarked)
+            await self.store.mark_sent(ids)
+            del self._unmarked[: len(ids)]
+
+    def _marks_due_in(self) -> float | None:
+        if not self._unmarked:
+            return None
+        return max(0.0, self._unmarked_at + self.mark_interval - time.monotonic())
+
     async def run(self) -> None:
         """Relay until ``stop()``; errors back off and retry, nothing is dropped."""
         backoff = self.poll_interval
@@ -244,10 +339,15 @@ class OutboxRelay:
             self._wake.clear()
             try:
                 if self.lease is not None and not await self.lease.hold():
-                    n = 0  # another replica publishes; poll to take over if it dies
+                    self._forget()  # another replica publishes; poll to take over if it dies
+                    await self.flush_marks()
+                    n = 0
                     idle = self.poll_interval
                 else:
-                    n = await self.relay_once()
+                    due = time.monotonic() - self._read_at >= self.idle_poll_max
+                    n = await self.relay_once(read=due, mark=False)
+                    if self._marks_due_in() == 0.0:
+                        await self.flush_marks()
                     idle = self.poll_interval if n else min(idle * 2, self.idle_poll_max)
                     if n:
                         published_at = time.monotonic()
@@ -259,8 +359,10 @@ class OutboxRelay:
                 idle = self.poll_interval
             if n >= self.batch_size or self._stopping:
                 continue
+            marks = self._marks_due_in()
+            wait = backoff if marks is None else min(backoff, marks)
             try:
-                await asyncio.wait_for(self._wake.wait(), timeout=backoff)
+                await asyncio.wait_for(self._wake.wait(), timeout=wait)
             except TimeoutError:
                 continue
             busy = time.monotonic() - published_at < 5 * self.linger
@@ -271,6 +373,7 @@ class OutboxRelay:
             if self.lease is None or await self.lease.hold():
                 while await self.relay_once():
                     pass
+            await self.flush_marks()
             if self.lease is not None:
                 await self.lease.release()
         except Exception as exc:

@@ -21,7 +21,7 @@ from typing import Any
 from pymongo.asynchronous.client_session import AsyncClientSession
 from pymongo.asynchronous.database import AsyncDatabase
 
-from tongxin.runtime.mongo import Doc, IndexSpec
+from tongxin.runtime.mongo import Doc, IndexSpec, defer_insert
 
 log = logging.getLogger(__name__)
 
@@ -81,6 +81,31 @@ class DeadlineStore:
             upsert=True,
             session=session,
         )
+
+    async def add(
+        self,
+        session: AsyncClientSession | None,
+        deadline_id: str,
+        kind: str,
+        due_at: datetime,
+        subject: str,
+        payload: Mapping[str, Any] | None = None,
+    ) -> None:
+        """Create a pending deadline that cannot exist yet (what a new subject needs):
+        written at the end of the caller's transaction with its other inserts, in one
+        ``insert_many`` when grouped, instead of an upsert each."""
+        doc: Doc = {
+            "_id": deadline_id,
+            "kind": kind,
+            "due_at": due_at,
+            "subject": subject,
+            "payload": dict(payload or {}),
+            "status": PENDING,
+            "lease_owner": None,
+            "lease_until": None,
+        }
+        if not defer_insert(session, self.col, doc):
+            await self.col.insert_one(doc, session=session)
 
     async def cancel(self, session: AsyncClientSession | None, deadline_id: str) -> bool:
         """Cancel a pending deadline; False when it had already fired or did not exist."""

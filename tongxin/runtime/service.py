@@ -154,6 +154,7 @@ async def start_runtime(
         poll_interval=settings.outbox_poll_interval_s,
         lease=MongoRelayLease(db, f"{name}-{uuid.uuid4().hex[:8]}"),
     )
+    outbox.listen(relay.handoff, relay.reread)
     rt = ServiceRuntime(name, settings, metrics, mongo, db, producer, outbox, relay)
     rt.tasks.append(asyncio.create_task(relay.run(), name=f"{name}:outbox-relay"))
     policy = RetryPolicy(

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from datetime import UTC, datetime, timedelta
+
+from services.intake.store import RequestStore
 from tests.integration.intake.conftest import BODY, Intake
 from tests.support import unique
 
@@ -61,3 +64,20 @@ async def test_similar_request_is_linked_not_dropped_and_staff_can_unlink(intake
     assert (await intake.view(dup["id"]))["duplicate_of"] is None
     again = await intake.http.delete(url, headers=intake.staff())
     assert again.status_code == 409
+
+
+async def test_the_comparison_reads_only_the_newest_open_requests(intake: Intake) -> None:
+    """One bounded read per submission: the newest ``duplicate_candidates`` open ones."""
+    place = {"community": BODY["community"], "compound": BODY["compound"]}
+    since = datetime.now(UTC) - timedelta(milliseconds=1)  # this test's requests only
+    ids = []
+    for i in range(4):
+        body = {**BODY, **place, "title": f"楼道灯不亮{i}", "description": f"第{i}栋楼道灯不亮"}
+        r = await intake.submit(body)
+        assert r.status_code == 201
+        ids.append(r.json()["id"])
+    store = RequestStore(intake.db)
+    found = await store.open_similar(place["compound"], BODY["category"], since, ["submitted"], 2)
+    assert [d["_id"] for d in found] == ids[:1:-1]  # the two newest, newest first
+    everything = await store.open_similar(place["compound"], BODY["category"], since, ["submitted"])
+    assert sorted(d["_id"] for d in everything) == sorted(ids)
