@@ -11,7 +11,7 @@ from typing import Any
 from pymongo.asynchronous.client_session import AsyncClientSession
 from pymongo.asynchronous.database import AsyncDatabase
 
-from tongxin.runtime.mongo import Doc, IndexSpec
+from tongxin.runtime.mongo import Doc, IndexSpec, defer_insert
 from tongxin.runtime.scheduler import DEADLINE_INDEXES
 
 DELIVERIES = "deliveries"
@@ -165,9 +165,11 @@ class NotifyStore:
     # — deliveries —
 
     async def insert_deliveries(self, session: AsyncClientSession, docs: Sequence[Doc]) -> None:
-        """Record planned deliveries inside the handling transaction."""
-        if docs:
-            await self.deliveries.insert_many(list(docs), session=session)
+        """Record planned deliveries inside the handling transaction (at its end, with its
+        other inserts: nothing reads them back before the commit)."""
+        rest = [d for d in docs if not defer_insert(session, self.deliveries, d)]
+        if rest:
+            await self.deliveries.insert_many(rest, session=session)
 
     async def open_deliveries(
         self, event_id: str, lease: timedelta, *, reopen_failed: bool

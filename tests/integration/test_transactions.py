@@ -12,14 +12,21 @@ from pathlib import Path
 import pytest
 from pymongo import AsyncMongoClient, monitoring
 from pymongo.asynchronous.client_session import AsyncClientSession
-from pymongo.errors import ConnectionFailure
+from pymongo.errors import ConnectionFailure, DuplicateKeyError
 
 from tests.support import eventually, unique
 from tongxin.devstack.procs import free_port
 from tongxin.devstack.servers import SecantusServer
 from tongxin.devstack.stack import LocalStack
 from tongxin.runtime import mongo
-from tongxin.runtime.mongo import AlreadyHandled, Doc, handle_once, in_transaction, make_client
+from tongxin.runtime.mongo import (
+    AlreadyHandled,
+    Doc,
+    defer_insert,
+    handle_once,
+    in_transaction,
+    make_client,
+)
 
 
 class Refused(Exception):
@@ -228,3 +235,51 @@ async def test_drain_aborts_a_group_still_running_so_it_blocks_nobody_afterwards
     finally:
         await c.close()
         await other.close()
+
+
+async def test_deferred_inserts_into_several_collections_go_in_one_round_trip(
+    stack: LocalStack,
+) -> None:
+    """A transaction's deferred inserts are one client-level ``bulkWrite`` when they span
+    collections; a duplicate key among them still raises ``DuplicateKeyError`` and the
+    transaction leaves nothing behind."""
+    commands: list[str] = []
+
+    class Listener(monitoring.CommandListener):
+        def started(self, event: monitoring.CommandStartedEvent) -> None:
+            commands.append(event.command_name)
+
+        def succeeded(self, event: monitoring.CommandSucceededEvent) -> None:
+            pass
+
+        def failed(self, event: monitoring.CommandFailedEvent) -> None:
+            pass
+
+    client: AsyncMongoClient[Doc] = AsyncMongoClient(
+        stack.mongodb_uri, event_listeners=[Listener()]
+    )
+    try:
+        db = client[unique("bulk_")]
+        for name in ("a", "b"):
+            await db.create_collection(name)
+
+        async def write(session: AsyncClientSession) -> None:
+            assert defer_insert(session, db.a, {"_id": 1})
+            assert defer_insert(session, db.b, {"_id": 1})
+            assert defer_insert(session, db.b, {"_id": 2})
+
+        commands.clear()
+        await in_transaction(client, write)
+        assert [c for c in commands if c in ("insert", "bulkWrite")] == ["bulkWrite"]
+        assert await db.a.count_documents({}) == 1
+        assert await db.b.count_documents({}) == 2
+
+        async def again(session: AsyncClientSession) -> None:
+            assert defer_insert(session, db.a, {"_id": 3})
+            assert defer_insert(session, db.b, {"_id": 2})  # exists
+
+        with pytest.raises(DuplicateKeyError):
+            await in_transaction(client, again)
+        assert await db.a.count_documents({"_id": 3}) == 0
+    finally:
+        await client.close()

@@ -8,19 +8,21 @@ import logging
 import os
 import random
 import time
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from contextvars import ContextVar
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
-from pymongo import AsyncMongoClient, monitoring
+from pymongo import AsyncMongoClient, InsertOne, monitoring
 from pymongo.asynchronous.client_session import AsyncClientSession
 from pymongo.asynchronous.collection import AsyncCollection
 from pymongo.asynchronous.database import AsyncDatabase
 from pymongo.errors import (
     BulkWriteError,
+    ClientBulkWriteException,
     ConnectionFailure,
     DuplicateKeyError,
+    InvalidOperation,
     PyMongoError,
     ServerSelectionTimeoutError,
 )
@@ -148,21 +150,43 @@ class _Scope:
         self.deferred.setdefault(col.full_name, (col, []))[1].append(doc)
 
     async def flush(self) -> None:
-        for col, docs in self.deferred.values():
+        """Write the deferred inserts in one round trip: ``insert_one``/``insert_many`` for
+        one collection, the client-level ``bulkWrite`` for several (MongoDB 8.0; a
+        duplicate key still raises ``DuplicateKeyError``)."""
+        global _CLIENT_BULK
+        groups = list(self.deferred.values())
+        self.deferred.clear()
+        if len(groups) > 1 and _CLIENT_BULK:
+            models = [InsertOne(d, namespace=col.full_name) for col, docs in groups for d in docs]
+            try:
+                await self.session.client.bulk_write(models, ordered=True, session=self.session)
+                return
+            except ClientBulkWriteException as exc:
+                _raise_duplicate(exc.details.get("writeErrors") or [], exc)
+                raise
+            except InvalidOperation:  # a server before MongoDB 8.0: one insert per collection
+                log.info("the database has no client-level bulkWrite; inserting per collection")
+                _CLIENT_BULK = False
+        for col, docs in groups:
             if len(docs) == 1:
                 await col.insert_one(docs[0], session=self.session)
                 continue
             try:
                 await col.insert_many(docs, ordered=True, session=self.session)
             except BulkWriteError as exc:
-                errors = exc.details.get("writeErrors", [])
-                if any(e.get("code") == 11000 for e in errors):
-                    raise DuplicateKeyError(str(errors[0].get("errmsg", exc)), 11000) from exc
+                _raise_duplicate(exc.details.get("writeErrors", []), exc)
                 raise
-        self.deferred.clear()
+
+
+def _raise_duplicate(errors: Sequence[Mapping[str, Any]], exc: Exception) -> None:
+    """A bulk insert's duplicate key as the ``DuplicateKeyError`` a single insert raises."""
+    for e in errors:
+        if e.get("code") == 11000:
+            raise DuplicateKeyError(str(e.get("errmsg", exc)), 11000) from exc
 
 
 _SCOPE: ContextVar[_Scope | None] = ContextVar("tongxin_txn_scope", default=None)
+_CLIENT_BULK = True  # False once the server turned the client-level bulkWrite down
 
 
 def after_commit(session: AsyncClientSession | None, fn: Callable[[], None]) -> bool:
