@@ -49,6 +49,19 @@ Complete = Callable[[AsyncClientSession], Awaitable[None]]
 DeadlineHandler = Callable[[Doc, Complete], Awaitable[None]]
 
 
+def _pending(kind: str, due_at: datetime, subject: str, payload: Mapping[str, Any] | None) -> Doc:
+    """The fields of a pending deadline nobody holds."""
+    return {
+        "kind": kind,
+        "due_at": due_at,
+        "subject": subject,
+        "payload": dict(payload or {}),
+        "status": PENDING,
+        "lease_owner": None,
+        "lease_until": None,
+    }
+
+
 class DeadlineStore:
     """The ``deadlines`` collection of one service's database."""
 
@@ -67,17 +80,7 @@ class DeadlineStore:
         """Create (or move) a pending deadline, inside the caller's transaction."""
         await self.col.update_one(
             {"_id": deadline_id},
-            {
-                "$set": {
-                    "kind": kind,
-                    "due_at": due_at,
-                    "subject": subject,
-                    "payload": dict(payload or {}),
-                    "status": PENDING,
-                    "lease_owner": None,
-                    "lease_until": None,
-                }
-            },
+            {"$set": _pending(kind, due_at, subject, payload)},
             upsert=True,
             session=session,
         )
@@ -92,18 +95,9 @@ class DeadlineStore:
         payload: Mapping[str, Any] | None = None,
     ) -> None:
         """Create a pending deadline that cannot exist yet (what a new subject needs):
-        written at the end of the caller's transaction with its other inserts, in one
-        ``insert_many`` when grouped, instead of an upsert each."""
-        doc: Doc = {
-            "_id": deadline_id,
-            "kind": kind,
-            "due_at": due_at,
-            "subject": subject,
-            "payload": dict(payload or {}),
-            "status": PENDING,
-            "lease_owner": None,
-            "lease_until": None,
-        }
+        written at the end of the caller's transaction with its other inserts (one
+        round trip for all of them) instead of an upsert each."""
+        doc: Doc = {"_id": deadline_id, **_pending(kind, due_at, subject, payload)}
         if not defer_insert(session, self.col, doc):
             await self.col.insert_one(doc, session=session)
 
