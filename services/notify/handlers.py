@@ -161,7 +161,8 @@ class NotifyHandlers:
         await self.store.insert_deliveries(session, docs)
         for doc in docs:
             if doc["status"] == DEFERRED:
-                await self.deadlines.schedule(
+                # a new delivery's deadline: inserted with the transaction's other writes
+                await self.deadlines.add(
                     session, f"release:{doc['_id']}", RELEASE, doc["not_before"], doc["_id"]
                 )
         return planned, docs

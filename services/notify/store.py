@@ -11,7 +11,7 @@ from typing import Any
 from pymongo.asynchronous.client_session import AsyncClientSession
 from pymongo.asynchronous.database import AsyncDatabase
 
-from tongxin.runtime.mongo import Doc, IndexSpec, defer_insert
+from tongxin.runtime.mongo import Doc, IndexSpec, defer_insert, defer_update
 from tongxin.runtime.scheduler import DEADLINE_INDEXES
 
 DELIVERIES = "deliveries"
@@ -87,9 +87,10 @@ class NotifyStore:
     ) -> None:
         """Keep the submitter's contact (only notify keeps it) for later messages."""
         fields = {**contact, "updated_at": _now()}
-        await self.contacts.update_one(
-            {"_id": request_id}, {"$set": fields}, upsert=True, session=session
-        )
+        flt, update = {"_id": request_id}, {"$set": fields}
+        # with the transaction's other writes at its end: read back from memory meanwhile
+        if not defer_update(session, self.contacts, flt, update, upsert=True):
+            await self.contacts.update_one(flt, update, upsert=True, session=session)
         self._remember_contact({"_id": request_id, **fields})
 
     def _remember_contact(self, doc: Doc) -> None:
@@ -110,10 +111,11 @@ class NotifyStore:
         return doc
 
     async def save_case(self, session: AsyncClientSession | None, case_id: str, doc: Doc) -> None:
-        """Remember a routed case: its request, units, community and tier."""
-        await self.cases.update_one(
-            {"_id": case_id}, {"$set": {**doc, "updated_at": _now()}}, upsert=True, session=session
-        )
+        """Remember a routed case: its request, units, community and tier (at the end of the
+        transaction, with its other writes: the caller does not read it back)."""
+        flt, update = {"_id": case_id}, {"$set": {**doc, "updated_at": _now()}}
+        if not defer_update(session, self.cases, flt, update, upsert=True):
+            await self.cases.update_one(flt, update, upsert=True, session=session)
 
     async def add_case_unit(
         self, session: AsyncClientSession | None, case_id: str, unit: str

@@ -23,6 +23,7 @@ from tongxin.runtime.mongo import (
     AlreadyHandled,
     Doc,
     defer_insert,
+    defer_update,
     handle_once,
     in_transaction,
     make_client,
@@ -240,9 +241,9 @@ async def test_drain_aborts_a_group_still_running_so_it_blocks_nobody_afterwards
 async def test_deferred_inserts_into_several_collections_go_in_one_round_trip(
     stack: LocalStack,
 ) -> None:
-    """A transaction's deferred inserts are one client-level ``bulkWrite`` when they span
-    collections; a duplicate key among them still raises ``DuplicateKeyError`` and the
-    transaction leaves nothing behind."""
+    """A transaction's deferred inserts (and updates, applied after them) are one
+    client-level ``bulkWrite`` when they span collections; a duplicate key among them
+    still raises ``DuplicateKeyError`` and the transaction leaves nothing behind."""
     commands: list[str] = []
 
     class Listener(monitoring.CommandListener):
@@ -273,6 +274,17 @@ async def test_deferred_inserts_into_several_collections_go_in_one_round_trip(
         assert [c for c in commands if c in ("insert", "bulkWrite")] == ["bulkWrite"]
         assert await db.a.count_documents({}) == 1
         assert await db.b.count_documents({}) == 2
+
+        async def write_and_update(session: AsyncClientSession) -> None:
+            assert defer_update(session, db.a, {"_id": 5}, {"$inc": {"n": 1}}, upsert=True)
+            assert defer_insert(session, db.b, {"_id": 5})
+            assert defer_update(session, db.b, {"_id": 5}, {"$set": {"seen": True}})
+
+        commands.clear()
+        await in_transaction(client, write_and_update)
+        assert [c for c in commands if c in ("insert", "update", "bulkWrite")] == ["bulkWrite"]
+        assert await db.a.find_one({"_id": 5}) == {"_id": 5, "n": 1}
+        assert await db.b.find_one({"_id": 5}) == {"_id": 5, "seen": True}  # after the insert
 
         async def again(session: AsyncClientSession) -> None:
             assert defer_insert(session, db.a, {"_id": 3})

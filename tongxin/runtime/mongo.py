@@ -13,7 +13,7 @@ from contextvars import ContextVar
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
-from pymongo import AsyncMongoClient, InsertOne, monitoring
+from pymongo import AsyncMongoClient, InsertOne, UpdateOne, monitoring
 from pymongo.asynchronous.client_session import AsyncClientSession
 from pymongo.asynchronous.collection import AsyncCollection
 from pymongo.asynchronous.database import AsyncDatabase
@@ -139,33 +139,42 @@ MAX_GROUP = int(os.environ.get("TONGXIN_TXN_GROUP", "64"))
 
 @dataclass(slots=True)
 class _Scope:
-    """The transaction a callback runs in, and the inserts deferred to its end."""
+    """The transaction a callback runs in, and the writes deferred to its end."""
 
     session: AsyncClientSession
     grouped: bool
     deferred: dict[str, tuple[AsyncCollection[Doc], list[Doc]]] = field(default_factory=dict)
+    updates: list[tuple[AsyncCollection[Doc], Doc, Doc, bool]] = field(default_factory=list)
     committed: list[Callable[[], None]] = field(default_factory=list)  # run after the commit
 
     def defer(self, col: AsyncCollection[Doc], doc: Doc) -> None:
         self.deferred.setdefault(col.full_name, (col, []))[1].append(doc)
 
     async def flush(self) -> None:
-        """Write the deferred inserts in one round trip: ``insert_one``/``insert_many`` for
-        one collection, the client-level ``bulkWrite`` for several (MongoDB 8.0; a
-        duplicate key still raises ``DuplicateKeyError``)."""
+        """Write the deferred inserts, then the deferred updates, in one round trip:
+        ``insert_one``/``insert_many`` for inserts into one collection, the client-level
+        ``bulkWrite`` otherwise (MongoDB 8.0; a duplicate key still raises
+        ``DuplicateKeyError``)."""
         global _CLIENT_BULK
         groups = list(self.deferred.values())
+        updates = list(self.updates)
         self.deferred.clear()
-        if len(groups) > 1 and _CLIENT_BULK:
-            models = [InsertOne(d, namespace=col.full_name) for col, docs in groups for d in docs]
+        self.updates.clear()
+        if (len(groups) > 1 or (groups and updates) or len(updates) > 1) and _CLIENT_BULK:
+            models: list[InsertOne[Doc] | UpdateOne] = [
+                InsertOne(d, namespace=col.full_name) for col, docs in groups for d in docs
+            ]
+            models += [
+                UpdateOne(f, u, upsert=up, namespace=col.full_name) for col, f, u, up in updates
+            ]
             try:
                 await self.session.client.bulk_write(models, ordered=True, session=self.session)
                 return
             except ClientBulkWriteException as exc:
                 _raise_duplicate(exc.details.get("writeErrors") or [], exc)
                 raise
-            except InvalidOperation:  # a server before MongoDB 8.0: one insert per collection
-                log.info("the database has no client-level bulkWrite; inserting per collection")
+            except InvalidOperation:  # a server before MongoDB 8.0: one command per write
+                log.info("the database has no client-level bulkWrite; writing per collection")
                 _CLIENT_BULK = False
         for col, docs in groups:
             if len(docs) == 1:
@@ -176,6 +185,8 @@ class _Scope:
             except BulkWriteError as exc:
                 _raise_duplicate(exc.details.get("writeErrors", []), exc)
                 raise
+        for col, f, u, up in updates:
+            await col.update_one(f, u, upsert=up, session=self.session)
 
 
 def _raise_duplicate(errors: Sequence[Mapping[str, Any]], exc: Exception) -> None:
@@ -197,6 +208,25 @@ def after_commit(session: AsyncClientSession | None, fn: Callable[[], None]) -> 
     if session is None or scope is None or scope.session is not session:
         return False
     scope.committed.append(fn)
+    return True
+
+
+def defer_update(
+    session: AsyncClientSession | None,
+    col: AsyncCollection[Doc],
+    flt: Doc,
+    update: Doc,
+    *,
+    upsert: bool = False,
+) -> bool:
+    """Apply ``update`` at the end of ``session``'s transaction (after its deferred inserts,
+    with them in one round trip) when the caller runs inside ``in_transaction`` — for a
+    write whose result nobody needs and that nothing reads back before the commit; False
+    when it must be applied now."""
+    scope = _SCOPE.get()
+    if session is None or scope is None or scope.session is not session:
+        return False
+    scope.updates.append((col, flt, update, upsert))
     return True
 
 
