@@ -272,36 +272,22 @@ class NotifyStore:
     async def mark_sent(
         self, session: AsyncClientSession, did: str, provider_id: str | None
     ) -> None:
-        """The delivery went through."""
+        """The delivery went through (at the end of the transaction, with its event)."""
         now = _now()
-        await self.deliveries.update_one(
-            {"_id": did, "status": SENDING},
-            {
-                "$set": {
-                    "status": SENT,
-                    "sent_at": now,
-                    "provider_id": provider_id,
-                    "updated_at": now,
-                }
-            },
-            session=session,
-        )
+        fields = {"status": SENT, "sent_at": now, "provider_id": provider_id, "updated_at": now}
+        await self._finish(session, did, fields)
+
+    async def _finish(self, session: AsyncClientSession, did: str, fields: Doc) -> None:
+        """Record the outcome of the attempt this process holds (``sending``)."""
+        flt, update = {"_id": did, "status": SENDING}, {"$set": fields}
+        if not defer_update(session, self.deliveries, flt, update):
+            await self.deliveries.update_one(flt, update, session=session)
 
     async def mark_failed(self, session: AsyncClientSession, did: str, error: str) -> None:
         """The delivery failed after its last attempt (a DLQ replay may try it again)."""
         now = _now()
-        await self.deliveries.update_one(
-            {"_id": did, "status": SENDING},
-            {
-                "$set": {
-                    "status": FAILED,
-                    "last_error": error[:500],
-                    "failed_at": now,
-                    "updated_at": now,
-                }
-            },
-            session=session,
-        )
+        fields = {"status": FAILED, "last_error": error[:500], "failed_at": now, "updated_at": now}
+        await self._finish(session, did, fields)
 
     async def get(self, did: str) -> Doc | None:
         """One delivery."""

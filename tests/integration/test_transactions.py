@@ -124,8 +124,9 @@ def own_db() -> Iterator[SecantusServer]:
     server.stop()
 
 
+@pytest.mark.parametrize("deferred", [False, True], ids=["insert", "bulkWrite"])
 async def test_a_stopped_database_is_reported_at_once_and_recovers(
-    own_db: SecantusServer, monkeypatch: pytest.MonkeyPatch
+    own_db: SecantusServer, monkeypatch: pytest.MonkeyPatch, deferred: bool
 ) -> None:
     monkeypatch.setattr(mongo, "MAX_INFLIGHT", 1)
     c = make_client(own_db.uri, timeout_ms=2000)
@@ -133,7 +134,11 @@ async def test_a_stopped_database_is_reported_at_once_and_recovers(
         col = c.tx.docs
 
         async def write(s: AsyncClientSession) -> None:
-            await col.insert_one({}, session=s)
+            if not deferred:
+                await col.insert_one({}, session=s)
+                return
+            # the transaction's only command is the bulkWrite of its deferred inserts
+            assert defer_insert(s, col, {}) and defer_insert(s, c.tx.other, {})
 
         await in_transaction(c, write)
         await asyncio.to_thread(own_db.stop)
@@ -295,3 +300,23 @@ async def test_deferred_inserts_into_several_collections_go_in_one_round_trip(
         assert await db.a.count_documents({"_id": 3}) == 0
     finally:
         await client.close()
+
+
+async def test_write_conflicts_met_by_the_bulk_write_are_retried(
+    client: AsyncMongoClient[Doc],
+) -> None:
+    """Concurrent transactions whose deferred writes (one ``bulkWrite``) conflict are run
+    again like any other write conflict: every caller succeeds, each increment counts once."""
+    db = client[unique("conflict_")]
+    await db.counters.insert_one({"_id": "n", "n": 0})
+    await db.create_collection("log")
+
+    async def bump(s: AsyncClientSession) -> None:
+        await db.counters.find_one({"_id": "n"}, session=s)
+        await asyncio.sleep(0.01)  # overlap with the other callers' transactions
+        assert defer_update(s, db.counters, {"_id": "n"}, {"$inc": {"n": 1}})
+        assert defer_insert(s, db.log, {})
+
+    await asyncio.gather(*(in_transaction(client, bump) for _ in range(12)))
+    assert (await db.counters.find_one({"_id": "n"}) or {})["n"] == 12
+    assert await db.log.count_documents({}) == 12

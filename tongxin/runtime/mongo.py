@@ -172,6 +172,10 @@ class _Scope:
                 return
             except ClientBulkWriteException as exc:
                 _raise_duplicate(exc.details.get("writeErrors") or [], exc)
+                if isinstance(exc.error, PyMongoError):
+                    # a write conflict or the database going away: its labels are on the
+                    # wrapped error, which the retry and outage handling look at
+                    raise exc.error from exc
                 raise
             except InvalidOperation:  # a server before MongoDB 8.0: one command per write
                 log.info("the database has no client-level bulkWrite; writing per collection")
