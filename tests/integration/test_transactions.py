@@ -116,6 +116,31 @@ async def test_an_event_is_applied_once_however_many_deliver_it(
         await in_transaction(client, lambda s: mongo.record_event_once(db, s, "test", "e-1"))
 
 
+async def test_a_redelivered_event_whose_handler_trips_over_its_own_effects_is_a_duplicate(
+    client: AsyncMongoClient[Doc],
+) -> None:
+    """The event record is written at the end of the transaction, after the handler: a
+    handler that fails on a redelivery (its first delivery already changed what it checks)
+    still gets ``AlreadyHandled`` — nothing parked, nothing changed — while the same failure
+    on an event never handled reaches the caller."""
+    db = client[unique("txn_")]
+    await db[mongo.PROCESSED].create_index([("consumer", 1), ("event_id", 1)], unique=True)
+    await db.cases.insert_one({"_id": "c-1", "status": "open"})
+
+    async def close(s: AsyncClientSession) -> None:
+        res = await db.cases.update_one(
+            {"_id": "c-1", "status": "open"}, {"$set": {"status": "closed"}}, session=s
+        )
+        if res.modified_count != 1:
+            raise Refused("the case is not open")
+
+    assert await handle_once(client, db, "test", "close-1", close)
+    assert not await handle_once(client, db, "test", "close-1", close)  # redelivered
+    with pytest.raises(Refused):
+        await handle_once(client, db, "test", "close-2", close)  # a new event: a real refusal
+    assert await db[mongo.PROCESSED].count_documents({"consumer": "test"}) == 1
+
+
 @pytest.fixture
 def own_db() -> Iterator[SecantusServer]:
     server = SecantusServer(Path(tempfile.mkdtemp(prefix="tongxin-txn-")), free_port())

@@ -146,9 +146,29 @@ class _Scope:
     deferred: dict[str, tuple[AsyncCollection[Doc], list[Doc]]] = field(default_factory=dict)
     updates: list[tuple[AsyncCollection[Doc], Doc, Doc, bool]] = field(default_factory=list)
     committed: list[Callable[[], None]] = field(default_factory=list)  # run after the commit
+    # processed-event records deferred by ``record_event_once`` (a duplicate key on one of
+    # them means the event was handled before: ``AlreadyHandled``)
+    events: list[tuple[AsyncCollection[Doc], Doc]] = field(default_factory=list)
 
     def defer(self, col: AsyncCollection[Doc], doc: Doc) -> None:
         self.deferred.setdefault(col.full_name, (col, []))[1].append(doc)
+
+    def _duplicate(self, doc: Doc | None, exc: Exception) -> None:
+        """Raise for a duplicate key on ``doc``: ``AlreadyHandled`` for an event record."""
+        if doc is not None and any(doc is d for _, d in self.events):
+            raise AlreadyHandled(str(doc["event_id"])) from exc
+        raise DuplicateKeyError(str(exc), 11000) from exc
+
+    async def handled_before(self) -> str | None:
+        """After a callback failed: the id of a deferred event that was already recorded
+        (a redelivery whose handler stumbled on its own earlier effects), if any."""
+        for col, doc in self.events:
+            try:
+                if await col.find_one({"consumer": doc["consumer"], "event_id": doc["event_id"]}):
+                    return str(doc["event_id"])
+            except PyMongoError:
+                return None
+        return None
 
     async def flush(self) -> None:
         """Write the deferred inserts, then the deferred updates, in one round trip:
@@ -171,7 +191,10 @@ class _Scope:
                 await self.session.client.bulk_write(models, ordered=True, session=self.session)
                 return
             except ClientBulkWriteException as exc:
-                _raise_duplicate(exc.details.get("writeErrors") or [], exc)
+                inserted = [d for _, docs in groups for d in docs]
+                dup = _duplicate_index(exc.details.get("writeErrors") or [], "idx")
+                if dup is not None:
+                    self._duplicate(inserted[dup] if dup < len(inserted) else None, exc)
                 if isinstance(exc.error, PyMongoError):
                     # a write conflict or the database going away: its labels are on the
                     # wrapped error, which the retry and outage handling look at
@@ -181,23 +204,28 @@ class _Scope:
                 log.info("the database has no client-level bulkWrite; writing per collection")
                 _CLIENT_BULK = False
         for col, docs in groups:
-            if len(docs) == 1:
-                await col.insert_one(docs[0], session=self.session)
-                continue
             try:
-                await col.insert_many(docs, ordered=True, session=self.session)
+                if len(docs) == 1:
+                    await col.insert_one(docs[0], session=self.session)
+                else:
+                    await col.insert_many(docs, ordered=True, session=self.session)
+            except DuplicateKeyError as exc:
+                self._duplicate(docs[0], exc)
             except BulkWriteError as exc:
-                _raise_duplicate(exc.details.get("writeErrors", []), exc)
+                dup = _duplicate_index(exc.details.get("writeErrors", []), "index")
+                if dup is not None:
+                    self._duplicate(docs[dup] if dup < len(docs) else None, exc)
                 raise
         for col, f, u, up in updates:
             await col.update_one(f, u, upsert=up, session=self.session)
 
 
-def _raise_duplicate(errors: Sequence[Mapping[str, Any]], exc: Exception) -> None:
-    """A bulk insert's duplicate key as the ``DuplicateKeyError`` a single insert raises."""
+def _duplicate_index(errors: Sequence[Mapping[str, Any]], key: str) -> int | None:
+    """Which write of a bulk insert met a duplicate key (its position), if one did."""
     for e in errors:
         if e.get("code") == 11000:
-            raise DuplicateKeyError(str(e.get("errmsg", exc)), 11000) from exc
+            return int(e.get(key, -1))
+    return None
 
 
 _SCOPE: ContextVar[_Scope | None] = ContextVar("tongxin_txn_scope", default=None)
@@ -289,6 +317,15 @@ async def _run(
                     await session.abort_transaction()  # best effort; errors are swallowed
                 if _conflict(exc) and time.monotonic() < deadline:
                     continue
+                if (
+                    scope.events
+                    and not grouped  # a failed group runs each callback alone anyway
+                    and isinstance(exc, Exception)
+                    and not isinstance(exc, AlreadyHandled | ConnectionFailure)
+                ):
+                    handled = await scope.handled_before()
+                    if handled is not None:
+                        raise AlreadyHandled(handled) from exc
                 raise
             finally:
                 _SCOPE.reset(token)
@@ -529,15 +566,19 @@ async def record_event_once(
 ) -> None:
     """Record ``event_id`` under a unique index inside the caller's transaction.
 
-    Raises :class:`AlreadyHandled` when it was recorded before, which aborts the
-    transaction so a redelivered event changes nothing.
+    Raises :class:`AlreadyHandled` (inside ``in_transaction``: from the transaction, at
+    its end) when it was recorded before, which aborts the transaction so a redelivered
+    event changes nothing.
     """
     doc = {"consumer": consumer, "event_id": event_id}
     scope = _SCOPE.get()
-    if scope is not None and scope.grouped and scope.session is session:
-        # checked at the group's commit; a duplicate fails the group and the event's own
-        # transaction then raises AlreadyHandled here
+    if scope is not None and scope.session is session:
+        # written with the transaction's other inserts (one round trip): a duplicate fails
+        # it there with AlreadyHandled (a grouped transaction then runs each callback alone);
+        # a handler that fails on a redelivered event's own earlier effects meets
+        # AlreadyHandled too (``_run`` looks the event up)
         scope.defer(db[PROCESSED], doc)
+        scope.events.append((db[PROCESSED], doc))
         return
     try:
         await db[PROCESSED].insert_one(doc, session=session)
