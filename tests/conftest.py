@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import shutil
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
@@ -35,6 +36,7 @@ def stack() -> Iterator[LocalStack]:
     print(f"[tongxin] database under test: SecantusDB at {s.mongodb_uri}")
     yield s
     s.stop()
+    shutil.rmtree(data, ignore_errors=True)  # a run's broker and database files
 
 
 def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:

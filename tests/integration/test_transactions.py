@@ -4,6 +4,7 @@ conflicts are retried, and a database that goes away is reported at once, not re
 from __future__ import annotations
 
 import asyncio
+import shutil
 import tempfile
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
@@ -143,10 +144,12 @@ async def test_a_redelivered_event_whose_handler_trips_over_its_own_effects_is_a
 
 @pytest.fixture
 def own_db() -> Iterator[SecantusServer]:
-    server = SecantusServer(Path(tempfile.mkdtemp(prefix="tongxin-txn-")), free_port())
+    data = Path(tempfile.mkdtemp(prefix="tongxin-txn-"))
+    server = SecantusServer(data, free_port())
     server.start()
     yield server
     server.stop()
+    shutil.rmtree(data, ignore_errors=True)  # runs had left hundreds of these in /tmp
 
 
 @pytest.mark.parametrize("deferred", [False, True], ids=["insert", "bulkWrite"])

@@ -4,6 +4,7 @@ get the allocation's error at once (503), not one database timeout after another
 from __future__ import annotations
 
 import asyncio
+import shutil
 import tempfile
 from pathlib import Path
 
@@ -19,7 +20,8 @@ from tongxin.runtime.mongo import make_client
 async def test_queued_callers_share_one_failed_allocation(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    server = SecantusServer(Path(tempfile.mkdtemp(prefix="tongxin-numbers-")), free_port())
+    data = Path(tempfile.mkdtemp(prefix="tongxin-numbers-"))
+    server = SecantusServer(data, free_port())
     server.start()
     client = make_client(server.uri, timeout_ms=1000)
     try:
@@ -46,3 +48,4 @@ async def test_queued_callers_share_one_failed_allocation(
     finally:
         await client.close()
         server.stop()
+        shutil.rmtree(data, ignore_errors=True)

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import shutil
 import tempfile
 import time
 from collections.abc import AsyncIterator, Iterator
@@ -78,6 +79,7 @@ def secured() -> Iterator[SecuredBroker]:
         yield SecuredBroker(broker, tls)
     finally:
         broker.stop()
+        shutil.rmtree(data, ignore_errors=True)
 
 
 def settings_for(**env: Any) -> ServiceSettings:
