@@ -13,7 +13,7 @@ from pymongo.asynchronous.client_session import AsyncClientSession
 from pymongo.asynchronous.database import AsyncDatabase
 from pymongo.errors import DuplicateKeyError, PyMongoError
 
-from tongxin.runtime.mongo import Doc, IndexSpec, defer_insert
+from tongxin.runtime.mongo import Doc, IndexSpec, insert_at_end
 
 REQUESTS = "requests"
 IDEMPOTENCY = "idempotency_keys"
@@ -101,8 +101,7 @@ class RequestStore:
         """Store a new request (at the end of the transaction, with the other requests of a
         grouped commit in one ``insert_many``: nothing reads it back before the commit, and a
         duplicate external id still fails the caller's own transaction)."""
-        if not defer_insert(session, self.requests, doc):
-            await self.requests.insert_one(doc, session=session)
+        await insert_at_end(session, self.requests, doc)
 
     async def get(self, request_id: str, session: AsyncClientSession | None = None) -> Doc | None:
         """One request by id."""

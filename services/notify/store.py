@@ -11,7 +11,7 @@ from typing import Any
 from pymongo.asynchronous.client_session import AsyncClientSession
 from pymongo.asynchronous.database import AsyncDatabase
 
-from tongxin.runtime.mongo import Doc, IndexSpec, defer_insert, defer_update
+from tongxin.runtime.mongo import Doc, IndexSpec, defer_insert, update_at_end
 from tongxin.runtime.scheduler import DEADLINE_INDEXES
 
 DELIVERIES = "deliveries"
@@ -87,10 +87,10 @@ class NotifyStore:
     ) -> None:
         """Keep the submitter's contact (only notify keeps it) for later messages."""
         fields = {**contact, "updated_at": _now()}
-        flt, update = {"_id": request_id}, {"$set": fields}
         # with the transaction's other writes at its end: read back from memory meanwhile
-        if not defer_update(session, self.contacts, flt, update, upsert=True):
-            await self.contacts.update_one(flt, update, upsert=True, session=session)
+        await update_at_end(
+            session, self.contacts, {"_id": request_id}, {"$set": fields}, upsert=True
+        )
         self._remember_contact({"_id": request_id, **fields})
 
     def _remember_contact(self, doc: Doc) -> None:
@@ -113,9 +113,8 @@ class NotifyStore:
     async def save_case(self, session: AsyncClientSession | None, case_id: str, doc: Doc) -> None:
         """Remember a routed case: its request, units, community and tier (at the end of the
         transaction, with its other writes: the caller does not read it back)."""
-        flt, update = {"_id": case_id}, {"$set": {**doc, "updated_at": _now()}}
-        if not defer_update(session, self.cases, flt, update, upsert=True):
-            await self.cases.update_one(flt, update, upsert=True, session=session)
+        update = {"$set": {**doc, "updated_at": _now()}}
+        await update_at_end(session, self.cases, {"_id": case_id}, update, upsert=True)
 
     async def add_case_unit(
         self, session: AsyncClientSession | None, case_id: str, unit: str
@@ -279,9 +278,8 @@ class NotifyStore:
 
     async def _finish(self, session: AsyncClientSession, did: str, fields: Doc) -> None:
         """Record the outcome of the attempt this process holds (``sending``)."""
-        flt, update = {"_id": did, "status": SENDING}, {"$set": fields}
-        if not defer_update(session, self.deliveries, flt, update):
-            await self.deliveries.update_one(flt, update, session=session)
+        flt = {"_id": did, "status": SENDING}
+        await update_at_end(session, self.deliveries, flt, {"$set": fields})
 
     async def mark_failed(self, session: AsyncClientSession, did: str, error: str) -> None:
         """The delivery failed after its last attempt (a DLQ replay may try it again)."""

@@ -9,7 +9,7 @@ from pymongo.asynchronous.client_session import AsyncClientSession
 from pymongo.asynchronous.database import AsyncDatabase
 
 from services.routing.domain.lifecycle import OPEN_STATES, Case
-from tongxin.runtime.mongo import Doc, IndexSpec, defer_insert
+from tongxin.runtime.mongo import Doc, IndexSpec, insert_at_end
 from tongxin.runtime.scheduler import DEADLINE_INDEXES
 
 CASES = "cases"
@@ -49,9 +49,7 @@ class CaseStore:
     async def insert(self, session: AsyncClientSession, case: Case) -> None:
         """Open a case (at the end of the transaction, with a grouped commit's other new
         cases in one ``insert_many``: nothing reads it back before the commit)."""
-        doc = case.to_doc()
-        if not defer_insert(session, self.cases, doc):
-            await self.cases.insert_one(doc, session=session)
+        await insert_at_end(session, self.cases, case.to_doc())
 
     async def load(self, session: AsyncClientSession | None, case_id: str) -> Case | None:
         """One case as a domain object (inside the caller's transaction when given)."""

@@ -157,6 +157,8 @@ class _Scope:
         """Raise for a duplicate key on ``doc``: ``AlreadyHandled`` for an event record."""
         if doc is not None and any(doc is d for _, d in self.events):
             raise AlreadyHandled(str(doc["event_id"])) from exc
+        if isinstance(exc, DuplicateKeyError):
+            raise exc
         raise DuplicateKeyError(str(exc), 11000) from exc
 
     async def handled_before(self) -> str | None:
@@ -232,12 +234,18 @@ _SCOPE: ContextVar[_Scope | None] = ContextVar("tongxin_txn_scope", default=None
 _CLIENT_BULK = True  # False once the server turned the client-level bulkWrite down
 
 
+def _scope_of(session: AsyncClientSession | None) -> _Scope | None:
+    """The ``in_transaction`` scope ``session`` runs in, if the caller is inside one."""
+    scope = _SCOPE.get()
+    return scope if session is not None and scope is not None and scope.session is session else None
+
+
 def after_commit(session: AsyncClientSession | None, fn: Callable[[], None]) -> bool:
     """Call ``fn`` once ``session``'s transaction has committed (not if it aborts or is run
     again: a retry registers anew) when the caller runs inside ``in_transaction``; False
     when the commit cannot be seen from here."""
-    scope = _SCOPE.get()
-    if session is None or scope is None or scope.session is not session:
+    scope = _scope_of(session)
+    if scope is None:
         return False
     scope.committed.append(fn)
     return True
@@ -255,21 +263,42 @@ def defer_update(
     with them in one round trip) when the caller runs inside ``in_transaction`` — for a
     write whose result nobody needs and that nothing reads back before the commit; False
     when it must be applied now."""
-    scope = _SCOPE.get()
-    if session is None or scope is None or scope.session is not session:
+    scope = _scope_of(session)
+    if scope is None:
         return False
     scope.updates.append((col, flt, update, upsert))
     return True
 
 
+async def update_at_end(
+    session: AsyncClientSession | None,
+    col: AsyncCollection[Doc],
+    flt: Doc,
+    update: Doc,
+    *,
+    upsert: bool = False,
+) -> None:
+    """``defer_update``, or the update now when it cannot be deferred."""
+    if not defer_update(session, col, flt, update, upsert=upsert):
+        await col.update_one(flt, update, upsert=upsert, session=session)
+
+
 def defer_insert(session: AsyncClientSession | None, col: AsyncCollection[Doc], doc: Doc) -> bool:
     """Insert ``doc`` at the end of ``session``'s transaction (before its commit) when the
     caller runs inside ``in_transaction``; False when it must be inserted now."""
-    scope = _SCOPE.get()
-    if session is None or scope is None or scope.session is not session:
+    scope = _scope_of(session)
+    if scope is None:
         return False
     scope.defer(col, doc)
     return True
+
+
+async def insert_at_end(
+    session: AsyncClientSession | None, col: AsyncCollection[Doc], doc: Doc
+) -> None:
+    """``defer_insert``, or the insert now when it cannot be deferred."""
+    if not defer_insert(session, col, doc):
+        await col.insert_one(doc, session=session)
 
 
 # how long a transaction that lost a write conflict is retried before the caller gets the
@@ -571,8 +600,8 @@ async def record_event_once(
     event changes nothing.
     """
     doc = {"consumer": consumer, "event_id": event_id}
-    scope = _SCOPE.get()
-    if scope is not None and scope.session is session:
+    scope = _scope_of(session)
+    if scope is not None:
         # written with the transaction's other inserts (one round trip): a duplicate fails
         # it there with AlreadyHandled (a grouped transaction then runs each callback alone);
         # a handler that fails on a redelivered event's own earlier effects meets

@@ -30,7 +30,7 @@ from pymongo.errors import DuplicateKeyError
 
 from tongxin.contracts.envelope import Envelope, Headers, encode_record
 from tongxin.runtime.metrics import Metrics
-from tongxin.runtime.mongo import Doc, IndexSpec, after_commit, defer_insert
+from tongxin.runtime.mongo import Doc, IndexSpec, after_commit, insert_at_end
 
 log = logging.getLogger(__name__)
 
@@ -135,9 +135,8 @@ class MongoOutbox:
             "sent": False,
             "created_at": datetime.now(UTC),
         }
-        # written with the transaction's other outbox records in one insert_many
-        if not defer_insert(session, self.col, doc):
-            await self.col.insert_one(doc, session=session)
+        # written with the transaction's other writes at its end, in one round trip
+        await insert_at_end(session, self.col, doc)
         if self._committed is not None and self._unknown is not None:
             committed = self._committed
             rec = _record(doc)

@@ -21,7 +21,7 @@ from typing import Any
 from pymongo.asynchronous.client_session import AsyncClientSession
 from pymongo.asynchronous.database import AsyncDatabase
 
-from tongxin.runtime.mongo import Doc, IndexSpec, defer_insert
+from tongxin.runtime.mongo import Doc, IndexSpec, insert_at_end
 
 log = logging.getLogger(__name__)
 
@@ -98,8 +98,7 @@ class DeadlineStore:
         written at the end of the caller's transaction with its other inserts (one
         round trip for all of them) instead of an upsert each."""
         doc: Doc = {"_id": deadline_id, **_pending(kind, due_at, subject, payload)}
-        if not defer_insert(session, self.col, doc):
-            await self.col.insert_one(doc, session=session)
+        await insert_at_end(session, self.col, doc)
 
     async def cancel(self, session: AsyncClientSession | None, deadline_id: str) -> bool:
         """Cancel a pending deadline; False when it had already fired or did not exist."""
