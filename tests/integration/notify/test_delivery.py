@@ -135,11 +135,16 @@ async def test_500_then_200_is_exactly_one_successful_delivery(
     hits = sink.matching(request_id=rid)
     assert [h.status for h in hits] == [500, 200]
     assert len({h.json()["notification_id"] for h in hits}) == 1  # the same message, resent
-    records = await read_topic(
-        stack.bootstrap, notify.settings.topic("tongxin.notifications.v1"), min_count=1
-    )
-    mine = [json.loads(r.value) for r in records if r.key == rid.encode()]
-    assert [m["channel"] for m in mine if m["recipient"] == "staff:duty"] == ["webhook"]
+
+    async def staff_sent() -> list[str]:
+        # the event is published after the commit that recorded the delivery sent
+        records = await read_topic(
+            stack.bootstrap, notify.settings.topic("tongxin.notifications.v1"), min_count=1
+        )
+        mine = [json.loads(r.value) for r in records if r.key == rid.encode()]
+        return [m["channel"] for m in mine if m["recipient"] == "staff:duty"]
+
+    assert await eventually(staff_sent, what="notification.sent published") == ["webhook"]
     metrics = (await notify.http.get("/metrics")).text
     assert 'tongxin_notification_retries_total{channel="webhook"}' in metrics
 
