@@ -150,7 +150,7 @@ async def audit(
     run: FaultRun,
     ids: list[str],
     *,
-    stall: float = 45.0,
+    stall: float = 90.0,
     limit: float = 900.0,
     in_flight_allowed: int = 0,
 ) -> Audit:
@@ -158,6 +158,10 @@ async def audit(
 
     Waiting goes on while work progresses (a backlog after a fault is slow, not lost) and
     ends when everything arrived, when nothing moved for ``stall`` s, or after ``limit`` s.
+    ``stall`` outlasts the 60 s in which the database keeps a SIGKILLed process's open
+    transaction (and its documents) before reaping it: the restarted service handles those
+    requests after that, while everything else finished long before (CI once gave up on
+    one of them after 45 s still).
     """
     client: AsyncMongoClient[Doc] = AsyncMongoClient(run.local.mongodb_uri)
     cases = client[run.db("routing")].cases

@@ -7,7 +7,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 import pytest
-from aiokafka import AIOKafkaProducer
+from aiokafka import AIOKafkaProducer, TopicPartition
 from pymongo import AsyncMongoClient
 from pymongo.asynchronous.client_session import AsyncClientSession
 
@@ -15,7 +15,7 @@ from tests.support import eventually, headers_of, read_topic, unique
 from tongxin.contracts.envelope import Envelope
 from tongxin.contracts.events import RequestSubmitted, Submitter
 from tongxin.devstack.stack import LocalStack
-from tongxin.runtime.kafka import ensure_topics
+from tongxin.runtime.kafka import RenewingProducer, ensure_topics, make_producer
 from tongxin.runtime.mongo import Doc, ensure_indexes, in_transaction
 from tongxin.runtime.outbox import (
     OUTBOX_INDEXES,
@@ -180,3 +180,59 @@ async def test_committed_records_are_handed_to_the_relay_without_a_read_back(
 
 async def _true(value: bool) -> bool:
     return value
+
+
+async def test_a_producer_out_of_sequence_with_the_broker_is_replaced_and_nothing_waits(
+    stack: LocalStack, clients: tuple[AsyncMongoClient[Doc], AIOKafkaProducer]
+) -> None:
+    """After a broker restart an idempotent producer's sequence numbers can disagree with
+    the broker's for a partition: every later batch for it fails with
+    OutOfOrderSequenceNumber and aiokafka never recovers (its records waited in the outbox
+    until the process restarted). The renewing producer replaces itself and the relay's
+    retry publishes them."""
+    if stack.broker_kind == "tansu":
+        pytest.skip("tansu refuses idempotent producers: no sequence numbers to lose")
+    client, _ = clients
+    _db, prefix, outbox = await fresh_outbox(stack, client)
+    producer = RenewingProducer(lambda: make_producer(stack.bootstrap, idempotence=True))
+    await producer.start()
+    try:
+        topic = prefix + TOPIC
+        first = await producer.send_and_wait(topic, value=b"warm-up", key=b"k", partition=0)
+        broken = producer.current
+        # what the restart left behind: the producer's next sequence for partition 0 is
+        # ahead of what the broker expects (aiokafka internals: the only way to get there
+        # without a broker restart's timing)
+        txn = broken._txn_manager
+        assert txn is not None, "the producer must be idempotent for this test"
+        txn.increment_sequence_number(TopicPartition(first.topic, first.partition), 7)
+
+        events = [submitted(f"YS-20260101-{i:06d}") for i in range(12)]
+
+        async def commit_all(session: AsyncClientSession) -> None:
+            for e in events:
+                await outbox.add(session, TOPIC, e)
+
+        await in_transaction(client, commit_all)
+        relay = OutboxRelay(outbox, KafkaPublisher(producer), poll_interval=0.05)
+        task = asyncio.create_task(relay.run())
+        try:
+            await eventually(
+                lambda: _no_pending(outbox), timeout=30, what="the outbox is published"
+            )
+        finally:
+            relay.stop()
+            await task
+        assert producer.renewals == 1
+        assert producer.current is not broken
+        records = await read_topic(stack.bootstrap, topic, min_count=len(events) + 1)
+        published = {headers_of(r).get("ce_id") for r in records}
+        assert {e.id for e in events} <= published
+        on_zero = [r for r in records if r.partition == 0 and r.value != b"warm-up"]
+        assert on_zero, "no event went to the partition whose sequence was broken"
+    finally:
+        await producer.stop()
+
+
+async def _no_pending(outbox: MongoOutbox) -> bool:
+    return await outbox.count_pending() == 0

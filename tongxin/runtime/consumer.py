@@ -18,7 +18,7 @@ from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
-from aiokafka import AIOKafkaProducer, ConsumerRecord, TopicPartition
+from aiokafka import ConsumerRecord, TopicPartition
 from aiokafka.errors import (
     CommitFailedError,
     IllegalStateError,
@@ -30,7 +30,7 @@ from pymongo.errors import AutoReconnect, ConnectionFailure, NetworkTimeout, PyM
 
 from tongxin.contracts.envelope import Envelope, InvalidEnvelope, decode_record
 from tongxin.contracts.topics import dlq_topic
-from tongxin.runtime.kafka import PLAINTEXT, KafkaSecurity, make_consumer
+from tongxin.runtime.kafka import PLAINTEXT, KafkaSecurity, Producer, make_consumer
 from tongxin.runtime.metrics import Metrics
 
 log = logging.getLogger(__name__)
@@ -114,7 +114,7 @@ class ConsumerRunner:
         bootstrap: str,
         topics: Sequence[str],
         handlers: Mapping[str, Handler],
-        producer: AIOKafkaProducer,
+        producer: Producer,
         metrics: Metrics,
         policy: RetryPolicy | None = None,
         group_id: str | None = None,

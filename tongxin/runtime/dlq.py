@@ -15,11 +15,11 @@ import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord, TopicPartition
+from aiokafka import AIOKafkaConsumer, ConsumerRecord, TopicPartition
 from prometheus_client import Gauge
 
 from tongxin.contracts.topics import DLQ_SUFFIX
-from tongxin.runtime.kafka import PLAINTEXT, KafkaSecurity, make_admin, make_consumer
+from tongxin.runtime.kafka import PLAINTEXT, KafkaSecurity, Producer, make_admin, make_consumer
 
 log = logging.getLogger(__name__)
 
@@ -144,7 +144,7 @@ async def list_parked(
 async def replay(
     bootstrap: str,
     topic: str,
-    producer: AIOKafkaProducer,
+    producer: Producer,
     *,
     security: KafkaSecurity = PLAINTEXT,
 ) -> list[Parked]:

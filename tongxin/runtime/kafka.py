@@ -8,9 +8,10 @@ security of :class:`KafkaSecurity`: SASL (SCRAM-SHA-256/512, PLAIN) and/or TLS.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import ssl
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -22,12 +23,17 @@ from aiokafka.errors import (
     AuthenticationFailedError,
     AuthenticationMethodNotSupported,
     IllegalSaslStateError,
+    InvalidProducerEpoch,
     KafkaError,
+    OutOfOrderSequenceNumber,
+    ProducerFenced,
     SaslAuthenticationFailed,
     TopicAlreadyExistsError,
+    UnknownProducerId,
     UnsupportedSaslMechanismError,
 )
 from aiokafka.helpers import create_ssl_context
+from aiokafka.structs import RecordMetadata
 
 from tongxin.contracts.topics import TOPICS, dlq_topic
 
@@ -155,6 +161,139 @@ def make_producer(
         retry_backoff_ms=200,
         **security.client_kwargs(),
     )
+
+
+# Errors after which an idempotent producer never sends to the partition again: its
+# sequence numbers and the broker's disagree for good (aiokafka does not bump the epoch the
+# way the Java client does; aio-libs/aiokafka#1017). Seen here after a broker restart: one
+# partition refused every later batch with OutOfOrderSequenceNumber until the process
+# restarted, and the outbox records bound for it waited forever.
+FATAL_PRODUCER_ERRORS: tuple[type[BaseException], ...] = (
+    OutOfOrderSequenceNumber,
+    InvalidProducerEpoch,
+    UnknownProducerId,
+    ProducerFenced,
+)
+
+
+class RenewingProducer:
+    """An ``AIOKafkaProducer`` that is replaced by a new one (a new producer id, sequences
+    from zero) once a send failed with one of :data:`FATAL_PRODUCER_ERRORS`.
+
+    The failed send still fails — its caller retries (the outbox relay, the dead-letter
+    loop) and the retry goes through the new producer. ``renewals`` counts replacements;
+    ``on_renew`` is called after each (a metric).
+    """
+
+    def __init__(
+        self,
+        factory: Callable[[], AIOKafkaProducer],
+        *,
+        on_renew: Callable[[], None] | None = None,
+        stop_timeout: float = 10.0,
+    ) -> None:
+        self._factory = factory
+        self._on_renew = on_renew
+        self._stop_timeout = stop_timeout
+        self.current = factory()
+        self.renewals = 0
+        self._lock = asyncio.Lock()
+        self._tasks: set[asyncio.Task[bool]] = set()
+        self._closed = False
+
+    @property
+    def client(self) -> Any:
+        """The current producer's ``AIOKafkaClient`` (metadata, readiness checks)."""
+        return self.current.client
+
+    async def start(self) -> None:
+        """Start the current producer."""
+        await self.current.start()
+
+    async def stop(self) -> None:
+        """Flush and stop; no renewal happens after this."""
+        self._closed = True
+        if self._tasks:
+            await asyncio.gather(*self._tasks, return_exceptions=True)
+        await self.current.stop()
+
+    async def send(
+        self,
+        topic: str,
+        value: bytes | None = None,
+        key: bytes | None = None,
+        partition: int | None = None,
+        timestamp_ms: int | None = None,
+        headers: Sequence[tuple[str, bytes]] | None = None,
+    ) -> asyncio.Future[RecordMetadata]:
+        """Queue a record on the current producer; the future resolves on the broker's
+        acknowledgement (a fatal failure also starts the renewal)."""
+        producer = self.current
+        fut: asyncio.Future[RecordMetadata] = await producer.send(
+            topic,
+            value=value,
+            key=key,
+            partition=partition,
+            timestamp_ms=timestamp_ms,
+            headers=headers,
+        )
+        fut.add_done_callback(lambda f: self._check(producer, f))
+        return fut
+
+    async def send_and_wait(
+        self,
+        topic: str,
+        value: bytes | None = None,
+        key: bytes | None = None,
+        partition: int | None = None,
+        timestamp_ms: int | None = None,
+        headers: Sequence[tuple[str, bytes]] | None = None,
+    ) -> RecordMetadata:
+        """``send`` and wait for the acknowledgement."""
+        fut = await self.send(topic, value, key, partition, timestamp_ms, headers)
+        return await fut
+
+    def _check(self, producer: AIOKafkaProducer, fut: asyncio.Future[RecordMetadata]) -> None:
+        if fut.cancelled() or self._closed or producer is not self.current:
+            return
+        exc = fut.exception()
+        if isinstance(exc, FATAL_PRODUCER_ERRORS):
+            task = asyncio.get_running_loop().create_task(self.renew(producer, exc))
+            self._tasks.add(task)
+            task.add_done_callback(self._tasks.discard)
+
+    async def renew(self, broken: AIOKafkaProducer, cause: BaseException | None = None) -> bool:
+        """Replace ``broken`` (if it is still the current producer) by a started new one;
+        False when nothing was replaced (already renewed, stopping, or the new producer
+        could not start: the next fatal failure tries again)."""
+        async with self._lock:
+            if self._closed or broken is not self.current:
+                return False
+            fresh = self._factory()
+            try:
+                await fresh.start()
+            except Exception as exc:
+                log.warning("kafka producer renewal failed", extra={"error": repr(exc)})
+                with contextlib.suppress(Exception):
+                    await fresh.stop()
+                return False
+            self.current = fresh
+            self.renewals += 1
+            log.warning(
+                "kafka producer replaced after a fatal send error",
+                extra={"error": repr(cause), "renewals": self.renewals},
+            )
+            if self._on_renew is not None:
+                self._on_renew()
+        # the old producer's queued batches fail (their senders retry through the new one)
+        try:
+            await asyncio.wait_for(broken.stop(), self._stop_timeout)
+        except Exception as exc:
+            log.warning("stopping the replaced kafka producer failed", extra={"error": repr(exc)})
+        return True
+
+
+Producer = AIOKafkaProducer | RenewingProducer  # what the platform's senders accept
 
 
 def make_consumer(

@@ -55,6 +55,11 @@ class Metrics:
             ["topic", "type"],
             registry=r,
         )
+        self.producer_renewals = Counter(
+            "tongxin_kafka_producer_renewals_total",
+            "Kafka producers replaced after a send failed for good (sequence out of order)",
+            registry=r,
+        )
         self.outbox_pending = Gauge(
             "tongxin_outbox_pending",
             "Outbox records not yet published (last relay pass)",

@@ -23,12 +23,12 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Protocol
 
-from aiokafka import AIOKafkaProducer
 from pymongo.asynchronous.client_session import AsyncClientSession
 from pymongo.asynchronous.database import AsyncDatabase
 from pymongo.errors import DuplicateKeyError
 
 from tongxin.contracts.envelope import Envelope, Headers, encode_record
+from tongxin.runtime.kafka import Producer
 from tongxin.runtime.metrics import Metrics
 from tongxin.runtime.mongo import Doc, IndexSpec, after_commit, insert_at_end
 
@@ -385,9 +385,9 @@ class OutboxRelay:
 
 
 class KafkaPublisher:
-    """Publishes outbox records with an aiokafka producer (real ``Publisher``)."""
+    """Publishes outbox records with a Kafka producer (real ``Publisher``)."""
 
-    def __init__(self, producer: AIOKafkaProducer) -> None:
+    def __init__(self, producer: Producer) -> None:
         self.producer = producer
 
     async def publish(self, record: OutboxRecord) -> None:

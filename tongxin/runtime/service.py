@@ -17,7 +17,6 @@ from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from typing import Annotated, Any
 
-from aiokafka import AIOKafkaProducer
 from fastapi import APIRouter, Depends, FastAPI, Request, Response, Security
 from fastapi.responses import JSONResponse
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
@@ -32,6 +31,7 @@ from tongxin.runtime.dlq import watch_pending
 from tongxin.runtime.errors import ApiError, install_error_handlers
 from tongxin.runtime.kafka import (
     KafkaSecurity,
+    RenewingProducer,
     contract_topics,
     ensure_topics,
     make_producer,
@@ -83,7 +83,7 @@ class ServiceRuntime:
     metrics: Metrics
     mongo: AsyncMongoClient[Doc]
     db: AsyncDatabase[Doc]
-    producer: AIOKafkaProducer
+    producer: RenewingProducer
     outbox: MongoOutbox
     relay: OutboxRelay
     consumers: list[ConsumerRunner] = field(default_factory=list)
@@ -139,8 +139,11 @@ async def start_runtime(
         await ensure_topics(
             settings.kafka_bootstrap, contract_topics(settings.topic_prefix), security=security
         )
-        producer = make_producer(
-            settings.kafka_bootstrap, idempotence=settings.kafka_idempotence, security=security
+        producer = RenewingProducer(
+            lambda: make_producer(
+                settings.kafka_bootstrap, idempotence=settings.kafka_idempotence, security=security
+            ),
+            on_renew=metrics.producer_renewals.inc,
         )
         await producer.start()
     except BaseException:
