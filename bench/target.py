@@ -12,6 +12,7 @@ the database of ``TONGXIN_MONGODB_URI``. Only loopback addresses are accepted.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import ipaddress
 import os
 import shutil
@@ -148,13 +149,11 @@ class OwnPlatform:
         self.run_id = run_id
         self.data_dir = Path(tempfile.mkdtemp(prefix=f"tongxin-{run_id}-"))
         self.log_dir = self.data_dir / "logs"
+        # the database's own settings (TONGXIN_DB_*) as `tongxin up` reads them; never an
+        # external broker or database: the benchmark measures a stack it started itself
+        config = StackConfig.from_env(self.data_dir, kafka_port=free_port(), mongo_port=free_port())
         self.stack = LocalStack(
-            StackConfig(
-                data_dir=self.data_dir,
-                broker=broker,
-                kafka_port=free_port(),
-                mongo_port=free_port(),
-            )
+            dataclasses.replace(config, broker=broker, external_kafka=None, external_mongo=None)
         )
         self.extra_env = extra_env
         self.keep = keep

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -60,12 +61,29 @@ class TansuBroker:
             self.proc = None
 
 
+# The local database's WiredTiger settings, SecantusDB's own defaults; TONGXIN_DB_CHECKPOINT_S
+# and TONGXIN_DB_CACHE_SIZE change them (StackConfig). Measured under a flood, neither a
+# longer checkpoint interval nor a larger cache settled its stalls (bench/README.md, "The
+# flood, a third look"); between checkpoints the journal keeps every write.
+DB_CHECKPOINT_S = 60
+DB_CACHE_SIZE = "1G"
+
+
 class SecantusServer:
     """SecantusDB (MongoDB wire protocol on WiredTiger) with a storage path."""
 
-    def __init__(self, storage: Path, port: int) -> None:
+    def __init__(
+        self,
+        storage: Path,
+        port: int,
+        *,
+        checkpoint_s: int = DB_CHECKPOINT_S,
+        cache_size: str = DB_CACHE_SIZE,
+    ) -> None:
         self.storage = storage
         self.port = port
+        self.checkpoint_s = checkpoint_s
+        self.cache_size = cache_size
         self.proc: subprocess.Popen[bytes] | None = None
 
     @property
@@ -96,8 +114,11 @@ class SecantusServer:
             str(self.storage / "data"),
             "--log-level",
             "WARNING",
+            "--cache-size",
+            self.cache_size,
         ]
-        self.proc = spawn(cmd, self.storage / "secantus.log")
+        env = {**os.environ, "SECANTUS_CHECKPOINT_SECONDS": str(self.checkpoint_s)}
+        self.proc = spawn(cmd, self.storage / "secantus.log", env)
         wait_until(lambda: port_open(self.port), timeout, "SecantusDB", self.proc)
 
     def stop(self) -> None:

@@ -14,7 +14,7 @@ from typing import Literal, Protocol
 
 from tongxin.devstack.kafka import KafkaBroker, java_available
 from tongxin.devstack.procs import free_port
-from tongxin.devstack.servers import SecantusServer, TansuBroker
+from tongxin.devstack.servers import DB_CACHE_SIZE, DB_CHECKPOINT_S, SecantusServer, TansuBroker
 
 BrokerKind = Literal["kafka", "tansu", "external"]
 
@@ -44,12 +44,16 @@ class StackConfig:
     mongo_port: int = 27017
     external_kafka: str | None = None
     external_mongo: str | None = None
+    # seconds between the local database's checkpoints (SecantusServer)
+    db_checkpoint_s: int = DB_CHECKPOINT_S
+    db_cache_size: str = DB_CACHE_SIZE
 
     @classmethod
     def from_env(
         cls, data_dir: Path, *, kafka_port: int = 9092, mongo_port: int = 27017
     ) -> StackConfig:
-        """Read ``TONGXIN_BROKER``, ``TONGXIN_KAFKA_BOOTSTRAP``, ``TONGXIN_MONGODB_URI``."""
+        """Read ``TONGXIN_BROKER``, ``TONGXIN_KAFKA_BOOTSTRAP``, ``TONGXIN_MONGODB_URI``,
+        ``TONGXIN_DB_CHECKPOINT_S``."""
         env = os.environ
         return cls(
             data_dir=data_dir,
@@ -58,6 +62,8 @@ class StackConfig:
             mongo_port=mongo_port,
             external_kafka=env.get("TONGXIN_KAFKA_BOOTSTRAP") or None,
             external_mongo=env.get("TONGXIN_MONGODB_URI") or None,
+            db_checkpoint_s=int(env.get("TONGXIN_DB_CHECKPOINT_S") or DB_CHECKPOINT_S),
+            db_cache_size=env.get("TONGXIN_DB_CACHE_SIZE") or DB_CACHE_SIZE,
         )
 
 
@@ -116,7 +122,12 @@ class LocalStack:
         """Start whatever is not external."""
         try:
             if not self.config.external_mongo:
-                self.db = SecantusServer(self.config.data_dir / "db", self.config.mongo_port)
+                self.db = SecantusServer(
+                    self.config.data_dir / "db",
+                    self.config.mongo_port,
+                    checkpoint_s=self.config.db_checkpoint_s,
+                    cache_size=self.config.db_cache_size,
+                )
                 self.db.start()
                 self.started.append("db")
             if not self.config.external_kafka:
