@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import logging
 
-from tongxin.runtime.logs import JsonFormatter, redact
+from tongxin.runtime.logs import JsonFormatter, RepeatFilter, redact
 
 
 def test_redact_masks_mobile_numbers_and_nothing_else() -> None:
@@ -32,3 +32,44 @@ def test_formatter_writes_one_json_object_with_extras_and_masks_them() -> None:
     assert out["msg"] == "submit failed for 139****4321"
     assert out["submitter"] == {"name": "张三", "phone": "139****4321"}
     assert "13987654321" not in line
+
+
+def _rec(name: str, msg: str, *args: object, level: int = logging.ERROR) -> logging.LogRecord:
+    return logging.makeLogRecord(
+        {"name": name, "msg": msg, "args": args, "levelno": level, "levelname": "ERROR"}
+    )
+
+
+def test_a_library_repeating_itself_is_let_through_once_a_window_with_a_count() -> None:
+    now = [0.0]
+    f = RepeatFilter(window=10.0, clock=lambda: now[0])
+    template = "Unable connect to node with id %s: %s"
+    passed = []
+    for i in range(1200):  # a second of a broker restart
+        now[0] = i / 100
+        rec = _rec("aiokafka.conn", template, 1, "[Errno 111] Connection refused")
+        if f.filter(rec):
+            passed.append(rec)
+    assert len(passed) == 2  # at 0 s and at 10 s
+    assert not hasattr(passed[0], "repeated")
+    assert passed[1].repeated == 999  # type: ignore[attr-defined]
+    out = json.loads(JsonFormatter("routing").format(passed[1]))
+    assert out["repeated"] == 999 and out["msg"].startswith("Unable connect to node with id 1")
+
+
+def test_other_messages_levels_and_loggers_are_not_held_back() -> None:
+    f = RepeatFilter(window=10.0, clock=lambda: 0.0)
+    assert f.filter(_rec("aiokafka.conn", "a %s", 1))
+    assert f.filter(_rec("aiokafka.conn", "b %s", 1))  # another message
+    assert f.filter(_rec("aiokafka.conn", "a %s", 1, level=logging.WARNING))  # another level
+    assert f.filter(_rec("aiokafka.cluster", "a %s", 1))  # another logger
+    assert not f.filter(_rec("aiokafka.conn", "a %s", 2))  # same template, other values
+    for _ in range(50):  # the platform's own lines are never dropped
+        assert f.filter(_rec("tongxin.runtime.outbox", "outbox publish failed; will retry"))
+
+
+def test_the_memory_of_templates_is_bounded() -> None:
+    f = RepeatFilter(window=10.0, clock=lambda: 0.0, max_keys=10)
+    for i in range(100):
+        assert f.filter(_rec("aiokafka.conn", f"preformatted {i}"))
+    assert len(f._seen) <= 10

@@ -4,6 +4,11 @@ Whatever a log line carries — message, extra fields, a traceback — mainland 
 numbers in it are masked (``138****1234``) before it is written, so contact details
 never reach the logs even when an error message quotes a payload. Passwords in URIs
 (``mongodb://user:secret@host``) are masked the same way.
+
+Library loggers that repeat themselves while a dependency is away (aiokafka logs every
+failed reconnect: ≈ 1,200 lines a second per service while the broker restarted) pass
+through :class:`RepeatFilter`: one line per message and ``window`` seconds, the next one
+saying how many were left out.
 """
 
 from __future__ import annotations
@@ -12,6 +17,8 @@ import json
 import logging
 import re
 import sys
+import time
+from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any
 
@@ -49,10 +56,47 @@ class JsonFormatter(logging.Formatter):
         return redact(json.dumps(out, ensure_ascii=False, default=str))
 
 
+class RepeatFilter(logging.Filter):
+    """Lets one record per (logger, message template, level) through every ``window``
+    seconds for loggers under ``prefixes``; the next one let through carries ``repeated``:
+    how many like it were left out since. Other loggers pass untouched."""
+
+    def __init__(
+        self,
+        prefixes: tuple[str, ...] = ("aiokafka",),
+        window: float = 10.0,
+        clock: Callable[[], float] = time.monotonic,
+        max_keys: int = 1000,
+    ) -> None:
+        super().__init__()
+        self.prefixes = prefixes
+        self.window = window
+        self.clock = clock
+        self.max_keys = max_keys
+        self._seen: dict[tuple[str, str, int], tuple[float, int]] = {}  # key: (since, left out)
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if not record.name.startswith(self.prefixes):
+            return True
+        key = (record.name, str(record.msg), record.levelno)
+        now = self.clock()
+        since, left_out = self._seen.get(key, (None, 0))
+        if since is not None and now - since < self.window:
+            self._seen[key] = (since, left_out + 1)
+            return False
+        if left_out:
+            record.repeated = left_out
+        if len(self._seen) >= self.max_keys and key not in self._seen:
+            self._seen.clear()  # messages with their values in the template: start afresh
+        self._seen[key] = (now, 0)
+        return True
+
+
 def configure_logging(service: str, level: str = "INFO") -> None:
     """Route all logging to stdout as JSON lines tagged with the service name."""
     handler = logging.StreamHandler(sys.stdout)
     handler.setFormatter(JsonFormatter(service))
+    handler.addFilter(RepeatFilter())
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level.upper())
