@@ -6,7 +6,7 @@ never reach the logs even when an error message quotes a payload. Passwords in U
 (``mongodb://user:secret@host``) are masked the same way.
 
 Library loggers that repeat themselves while a dependency is away (aiokafka logs every
-failed reconnect: ≈ 1,200 lines a second per service while the broker restarted) pass
+failed reconnect: thousands of lines a second per service while the broker restarted) pass
 through :class:`RepeatFilter`: one line per message and ``window`` seconds, the next one
 saying how many were left out.
 """
