@@ -160,8 +160,7 @@ async def audit(
     ends when everything arrived, when nothing moved for ``stall`` s, or after ``limit`` s.
     ``stall`` outlasts the 60 s in which the database keeps a SIGKILLed process's open
     transaction (and its documents) before reaping it: the restarted service handles those
-    requests after that, while everything else finished long before (CI once gave up on
-    one of them after 45 s still).
+    requests after that, while everything else finished long before.
     """
     client: AsyncMongoClient[Doc] = AsyncMongoClient(run.local.mongodb_uri)
     cases = client[run.db("routing")].cases

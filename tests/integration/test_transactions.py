@@ -348,3 +348,38 @@ async def test_write_conflicts_met_by_the_bulk_write_are_retried(
     await asyncio.gather(*(in_transaction(client, bump) for _ in range(12)))
     assert (await db.counters.find_one({"_id": "n"}) or {})["n"] == 12
     assert await db.log.count_documents({}) == 12
+
+
+async def test_a_transaction_that_is_only_its_bulk_write_survives_a_retry(
+    client: AsyncMongoClient[Doc],
+) -> None:
+    """A transaction whose first command is the deferred ``bulkWrite`` and that meets a
+    write conflict is run again on the same session. PyMongo then puts the session's
+    ``readConcern.afterClusterTime`` on the first command, and SecantusDB's ``bulkWrite``
+    refuses a read concern: the retry failed with 'bulkWrite.readConcern is an unknown
+    field', and routing parked a request on the DLQ after a SIGKILL left such a conflict
+    (CI). Transactions run without causal consistency, so nothing is added."""
+    db = client[unique("retry_bulk_")]
+    await db.cases.insert_one({"_id": "c", "n": 0})
+    await db.create_collection("log")
+    attempts = 0
+
+    async def only_writes(s: AsyncClientSession) -> None:
+        nonlocal attempts
+        attempts += 1
+        assert defer_update(s, db.cases, {"_id": "c"}, {"$inc": {"n": 1}})
+        assert defer_insert(s, db.log, {"attempt": attempts})
+
+    async with client.start_session() as holder:  # another transaction holds the case
+        await holder.start_transaction()
+        await db.cases.update_one({"_id": "c"}, {"$set": {"held": True}}, session=holder)
+        task = asyncio.create_task(in_transaction(client, only_writes))
+        await eventually(lambda: _at_least(lambda: attempts, 2), what="a conflicted attempt")
+        await holder.abort_transaction()
+    await asyncio.wait_for(task, 30)
+    assert (await db.cases.find_one({"_id": "c"}) or {})["n"] == 1
+    assert await db.log.count_documents({}) == 1
+
+
+async def _at_least(value: Callable[[], int], n: int) -> bool:
+    return value() >= n

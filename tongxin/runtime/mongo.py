@@ -327,7 +327,11 @@ async def _run(
     """Run ``fns`` in one transaction: retried on write conflicts (with jittered backoff,
     for up to ``CONFLICT_RETRY_S``), the commit retried while its outcome is unknown; a
     connection failure goes to the caller at once."""
-    async with client.start_session() as session:
+    # without causal consistency: a retry on the same session would otherwise carry
+    # readConcern.afterClusterTime on its first command, which SecantusDB's bulkWrite
+    # refuses (a transaction that is only its deferred writes then failed for good); one
+    # transaction per session on one primary needs no causal ordering across attempts
+    async with client.start_session(causal_consistency=False) as session:
         deadline = time.monotonic() + CONFLICT_RETRY_S
         attempt = 0
         while True:
