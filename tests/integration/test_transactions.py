@@ -374,12 +374,12 @@ async def test_a_transaction_that_is_only_its_bulk_write_survives_a_retry(
         await holder.start_transaction()
         await db.cases.update_one({"_id": "c"}, {"$set": {"held": True}}, session=holder)
         task = asyncio.create_task(in_transaction(client, only_writes))
-        await eventually(lambda: _at_least(lambda: attempts, 2), what="a conflicted attempt")
+
+        async def conflicted() -> bool:
+            return attempts >= 2
+
+        await eventually(conflicted, what="a conflicted attempt")
         await holder.abort_transaction()
     await asyncio.wait_for(task, 30)
     assert (await db.cases.find_one({"_id": "c"}) or {})["n"] == 1
     assert await db.log.count_documents({}) == 1
-
-
-async def _at_least(value: Callable[[], int], n: int) -> bool:
-    return value() >= n

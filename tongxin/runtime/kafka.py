@@ -241,17 +241,10 @@ class RenewingProducer:
         return fut
 
     async def send_and_wait(
-        self,
-        topic: str,
-        value: bytes | None = None,
-        key: bytes | None = None,
-        partition: int | None = None,
-        timestamp_ms: int | None = None,
-        headers: Sequence[tuple[str, bytes]] | None = None,
+        self, topic: str, value: bytes | None = None, **options: Any
     ) -> RecordMetadata:
-        """``send`` and wait for the acknowledgement."""
-        fut = await self.send(topic, value, key, partition, timestamp_ms, headers)
-        return await fut
+        """``send`` (same ``options``) and wait for the acknowledgement."""
+        return await (await self.send(topic, value, **options))
 
     def _check(self, producer: AIOKafkaProducer, fut: asyncio.Future[RecordMetadata]) -> None:
         if fut.cancelled() or self._closed or producer is not self.current:
