@@ -66,10 +66,13 @@ async def _fuzz(services: Services, service: str, examples: int) -> None:
     async def call(method: str, path: str, body: Any, who: str) -> httpx.Response:
         return await client.request(method, path, json=body, headers=services.auth(who))
 
+    # derandomized: the examples follow from the test, so CI tries the same bodies every
+    # run and a failure found once is found again
     @settings(
         max_examples=examples,
         deadline=None,
         database=None,
+        derandomize=True,
         suppress_health_check=list(HealthCheck),
     )
     @given(data=st.data())
