@@ -43,11 +43,12 @@ async def test_request_reaches_the_webhook_with_cloudevents_on_every_topic(
     async def offered_hook() -> list[dict[str, Any]]:
         return platform.sink.matching(request_id=rid, event_type="task.offered")
 
-    hooks = await eventually(offered_hook, timeout=5, what="task.offered reached the webhook")
+    # a bound for a slow machine, not a check of speed (bench/ measures latency)
+    hooks = await eventually(offered_hook, timeout=60, what="task.offered reached the webhook")
     assert "李红梅" in hooks[0]["text"] or "志愿者" in hooks[0]["text"]
     await eventually(
         lambda: _has(platform.sink.matching(request_id=rid, event_type="case.routed")),
-        timeout=5,
+        timeout=60,
         what="case.routed reached the webhook",
     )
 
@@ -58,12 +59,12 @@ async def test_request_reaches_the_webhook_with_cloudevents_on_every_topic(
         "tongxin.notifications.v1": "tongxin.notification.sent.v1",
     }
     for topic, ce_type in expected.items():
-        records = [
-            r
-            for r in await read_topic(stack.bootstrap, platform.topic(topic), min_count=1)
-            if r.key == rid.encode()
-        ]
-        assert records, f"nothing for {rid} on {topic}"
+        # the relay may publish after the webhook was hit: wait for this request's record
+        async def mine(topic: str = topic) -> list[Any]:
+            records = await read_topic(stack.bootstrap, platform.topic(topic), timeout=5)
+            return [r for r in records if r.key == rid.encode()]
+
+        records = await eventually(mine, timeout=60, what=f"a record for {rid} on {topic}")
         h = headers_of(records[0])
         assert h["ce_type"] == ce_type
         assert h["ce_specversion"] == "1.0"
