@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from datetime import UTC, datetime, timedelta
 
 import pytest
@@ -33,10 +33,14 @@ async def db(stack: LocalStack) -> AsyncIterator[tuple[AsyncMongoClient[Doc], As
     await client.close()
 
 
-def escalate(client: AsyncMongoClient[Doc], database: AsyncDatabase[Doc], stall: float = 0.0):  # type: ignore[no-untyped-def]
+def escalate(  # type: ignore[no-untyped-def]
+    client: AsyncMongoClient[Doc],
+    database: AsyncDatabase[Doc],
+    stall: Callable[[], Awaitable[None]] | None = None,
+):
     async def handler(doc: Doc, complete: Complete) -> None:
-        if stall:
-            await asyncio.sleep(stall)  # a replica that stalls past its lease
+        if stall is not None:
+            await stall()  # a replica that stalls past its lease (until the test lets it go)
 
         async def txn(session: AsyncClientSession) -> None:
             await database.effects.update_one(
@@ -78,16 +82,29 @@ async def test_a_stalled_replica_loses_its_lease_and_its_effect(
     client, database = db
     store = DeadlineStore(database)
     await store.schedule(None, "d1", "ack", datetime.now(UTC) - timedelta(seconds=1), "case-1")
+    claimed, resume = asyncio.Event(), asyncio.Event()
+
+    async def stall() -> None:
+        claimed.set()  # the slow replica holds the lease and is in its handler
+        await resume.wait()
+
     slow = DeadlineScheduler(
         store,
-        {"ack": escalate(client, database, stall=1.5)},
+        {"ack": escalate(client, database, stall=stall)},
         owner="slow",
-        lease=timedelta(seconds=0.5),
+        lease=timedelta(seconds=30),
     )
-    fast = DeadlineScheduler(store, {"ack": escalate(client, database)}, owner="fast")
     slow_task = asyncio.create_task(slow.fire_due())
-    await asyncio.sleep(0.8)  # let the slow replica's lease run out while it stalls
+    await asyncio.wait_for(claimed.wait(), 30)
+    held = await database.deadlines.find_one({"_id": "d1"})
+    assert held is not None and held["lease_owner"] == "slow"
+    # the other replica's clock is past the slow one's lease: it ran out while it stalled
+    expired = held["lease_until"].replace(tzinfo=UTC) + timedelta(milliseconds=1)
+    fast = DeadlineScheduler(
+        store, {"ack": escalate(client, database)}, owner="fast", clock=lambda: expired
+    )
     assert await fast.fire_due() == 1
+    resume.set()
     assert await slow_task == 0
     doc = await database.effects.find_one({"_id": "case-1"})
     assert doc is not None and doc["n"] == 1
