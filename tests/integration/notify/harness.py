@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from datetime import datetime
 from typing import Any
 
 import httpx
@@ -15,7 +16,7 @@ from pymongo.asynchronous.database import AsyncDatabase
 
 from services.notify.app import create_app
 from services.notify.config import NotifySettings
-from tests.support import on_stack, unique
+from tests.support import eventually, on_stack, unique
 from tongxin.contracts.envelope import Envelope, encode_record
 from tongxin.contracts.events import Event
 from tongxin.contracts.topics import CASES, REQUESTS, VOLUNTEER_TASKS
@@ -91,3 +92,40 @@ async def running_notify(settings: NotifySettings) -> AsyncIterator[Notify]:
         finally:
             await producer.stop()
             await mongo.close()
+
+
+@dataclass
+class Sweeps:
+    """The resume sweeps of one running notify, each with the deliveries it found open —
+    the marker that proves sweeps ran before a test asserts what they did not do."""
+
+    found: list[set[str]] = field(default_factory=list)
+    begun: int = 0
+
+    @classmethod
+    def watch(cls, n: Notify) -> Sweeps:
+        """Record every sweep of ``n`` from now on (a wrapper at its store's query)."""
+        store = n.app.state.rt.extra["handlers"].dispatcher.store
+        query = store.resumable
+        sweeps = cls()
+
+        async def resumable(now: datetime, limit: int) -> list[Doc]:
+            sweeps.begun += 1
+            docs: list[Doc] = await query(now, limit)
+            sweeps.found.append({d["_id"] for d in docs})
+            return docs
+
+        store.resumable = resumable
+        return sweeps
+
+    async def more(self, count: int, timeout: float = 30.0) -> list[set[str]]:
+        """Wait for ``count`` sweeps that start after this call; what each found open.
+        (A process sweeps one pass at a time, and a pass starts on what its query found
+        right after the query returns.)"""
+        first = self.begun
+
+        async def done() -> bool:
+            return len(self.found) >= first + count
+
+        await eventually(done, timeout=timeout, what=f"{count} more resume sweeps")
+        return self.found[first : first + count]

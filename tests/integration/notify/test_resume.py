@@ -8,7 +8,6 @@ never attempted, ``sending`` in flight), then notify starts on that database.
 
 from __future__ import annotations
 
-import asyncio
 import json
 from collections.abc import Iterator
 from contextlib import AsyncExitStack
@@ -22,7 +21,7 @@ from services.notify.channels import notification_id
 from services.notify.config import NotifySettings
 from services.notify.handlers import CONSUMER
 from services.notify.store import delivery_id
-from tests.integration.notify.harness import running_notify, stack_settings
+from tests.integration.notify.harness import Sweeps, running_notify, stack_settings
 from tests.integration.notify.servers import Reply, ScriptedHTTP
 from tests.integration.notify.test_delivery import routed
 from tests.support import eventually, headers_of, read_topic, unique
@@ -126,6 +125,7 @@ async def test_deliveries_a_killed_process_left_open_are_resumed_exactly_once(
     try:
         await mongo[settings.db_name("notify")].deliveries.insert_many(docs)
         async with running_notify(settings) as n:
+            sweeps = Sweeps.watch(n)
             for rid in (between, planned):
                 sent = await eventually(
                     lambda rid=rid: n.deliveries(request_id=rid, status="sent"),
@@ -133,7 +133,14 @@ async def test_deliveries_a_killed_process_left_open_are_resumed_exactly_once(
                 )
                 assert sent[0]["attempts"] == (2 if rid == between else 1)
                 assert len(sink.matching(request_id=rid)) == 1
-            await asyncio.sleep(1.5)  # several more sweeps: nothing is taken twice
+            # several more sweeps ran after both were sent: none found them open again, so
+            # none started on them (nothing is taken twice)
+            later = await sweeps.more(3)
+            ids = {d["_id"] for d in docs}
+            assert [found & ids for found in later] == [set(), set(), set()]
+            # no sweep at all found the one cut mid-attempt or the one a live replica holds
+            untouchable = {docs[2]["_id"], docs[3]["_id"]}
+            assert all(not (found & untouchable) for found in sweeps.found)
             for rid in (between, planned):
                 assert len(sink.matching(request_id=rid)) == 1
                 assert (
@@ -167,13 +174,18 @@ async def test_two_replicas_resume_each_abandoned_delivery_once(
         await mongo[settings.db_name("notify")].deliveries.insert_many(docs)
         async with AsyncExitStack() as replicas:
             first = await replicas.enter_async_context(running_notify(settings))
-            await replicas.enter_async_context(running_notify(settings))
+            second = await replicas.enter_async_context(running_notify(settings))
+            sweeps = [Sweeps.watch(first), Sweeps.watch(second)]
 
             async def all_sent() -> bool:
                 return len(await first.deliveries(status="sent")) == len(rids)
 
             await eventually(all_sent, timeout=30, what="every abandoned delivery sent")
-            await asyncio.sleep(1.0)
+            # both replicas swept again after that and found none of them open: no late
+            # second attempt can be under way
+            ids = {d["_id"] for d in docs}
+            for replica in sweeps:
+                assert [found & ids for found in await replica.more(2)] == [set(), set()]
             per_request = {rid: len(sink.matching(request_id=rid)) for rid in rids}
             assert per_request == dict.fromkeys(rids, 1)
             owners = {d["owner"] for d in await first.deliveries(status="sent")}
