@@ -1,5 +1,5 @@
-"""Intake, routing and volunteer running in this process on the real stack, one set per
-test module, isolated by topic/db prefix; tokens for every kind of principal."""
+"""Intake, routing, volunteer and notify running in this process on the real stack, one set
+per test module, isolated by topic/db prefix; tokens for every kind of principal."""
 
 from __future__ import annotations
 
@@ -20,6 +20,8 @@ from pymongo import AsyncMongoClient
 
 from services.intake.app import create_app as intake_app
 from services.intake.config import IntakeSettings
+from services.notify.app import create_app as notify_app
+from services.notify.config import NotifySettings
 from services.routing.app import create_app as routing_app
 from services.routing.config import RoutingSettings
 from services.volunteer.app import create_app as volunteer_app
@@ -54,13 +56,14 @@ PRINCIPALS: dict[str, tuple[Role, str | None, str]] = {
 
 @dataclass
 class Services:
-    """The three services and their clients."""
+    """The four services and their clients."""
 
     stack: LocalStack
     run: str
     intake: httpx.AsyncClient
     routing: httpx.AsyncClient
     volunteer: httpx.AsyncClient
+    notify: httpx.AsyncClient
     apps: dict[str, FastAPI]
     settings: dict[str, Any]
     producer: AIOKafkaProducer
@@ -116,7 +119,7 @@ def common(stack: LocalStack, run: str) -> dict[str, Any]:
 
 @pytest.fixture(scope="module")
 async def services(stack: LocalStack, request: pytest.FixtureRequest) -> AsyncIterator[Services]:
-    """The three services; a module may pass extra intake settings as ``INTAKE_SETTINGS``."""
+    """The four services; a module may pass extra intake settings as ``INTAKE_SETTINGS``."""
     run = unique("sec")
     seed_dir = Path(tempfile.mkdtemp(prefix=f"{run}-seed-"))
     for name in ("communities.json", "units.json"):
@@ -132,8 +135,14 @@ async def services(stack: LocalStack, request: pytest.FixtureRequest) -> AsyncIt
             routing_deadline_tick_s=0.2,
         ),
         "volunteer": VolunteerSettings(**base, seed_dir=seed_dir, deadline_tick_s=0.2),
+        "notify": NotifySettings(**base),
     }
-    factories = {"intake": intake_app, "routing": routing_app, "volunteer": volunteer_app}
+    factories = {
+        "intake": intake_app,
+        "routing": routing_app,
+        "volunteer": volunteer_app,
+        "notify": notify_app,
+    }
     producer = make_producer(stack.bootstrap, idempotence=base["kafka_idempotence"])
     await producer.start()
     mongo = make_client(stack.mongodb_uri)
@@ -155,6 +164,7 @@ async def services(stack: LocalStack, request: pytest.FixtureRequest) -> AsyncIt
             clients["intake"],
             clients["routing"],
             clients["volunteer"],
+            clients["notify"],
             apps,
             settings,
             producer,

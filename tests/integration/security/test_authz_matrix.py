@@ -1,5 +1,5 @@
 """The authorization matrix (role × resource × action → allowed / denied, with the right
-status) of intake, routing and volunteer, running in-process on the real stack.
+status) of intake, routing, volunteer and notify, running in-process on the real stack.
 
 Every deny is checked to change nothing; every route is checked to be denied to anonymous
 callers unless it is declared public (deny by default).
@@ -55,7 +55,10 @@ PUBLIC = {
     },
     "routing": {("GET", "/v1/units"), ("GET", "/v1/policy")},
     "volunteer": set(),
+    "notify": {("GET", "/v1/channels")},  # channel configuration and health, no recipients
 }
+# at least this many routes of each service need a token (the schema was really read)
+GUARDED_AT_LEAST = {"intake": 5, "routing": 5, "volunteer": 5, "notify": 3}
 OPERATIONS = {"/healthz", "/readyz", "/metrics"}
 
 
@@ -116,6 +119,11 @@ async def world(services: Services) -> World:
         ids[key] = r.json()["id"]
     return World(ids)
 
+
+# notify preference bodies the recipients named in the rows could take
+SMS: dict[str, Any] = {"channels": ["sms"]}
+EMAIL: dict[str, Any] = {"channels": ["email"]}
+WEBHOOK: dict[str, Any] = {"channels": ["webhook"]}
 
 # (who, service, method, path, body, expected status)
 Row = tuple[str, str, str, str, dict[str, Any] | None, int]
@@ -265,6 +273,38 @@ DENIES: list[Row] = [
     ),
     ("vol_a", "volunteer", "GET", "/v1/care-recipients/overdue", None, 403),
     ("dept_civil", "volunteer", "GET", "/v1/care-visits", None, 403),
+    # --- notify: deliveries and preferences -----------------------------------------------
+    ("anon", "notify", "GET", "/v1/notifications", None, 401),
+    ("forged", "notify", "GET", "/v1/notifications", None, 401),
+    ("expired", "notify", "GET", "/v1/notifications", None, 401),
+    ("platform_1", "notify", "GET", "/v1/notifications", None, 403),
+    ("dept_no_unit", "notify", "GET", "/v1/notifications", None, 403),
+    ("vol_a", "notify", "GET", "/v1/notifications?recipient=volunteer:v:b", None, 403),
+    ("vol_a", "notify", "GET", "/v1/notifications?recipient=staff:duty", None, 403),
+    ("dept_civil", "notify", "GET", "/v1/notifications?recipient=dept:justice", None, 403),
+    ("dept_civil", "notify", "GET", "/v1/notifications?recipient=community:liyuan", None, 403),
+    (
+        "dept_justice",
+        "notify",
+        "GET",
+        "/v1/notifications?recipient=liaison:dept:civil-affairs",
+        None,
+        403,
+    ),
+    ("anon", "notify", "GET", "/v1/preferences/liaison:dept:justice", None, 401),
+    ("forged", "notify", "GET", "/v1/preferences/liaison:dept:justice", None, 401),
+    ("vol_a", "notify", "GET", "/v1/preferences/volunteer:vol:001", None, 403),
+    ("dept_civil", "notify", "GET", "/v1/preferences/liaison:dept:justice", None, 403),
+    ("platform_1", "notify", "GET", "/v1/preferences/staff:duty", None, 403),
+    ("dept_no_unit", "notify", "GET", "/v1/preferences/staff:duty", None, 403),
+    ("anon", "notify", "PUT", "/v1/preferences/liaison:dept:justice", SMS, 401),
+    ("expired", "notify", "PUT", "/v1/preferences/liaison:dept:justice", SMS, 401),
+    ("vol_a", "notify", "PUT", "/v1/preferences/volunteer:vol:001", SMS, 403),
+    ("vol_b", "notify", "PUT", "/v1/preferences/volunteer:v:a", SMS, 403),
+    ("dept_civil", "notify", "PUT", "/v1/preferences/liaison:dept:justice", SMS, 403),
+    ("dept_justice", "notify", "PUT", "/v1/preferences/dept:civil-affairs", EMAIL, 403),
+    ("platform_1", "notify", "PUT", "/v1/preferences/staff:duty", WEBHOOK, 403),
+    ("dept_no_unit", "notify", "PUT", "/v1/preferences/staff:duty", WEBHOOK, 403),
 ]
 
 
@@ -286,12 +326,14 @@ async def _snapshot(s: Services, ids: dict[str, str]) -> dict[str, Any]:
     task = await s.db("volunteer").tasks.find_one({"_id": ids["task"]})
     care = await s.db("volunteer").care_recipients.find_one({"_id": ids["care"]})
     vol = await s.db("volunteer").volunteers.find_one({"_id": "v:a"})
+    prefs = [d async for d in s.db("notify").preferences.find({}).sort("_id", 1)]
     return {
         "req": {k: v for k, v in (req or {}).items() if k not in strip},
         "case": {k: case[k] for k in ("status", "units", "rev") if case and k in case},
         "task": {k: task[k] for k in ("status", "volunteer_id") if task},
         "care": {k: (care or {}).get(k) for k in CARE_FIELDS},
         "vol": {k: (vol or {}).get(k) for k in ("name", "availability", "max_tasks", "active")},
+        "prefs": prefs,
     }
 
 
@@ -421,6 +463,39 @@ async def test_volunteer_reads_are_scoped(services: Services, world: World) -> N
     assert r.status_code == 200
 
 
+async def test_notify_reads_are_scoped(services: Services, world: World) -> None:
+    """What notify planned from the world's events, as each caller may list it."""
+    s, ids = services, world.ids
+    vreq = f"YS-{ids['vcase']}"  # the request of the case a volunteer was offered
+    deliveries = s.db("notify").deliveries
+
+    async def heard() -> bool:
+        unit = await deliveries.find_one(
+            {"request_id": ids["req"], "recipient": "community:liyuan"}
+        )
+        vol = await deliveries.find_one({"request_id": vreq, "recipient": "volunteer:v:a"})
+        return unit is not None and vol is not None
+
+    await eventually(heard, timeout=30, what="notify planned the world's deliveries")
+
+    async def seen(who: str, **params: str) -> set[tuple[str, str]]:
+        r = await s.notify.get(
+            "/v1/notifications", params={"limit": "500", **params}, headers=s.auth(who)
+        )
+        assert r.status_code == 200, (who, r.text)
+        return {(x["request_id"], x["recipient"]) for x in r.json()}
+
+    for who in ("staff_town", "admin"):
+        assert {(ids["req"], "community:liyuan"), (vreq, "volunteer:v:a")} <= await seen(who)
+    assert {r for _, r in await seen("vol_a")} == {"volunteer:v:a"}
+    assert await seen("vol_a", request_id=ids["req"]) == set()
+    assert await seen("vol_b") == set()
+    civil = {r for _, r in await seen("dept_civil")}
+    assert civil <= {"dept:civil-affairs", "liaison:dept:civil-affairs"}
+    assert await seen("dept_civil", request_id=vreq) == set()
+    assert await seen("dept_justice") == set()
+
+
 async def test_allowed_actions_succeed_after_the_denies(services: Services, world: World) -> None:
     """The owners can still do what the probes could not (run after the deny rows)."""
     s, ids = services, world.ids
@@ -436,9 +511,19 @@ async def test_allowed_actions_succeed_after_the_denies(services: Services, worl
         f"/v1/requests/{ids['req_w']}/withdraw", json={"tracking_code": ids["code_w"]}
     )
     assert r.status_code == 200 and r.json()["status"] == "withdrawn", r.text
+    # notify: a department sets its liaison's channels and reads them back; a volunteer
+    # lists their own notifications
+    justice = s.auth("dept_justice")
+    r = await s.notify.put("/v1/preferences/liaison:dept:justice", json=SMS, headers=justice)
+    assert r.status_code == 200, r.text
+    r = await s.notify.get("/v1/preferences/liaison:dept:justice", headers=justice)
+    assert r.status_code == 200 and r.json()["channels"] == ["sms"], r.text
+    assert r.json()["source"] == "preference"
+    r = await s.notify.get("/v1/notifications", headers=s.auth("vol_a"))
+    assert r.status_code == 200 and r.json(), r.text
 
 
-@pytest.mark.parametrize("service", ["intake", "routing", "volunteer"])
+@pytest.mark.parametrize("service", ["intake", "routing", "volunteer", "notify"])
 async def test_every_route_is_denied_to_anonymous_callers_unless_declared_public(
     services: Services, service: str
 ) -> None:
@@ -451,7 +536,7 @@ async def test_every_route_is_denied_to_anonymous_callers_unless_declared_public
         for method in ops
         if path not in OPERATIONS
     ]
-    assert len(routes) >= len(PUBLIC[service]) + 5
+    assert len(routes) >= len(PUBLIC[service]) + GUARDED_AT_LEAST[service]
     for method, route in routes:
         r = await client.request(method, re.sub(r"\{[^}]+\}", "nope", route), json={})
         if r.status_code != 401:
