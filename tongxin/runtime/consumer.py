@@ -32,6 +32,7 @@ from tongxin.contracts.envelope import Envelope, InvalidEnvelope, decode_record
 from tongxin.contracts.topics import dlq_topic
 from tongxin.runtime.kafka import PLAINTEXT, KafkaSecurity, Producer, make_consumer
 from tongxin.runtime.metrics import Metrics
+from tongxin.runtime.uow import Decision, Refused, Retry, UnitOfWork
 
 log = logging.getLogger(__name__)
 
@@ -424,3 +425,320 @@ class ConsumerRunner:
                 "error": error[:300],
             },
         )
+
+
+# — batch-native consumption (the unit of work) —
+
+BatchHandle = Callable[[Sequence[Envelope]], Awaitable[Decision[None]]]
+
+PROCESSED = "processed_events"
+
+
+class BatchConsumer:
+    """Runs one consumer group: each poll is one batch, decided and committed as one unit of
+    work (``tongxin.runtime.uow``) together with the records' processed-event marks.
+
+    Per poll (bounded by ``max_records`` and the fetch byte limits): records that are not
+    well-formed CloudEvents are parked at once; types without a handler are skipped; the
+    rest go to ``handle`` in partition and offset order (so per key, in order), minus those
+    whose marks show them handled before. ``handle`` returns effects and per record its
+    outcome: a :class:`~tongxin.runtime.uow.Refused` record is parked with its reason (not
+    marked, so a replay after the cause is fixed applies it). A batch that fails for a
+    reason of its own is split until the failing record is alone, which is retried with
+    backoff (``policy``) and then parked — before any later record of the batch commits,
+    so per-key order holds. The database or broker being away is waited out, never parked.
+    Offsets are committed after the batch committed; a crash in between redelivers the
+    records, and their marks make them no-ops.
+    """
+
+    def __init__(
+        self,
+        *,
+        name: str,
+        bootstrap: str,
+        topics: Sequence[str],
+        handle: BatchHandle,
+        types: frozenset[str],
+        uow: UnitOfWork,
+        producer: Producer,
+        metrics: Metrics,
+        policy: RetryPolicy | None = None,
+        group_id: str | None = None,
+        max_records: int = 500,
+        max_partition_bytes: int = 1 << 20,
+        security: KafkaSecurity = PLAINTEXT,
+        stop_grace: float = 10.0,
+    ) -> None:
+        self.name = name
+        self.topics = list(topics)
+        self.handle = handle
+        self.types = types
+        self.uow = uow
+        self.producer = producer
+        self.metrics = metrics
+        self.policy = policy or RetryPolicy()
+        self.max_records = max_records
+        self.stop_grace = stop_grace
+        self.marks = uow.client[uow.db_name][PROCESSED]
+        self.consumer = make_consumer(
+            *self.topics,
+            bootstrap=bootstrap,
+            security=security,
+            group_id=group_id or name,
+            enable_auto_commit=False,
+            auto_offset_reset="earliest",
+            session_timeout_ms=10000,
+            heartbeat_interval_ms=3000,
+            max_poll_interval_ms=300000,
+            max_partition_fetch_bytes=max_partition_bytes,
+        )
+        self._stop = asyncio.Event()
+        self._task: asyncio.Task[None] | None = None
+        self._work: asyncio.Task[None] | None = None
+        self._parked: set[str] = set()  # event ids of the batch in hand parked by _settle
+
+    async def start(self) -> None:
+        """Join the group and start consuming in the background."""
+        await self.consumer.start()
+        self._task = asyncio.create_task(self._run(), name=f"consumer:{self.name}")
+
+    async def stop(self) -> None:
+        """Let the batch in hand finish (for at most ``stop_grace`` s), commit its offsets,
+        leave the group. A batch cut off rolls back and is delivered again."""
+        self._stop.set()
+        if self._task:
+            try:
+                await asyncio.wait_for(asyncio.shield(self._task), self.stop_grace)
+            except TimeoutError:
+                log.warning(
+                    "records still in hand at stop are given up; they will be delivered again",
+                    extra={"consumer": self.name, "grace_s": self.stop_grace},
+                )
+                if self._work is not None:
+                    self._work.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await self._task
+        await self.consumer.stop()
+
+    async def _run(self) -> None:
+        while not self._stop.is_set():
+            try:
+                polled = await self.consumer.getmany(timeout_ms=500, max_records=self.max_records)
+            except KafkaError as exc:
+                log.warning("poll failed", extra={"consumer": self.name, "error": repr(exc)})
+                with contextlib.suppress(_Stopping):
+                    await self._wait(1.0)
+                continue
+            records = [r for recs in polled.values() for r in recs]
+            if not records:
+                continue
+            self._work = asyncio.create_task(self._batch(records))
+            try:
+                await self._work
+            except (_Stopping, asyncio.CancelledError):
+                break  # not committed: delivered again
+            except Exception:
+                # never let the loop die while the member keeps its partitions: rewind to
+                # the batch's start so nothing is skipped (marks make repeats no-ops)
+                log.exception("consumer batch failed", extra={"consumer": self.name})
+                self._rewind(polled)
+                with contextlib.suppress(_Stopping):
+                    await self._wait(1.0)
+                continue
+            finally:
+                self._work = None
+            offsets = {tp: recs[-1].offset + 1 for tp, recs in polled.items() if recs}
+            await self._commit(offsets)
+            self._observe_lag(offsets)
+        log.info("consumer stopped", extra={"consumer": self.name})
+
+    def _rewind(self, polled: Mapping[TopicPartition, list[ConsumerRecord[bytes, bytes]]]) -> None:
+        assigned = self.consumer.assignment()
+        for tp, recs in polled.items():
+            if tp in assigned and recs:
+                with contextlib.suppress(IllegalStateError, AssertionError):
+                    self.consumer.seek(tp, recs[0].offset)
+
+    async def _batch(self, records: Sequence[ConsumerRecord[bytes, bytes]]) -> None:
+        """Handle one poll: park the malformed, skip the unknown, decide and commit the rest."""
+        started = time.perf_counter()
+        envs: list[Envelope] = []
+        raw: dict[str, ConsumerRecord[bytes, bytes]] = {}
+        for rec in records:
+            try:
+                env = decode_record(rec.key, rec.value, rec.headers)
+            except InvalidEnvelope as exc:
+                await self._park(rec, f"InvalidEnvelope: {exc}", 1, "invalid")
+                continue
+            if env.type not in self.types:
+                self.metrics.events_consumed.labels(self.name, rec.topic, "other", "ignored").inc()
+                continue
+            if env.id in raw:  # the same event twice in one poll: the second is a repeat
+                continue
+            raw[env.id] = rec
+            envs.append(env)
+        if not envs:
+            return
+        self._parked.clear()
+        self.metrics.consumer_batch.labels(self.name).observe(len(envs))
+        outcomes = await self._until_done(envs, raw)
+        elapsed = time.perf_counter() - started
+        now = datetime.now(UTC)
+        for env, outcome in zip(envs, outcomes, strict=True):
+            rec = raw[env.id]
+            if isinstance(outcome, Exception):
+                if env.id not in self._parked:  # refused by the domain: parked now
+                    await self._park(rec, f"{type(outcome).__name__}: {outcome}", 1, env.type)
+                continue
+            self.metrics.handler_seconds.labels(self.name, env.type).observe(elapsed)
+            age = (now - env.time).total_seconds()
+            self.metrics.event_age.labels(self.name, env.type).observe(max(0.0, age))
+            label = "handled" if outcome != _REPEAT else "duplicate"
+            self.metrics.events_consumed.labels(self.name, rec.topic, env.type, label).inc()
+
+    async def _until_done(
+        self, envs: Sequence[Envelope], raw: Mapping[str, ConsumerRecord[bytes, bytes]]
+    ) -> list[object]:
+        """Run the batch through the unit of work until it commits; the database or broker
+        being away (or conflicts outlasting the unit of work's retries) is waited out."""
+
+        async def decide(batch: Sequence[Envelope]) -> Decision[object]:
+            return await self._decide(batch)
+
+        async def settle(env: Envelope, exc: Exception) -> object:
+            return await self._settle(env, exc, raw[env.id], decide)
+
+        while True:
+            try:
+                return await self.uow.run(envs, decide, settle=settle)
+            except Exception as exc:
+                if not is_transient(exc) and not isinstance(exc, Retry):
+                    raise
+                log.warning(
+                    "infrastructure error; retrying",
+                    extra={"consumer": self.name, "records": len(envs), "error": repr(exc)},
+                )
+                await self._wait(self.policy.maximum)
+
+    async def _decide(self, batch: Sequence[Envelope]) -> Decision[object]:
+        """Skip what was handled before, let the service decide the rest, add the marks."""
+        seen = {
+            d["event_id"]
+            async for d in self.marks.find(
+                {"consumer": self.name, "event_id": {"$in": [e.id for e in batch]}},
+                {"event_id": 1, "_id": 0},
+            )
+        }
+        fresh = [e for e in batch if e.id not in seen]
+        decision: Decision[object] = Decision()
+        if fresh:
+            inner = await self.handle(fresh)
+            decision.effects = inner.effects
+            for j, env in enumerate(fresh):
+                outcome = inner.outcomes.get(j)
+                if isinstance(outcome, Exception):
+                    decision.outcomes[batch.index(env)] = outcome
+                    continue
+                decision.effects.insert(PROCESSED, {"consumer": self.name, "event_id": env.id})
+                decision.outcomes[batch.index(env)] = None
+        for i, env in enumerate(batch):
+            if env.id in seen:
+                decision.outcomes[i] = _REPEAT
+        return decision
+
+    async def _settle(
+        self,
+        env: Envelope,
+        exc: Exception,
+        rec: ConsumerRecord[bytes, bytes],
+        decide: Callable[[Sequence[Envelope]], Awaitable[Decision[object]]],
+    ) -> Exception | object:
+        """A record that failed alone: refused records are parked at once; others are
+        retried with backoff, then parked. Returns its final outcome."""
+        attempt = 1
+        while True:
+            if isinstance(exc, Refused | PermanentError):
+                await self._park(rec, f"{type(exc).__name__}: {exc}", attempt, env.type)
+                self._parked.add(env.id)
+                return exc
+            self.metrics.handler_retries.labels(self.name, env.type).inc()
+            log.warning(
+                "handler failed",
+                extra={
+                    "consumer": self.name,
+                    "event_id": env.id,
+                    "type": env.type,
+                    "attempt": attempt,
+                    "error": repr(exc),
+                },
+            )
+            if self.policy.exhausted(attempt):
+                await self._park(rec, f"{type(exc).__name__}: {exc}", attempt, env.type)
+                self._parked.add(env.id)
+                return exc
+            await self._wait(self.policy.delay(attempt))
+            attempt += 1
+            outcome = (await self.uow.run([env], decide))[0]
+            if not isinstance(outcome, Exception):
+                return outcome
+            exc = outcome
+
+    async def _park(
+        self, rec: ConsumerRecord[bytes, bytes], error: str, attempts: int, ce_type: str
+    ) -> None:
+        headers = dlq_headers(list(rec.headers), error, attempts, self.name)
+        while True:
+            try:
+                await self.producer.send_and_wait(
+                    dlq_topic(rec.topic), value=rec.value, key=rec.key, headers=headers
+                )
+                break
+            except KafkaError as exc:
+                log.warning("dead-letter publish failed", extra={"error": repr(exc)})
+                await self._wait(1.0)
+        self.metrics.dlq.labels(self.name, rec.topic).inc()
+        self.metrics.events_consumed.labels(self.name, rec.topic, ce_type, "dead_lettered").inc()
+        log.error(
+            "record parked on dead-letter topic",
+            extra={
+                "consumer": self.name,
+                "topic": rec.topic,
+                "partition": rec.partition,
+                "offset": rec.offset,
+                "attempts": attempts,
+                "error": error[:300],
+            },
+        )
+
+    async def _wait(self, seconds: float) -> None:
+        try:
+            await asyncio.wait_for(self._stop.wait(), timeout=seconds)
+        except TimeoutError:
+            return
+        raise _Stopping
+
+    async def _commit(self, offsets: dict[TopicPartition, int]) -> None:
+        if not offsets:
+            return
+        try:
+            await self.consumer.commit(offsets)
+        except (CommitFailedError, IllegalStateError, KafkaError) as exc:
+            # partitions moved to another member; it will redeliver and marks dedupe
+            log.warning("commit failed", extra={"consumer": self.name, "error": repr(exc)})
+
+    def _observe_lag(self, offsets: dict[TopicPartition, int]) -> None:
+        assigned = self.consumer.assignment()
+        for tp, position in offsets.items():
+            if tp not in assigned:
+                continue
+            try:
+                end = self.consumer.highwater(tp)
+            except (IllegalStateError, AssertionError):
+                continue
+            if end is not None:
+                self.metrics.consumer_lag.labels(self.name, tp.topic, str(tp.partition)).set(
+                    max(0, end - position)
+                )
+
+
+_REPEAT = "repeat"  # outcome of a record whose mark shows it handled before

@@ -12,6 +12,7 @@ from pymongo.errors import ConnectionFailure, PyMongoError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from tongxin.runtime.mongo import Busy
+from tongxin.runtime.uow import Retry
 
 log = logging.getLogger(__name__)
 
@@ -75,8 +76,9 @@ def install_error_handlers(app: FastAPI) -> None:
             headers={"Retry-After": "5"},
         )
 
+    @app.exception_handler(Retry)
     @app.exception_handler(Busy)
-    async def _busy(_req: Request, exc: Busy) -> JSONResponse:
+    async def _busy(_req: Request, exc: Exception) -> JSONResponse:
         log.warning("overloaded: request refused", extra={"error": str(exc)})
         return JSONResponse(
             error_body("busy", "The service is overloaded; nothing was stored. Try again shortly."),

@@ -32,8 +32,15 @@ class Metrics:
         )
         self.handler_seconds = Histogram(
             "tongxin_event_handler_seconds",
-            "Time spent handling one record (including retries)",
+            "From the start of a record's batch until its effects committed (retries included)",
             ["consumer", "type"],
+            registry=r,
+        )
+        self.consumer_batch = Histogram(
+            "tongxin_consumer_batch_records",
+            "Records decided and committed together in one unit of work, per poll",
+            ["consumer"],
+            buckets=(1, 2, 5, 10, 20, 50, 100, 200, 500),
             registry=r,
         )
         self.event_age = Histogram(
@@ -83,3 +90,19 @@ class Metrics:
             ["topic"],
             registry=r,
         )
+        self.uow_batch = Histogram(
+            "tongxin_unit_of_work_inputs",
+            "Inputs (records, requests, deadlines) decided and committed in one transaction",
+            buckets=(1, 2, 5, 10, 20, 50, 100, 200, 500),
+            registry=r,
+        )
+        self.uow_seconds = Histogram(
+            "tongxin_unit_of_work_seconds",
+            "From the first read of a batch until its transaction committed",
+            registry=r,
+        )
+
+    def observe_batch(self, inputs: int, seconds: float) -> None:
+        """One committed unit of work."""
+        self.uow_batch.observe(inputs)
+        self.uow_seconds.observe(seconds)

@@ -31,6 +31,7 @@ from tongxin.contracts.envelope import Envelope, Headers, encode_record
 from tongxin.runtime.kafka import Producer
 from tongxin.runtime.metrics import Metrics
 from tongxin.runtime.mongo import Doc, IndexSpec, after_commit, insert_at_end
+from tongxin.runtime.uow import Emit
 
 log = logging.getLogger(__name__)
 
@@ -142,6 +143,38 @@ class MongoOutbox:
             rec = _record(doc)
             if not after_commit(session, lambda: committed([rec])):
                 self._unknown()
+
+    @property
+    def collection(self) -> str:
+        """The outbox collection's name (the unit of work inserts into it)."""
+        return OUTBOX
+
+    def documents(self, events: Sequence[Emit]) -> list[Doc]:
+        """The outbox documents of ``events``, in order (written by the unit of work with
+        the batch's other writes)."""
+        docs: list[Doc] = []
+        now = datetime.now(UTC)
+        for e in events:
+            key, value, headers = encode_record(e.envelope)
+            docs.append(
+                {
+                    "_id": e.envelope.id,
+                    "topic": self.topic_prefix + e.topic,
+                    "key": key,
+                    "value": value,
+                    "headers": [[k, v] for k, v in headers],
+                    "type": e.envelope.type,
+                    "seq": _next_seq(),
+                    "sent": False,
+                    "created_at": now,
+                }
+            )
+        return docs
+
+    def committed(self, docs: Sequence[Doc]) -> None:
+        """The transaction of these documents committed: hand them to the relay."""
+        if self._committed is not None:
+            self._committed([_record(d) for d in docs])
 
     async def pending(self, limit: int) -> list[OutboxRecord]:
         cursor = self.col.find({"sent": False}).sort("seq", 1).limit(limit)

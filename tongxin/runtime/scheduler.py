@@ -14,7 +14,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import uuid
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -22,6 +22,7 @@ from pymongo.asynchronous.client_session import AsyncClientSession
 from pymongo.asynchronous.database import AsyncDatabase
 
 from tongxin.runtime.mongo import Doc, IndexSpec, insert_at_end
+from tongxin.runtime.uow import Decision, Effects, UnitOfWork
 
 log = logging.getLogger(__name__)
 
@@ -225,4 +226,206 @@ class DeadlineScheduler:
 
     def stop(self) -> None:
         """Ask ``run()`` to return after the deadline in hand."""
+        self._stop.set()
+
+
+# — deadlines as effects of a unit of work —
+
+
+def schedule(
+    fx: Effects,
+    deadline_id: str,
+    kind: str,
+    due_at: datetime,
+    subject: str,
+    payload: Mapping[str, Any] | None = None,
+) -> None:
+    """Create (or move) a pending deadline with the batch's other writes."""
+    fx.update(
+        DEADLINES,
+        {"_id": deadline_id},
+        {"$set": _pending(kind, due_at, subject, payload)},
+        upsert=True,
+    )
+
+
+def add(
+    fx: Effects,
+    deadline_id: str,
+    kind: str,
+    due_at: datetime,
+    subject: str,
+    payload: Mapping[str, Any] | None = None,
+) -> None:
+    """Create a pending deadline that cannot exist yet (what a new subject needs): an
+    insert, cheaper than :func:`schedule`'s upsert."""
+    fx.insert(DEADLINES, {"_id": deadline_id, **_pending(kind, due_at, subject, payload)})
+
+
+def cancel(fx: Effects, deadline_id: str, now: datetime) -> None:
+    """Cancel a pending deadline (nothing happens if it fired or does not exist)."""
+    fx.update(
+        DEADLINES,
+        {"_id": deadline_id, "status": PENDING},
+        {"$set": {"status": CANCELLED, "cancelled_at": now}},
+    )
+
+
+def cancel_subject(fx: Effects, subject: str, now: datetime) -> None:
+    """Cancel every pending deadline of a subject (e.g. a closed case)."""
+    fx.update(
+        DEADLINES,
+        {"subject": subject, "status": PENDING},
+        {"$set": {"status": CANCELLED, "cancelled_at": now}},
+        many=True,
+    )
+
+
+DeadlineBatch = Callable[[Sequence[Doc]], Awaitable[Decision[None]]]
+CLAIM_BATCH = 100  # due deadlines claimed and fired together
+
+
+class BatchScheduler:
+    """Claims due deadlines in batches and fires each batch as one unit of work.
+
+    A claim is three commands for up to ``CLAIM_BATCH`` deadlines: read the due ones
+    whose lease is free, lease them all with one conditional ``update_many`` (a token
+    tells which this replica won), read those back. ``handle`` gets them in due order and
+    decides; the unit of work commits its effects together with each fired deadline's
+    ``status: fired`` — conditional on this replica still holding the lease, so a replica
+    that stalled past its lease while another took over decides again and finds it gone:
+    the effect happens once. A deadline the handler refuses or fails on is given back and
+    tried again after the lease.
+    """
+
+    def __init__(
+        self,
+        db: AsyncDatabase[Doc],
+        uow: UnitOfWork,
+        handle: DeadlineBatch,
+        *,
+        lease: timedelta = timedelta(seconds=30),
+        tick: float = 0.5,
+        owner: str | None = None,
+        batch: int = CLAIM_BATCH,
+        clock: Callable[[], datetime] = lambda: datetime.now(UTC),
+    ) -> None:
+        self.col = db[DEADLINES]
+        self.uow = uow
+        self.handle = handle
+        self.lease = lease
+        self.tick = tick
+        self.owner = owner or f"scheduler-{uuid.uuid4().hex[:8]}"
+        self.batch = batch
+        self.clock = clock
+        self._stop = asyncio.Event()
+
+    async def claim(self, now: datetime) -> list[Doc]:
+        """Lease up to ``batch`` due deadlines nobody holds; those this replica won."""
+        free = {"$or": [{"lease_until": None}, {"lease_until": {"$lt": now}}]}
+        cursor = (
+            self.col.find({"status": PENDING, "due_at": {"$lte": now}, **free}, {"_id": 1})
+            .sort("due_at", 1)
+            .limit(self.batch)
+        )
+        ids = [d["_id"] async for d in cursor]
+        if not ids:
+            return []
+        token = uuid.uuid4().hex
+        await self.col.update_many(
+            {"_id": {"$in": ids}, "status": PENDING, **free},
+            {
+                "$set": {
+                    "lease_owner": self.owner,
+                    "lease_until": now + self.lease,
+                    "lease_token": token,
+                }
+            },
+        )
+        won = self.col.find({"_id": {"$in": ids}, "lease_token": token}).sort("due_at", 1)
+        return [d async for d in won]
+
+    async def fire_due(self) -> int:
+        """Claim and fire one batch of due deadlines; how many fired."""
+        now = self.clock()
+        claimed = await self.claim(now)
+        if not claimed:
+            return 0
+        first = True
+
+        async def decide(docs: Sequence[Doc]) -> Decision[None]:
+            nonlocal first
+            if not first:  # decided again or split: keep only what this replica still holds
+                held = {
+                    d["_id"]
+                    async for d in self.col.find(
+                        {
+                            "_id": {"$in": [d["_id"] for d in docs]},
+                            "status": PENDING,
+                            "lease_owner": self.owner,
+                        },
+                        {"_id": 1},
+                    )
+                }
+            else:
+                held = {d["_id"] for d in docs}
+            first = False
+            mine = [d for d in docs if d["_id"] in held]
+            inner = await self.handle(mine) if mine else Decision[None]()
+            out: Decision[None] = Decision(inner.effects)
+            fired_at = self.clock()
+            for i, doc in enumerate(docs):
+                if doc["_id"] not in held:
+                    out.refuse(i, LeaseLost(str(doc["_id"])))
+                    continue
+                outcome = inner.outcomes.get(mine.index(doc))
+                if isinstance(outcome, Exception):
+                    out.refuse(i, outcome)
+                    continue
+                out.effects.update(
+                    DEADLINES,
+                    {"_id": doc["_id"], "status": PENDING, "lease_owner": self.owner},
+                    {"$set": {"status": FIRED, "fired_at": fired_at, "fired_by": self.owner}},
+                    must_match=True,
+                )
+                out.done(i, None)
+            return out
+
+        outcomes = await self.uow.run(claimed, decide)
+        fired = 0
+        retry_at = self.clock() + self.lease
+        for doc, outcome in zip(claimed, outcomes, strict=True):
+            if isinstance(outcome, LeaseLost):
+                log.info("deadline taken over by another replica", extra={"deadline": doc["_id"]})
+            elif isinstance(outcome, Exception):
+                log.warning(
+                    "deadline handler failed; will retry",
+                    extra={"deadline": doc["_id"], "error": repr(outcome)},
+                )
+                await self.col.update_one(
+                    {"_id": doc["_id"], "status": PENDING, "lease_owner": self.owner},
+                    {"$set": {"lease_owner": None, "lease_until": retry_at}},
+                )
+            else:
+                fired += 1
+        return fired
+
+    async def run(self) -> None:
+        """Fire due deadlines every ``tick`` seconds (at once again while batches are full)
+        until ``stop()``."""
+        while not self._stop.is_set():
+            fired = 0
+            try:
+                fired = await self.fire_due()
+            except Exception as exc:  # database down: keep trying
+                log.warning("deadline scan failed", extra={"error": repr(exc)})
+            if fired >= self.batch:
+                continue
+            try:
+                await asyncio.wait_for(self._stop.wait(), self.tick)
+            except TimeoutError:
+                pass
+
+    def stop(self) -> None:
+        """Ask ``run()`` to return after the batch in hand."""
         self._stop.set()

@@ -15,7 +15,7 @@ import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Mapping, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
-from typing import Annotated, Any
+from typing import Annotated, Any, TypeVar
 
 from fastapi import APIRouter, Depends, FastAPI, Request, Response, Security
 from fastapi.responses import JSONResponse
@@ -25,7 +25,13 @@ from pymongo import AsyncMongoClient
 from pymongo.asynchronous.database import AsyncDatabase
 
 from tongxin.runtime.auth import Principal, install_verifier, principal_from_header
-from tongxin.runtime.consumer import ConsumerRunner, Handler, RetryPolicy
+from tongxin.runtime.consumer import (
+    BatchConsumer,
+    BatchHandle,
+    ConsumerRunner,
+    Handler,
+    RetryPolicy,
+)
 from tongxin.runtime.debug import install_task_dump
 from tongxin.runtime.dlq import watch_pending
 from tongxin.runtime.errors import ApiError, install_error_handlers
@@ -59,6 +65,7 @@ from tongxin.runtime.outbox import (
     OutboxRelay,
 )
 from tongxin.runtime.settings import ServiceSettings
+from tongxin.runtime.uow import Batcher, Handle, UnitOfWork
 
 log = logging.getLogger(__name__)
 
@@ -67,11 +74,15 @@ WRITE_METHODS = frozenset({"POST", "PUT", "PATCH", "DELETE"})
 
 @dataclass(frozen=True, slots=True)
 class Subscription:
-    """A consumer group of this service: contract topic names and handlers by CE type."""
+    """A consumer group of this service: contract topic names and what handles them —
+    ``handle`` a whole poll at a time for the CE ``types`` it takes (the unit of work), or
+    (older services, until they move) ``handlers`` by CE type, one record at a time."""
 
     name: str
     topics: Sequence[str]
-    handlers: Mapping[str, Handler]
+    handlers: Mapping[str, Handler] = field(default_factory=dict)
+    handle: BatchHandle | None = None
+    types: frozenset[str] = frozenset()
 
 
 @dataclass
@@ -86,7 +97,8 @@ class ServiceRuntime:
     producer: RenewingProducer
     outbox: MongoOutbox
     relay: OutboxRelay
-    consumers: list[ConsumerRunner] = field(default_factory=list)
+    uow: UnitOfWork
+    consumers: list[ConsumerRunner | BatchConsumer] = field(default_factory=list)
     tasks: list[asyncio.Task[None]] = field(default_factory=list)
     # set when the process stops; background loops of a service watch it
     stopping: asyncio.Event = field(default_factory=asyncio.Event)
@@ -105,6 +117,17 @@ class ServiceRuntime:
 
         self.closers.append(_stop)
 
+    def batcher(
+        self, name: str, handle: Handle[In, Out], *, max_batch: int = 64
+    ) -> Batcher[In, Out]:
+        """A :class:`~tongxin.runtime.uow.Batcher` for one use case's concurrent callers
+        (HTTP writes), closed when the service stops."""
+        b: Batcher[In, Out] = Batcher(
+            self.uow, handle, name=f"{self.name}:{name}", max_batch=max_batch
+        )
+        self.closers.append(b.close)
+        return b
+
     @property
     def source(self) -> str:
         """CloudEvents ``source`` of events this service emits."""
@@ -116,6 +139,9 @@ class ServiceRuntime:
 
 
 Setup = Callable[[ServiceRuntime], Awaitable[list[Subscription]]]
+
+In = TypeVar("In")
+Out = TypeVar("Out")
 
 
 async def start_runtime(
@@ -158,7 +184,8 @@ async def start_runtime(
         lease=MongoRelayLease(db, f"{name}-{uuid.uuid4().hex[:8]}"),
     )
     outbox.listen(relay.handoff, relay.reread)
-    rt = ServiceRuntime(name, settings, metrics, mongo, db, producer, outbox, relay)
+    uow = UnitOfWork(mongo, db.name, outbox, on_batch=metrics.observe_batch)
+    rt = ServiceRuntime(name, settings, metrics, mongo, db, producer, outbox, relay, uow)
     rt.tasks.append(asyncio.create_task(relay.run(), name=f"{name}:outbox-relay"))
     policy = RetryPolicy(
         max_attempts=settings.consumer_max_attempts,
@@ -167,18 +194,36 @@ async def start_runtime(
     )
     try:
         for sub in await setup(rt):
-            runner = ConsumerRunner(
-                name=f"{name}.{sub.name}",
-                group_id=f"{settings.topic_prefix}tongxin.{name}.{sub.name}",
-                bootstrap=settings.kafka_bootstrap,
-                topics=[settings.topic(t) for t in sub.topics],
-                handlers=sub.handlers,
-                producer=producer,
-                metrics=metrics,
-                policy=policy,
-                security=security,
-                stop_grace=settings.consumer_stop_grace_s,
-            )
+            runner: ConsumerRunner | BatchConsumer
+            if sub.handle is not None:
+                runner = BatchConsumer(
+                    name=f"{name}.{sub.name}",
+                    group_id=f"{settings.topic_prefix}tongxin.{name}.{sub.name}",
+                    bootstrap=settings.kafka_bootstrap,
+                    topics=[settings.topic(t) for t in sub.topics],
+                    handle=sub.handle,
+                    types=sub.types,
+                    uow=uow,
+                    producer=producer,
+                    metrics=metrics,
+                    policy=policy,
+                    security=security,
+                    stop_grace=settings.consumer_stop_grace_s,
+                    max_records=settings.consumer_max_records,
+                )
+            else:
+                runner = ConsumerRunner(
+                    name=f"{name}.{sub.name}",
+                    group_id=f"{settings.topic_prefix}tongxin.{name}.{sub.name}",
+                    bootstrap=settings.kafka_bootstrap,
+                    topics=[settings.topic(t) for t in sub.topics],
+                    handlers=sub.handlers,
+                    producer=producer,
+                    metrics=metrics,
+                    policy=policy,
+                    security=security,
+                    stop_grace=settings.consumer_stop_grace_s,
+                )
             await runner.start()
             rt.consumers.append(runner)
         consumed = sorted({t for c in rt.consumers for t in c.topics})
@@ -232,6 +277,16 @@ def get_runtime(request: Request) -> ServiceRuntime:
 
 
 RuntimeDep = Annotated[ServiceRuntime, Depends(get_runtime)]
+
+
+def get_write_deadline(request: Request) -> float | None:
+    """FastAPI dependency: until when (``time.monotonic()``) this write may wait for its
+    turn and its commit before it gets 503 busy (set by admission; None for reads)."""
+    deadline: float | None = getattr(request.state, "write_deadline", None)
+    return deadline
+
+
+WriteDeadline = Annotated[float | None, Depends(get_write_deadline)]
 
 
 # Declares the bearer scheme in /openapi.json (and the docs' Authorize button); routes that
@@ -344,6 +399,7 @@ def create_service_app(
             await asyncio.wait_for(writes.acquire(), budget)
         except TimeoutError:
             raise Busy(f"no turn for a write within {budget:g} s") from None
+        request.state.write_deadline = deadline  # what is left of it bounds the batch queue
         token = WAIT_DEADLINE.set(deadline)  # what is left of it bounds the database queue
         try:
             yield

@@ -86,6 +86,8 @@ class ServiceSettings(BaseSettings):
     # At a stop, how long records in hand may take to finish before they are given up
     # (rolled back, delivered again later); keep it under the process manager's grace.
     consumer_stop_grace_s: float = Field(default=10.0, ge=0)
+    # Records a consumer decides and commits together at most (one unit of work per poll).
+    consumer_max_records: int = Field(default=500, ge=1)
     outbox_poll_interval_s: float = Field(default=0.5, gt=0)
     # How often each service counts the records waiting on the DLQs of what it consumes.
     dlq_watch_interval_s: float = Field(default=30.0, gt=0)
