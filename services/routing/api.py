@@ -25,19 +25,25 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Depends, Query, Request, Response
 from pydantic import BaseModel, ConfigDict, Field
 
-from services.routing.cases import CaseNotFound, CaseService
 from services.routing.config import RoutingSettings
 from services.routing.domain import lifecycle, meetings
 from services.routing.domain.kpis import unit_stats
 from services.routing.domain.lifecycle import Action, Case, Effects, NotAssigned, TransitionError
 from services.routing.domain.policy import Policy
 from services.routing.domain.units import UnitKind, UnitRegistry
-from services.routing.store import CaseStore, StaleCase
+from services.routing.service import CaseNotFound, Change, RoutingService
+from services.routing.store import CaseStore
 from tongxin.contracts.enums import Tier
 from tongxin.runtime.auth import Principal, Role
 from tongxin.runtime.errors import ApiError
 from tongxin.runtime.mongo import Doc
-from tongxin.runtime.service import CurrentPrincipal, ServiceRuntime, require_principal
+from tongxin.runtime.service import (
+    CurrentPrincipal,
+    ServiceRuntime,
+    WriteDeadline,
+    require_principal,
+)
+from tongxin.runtime.uow import Effects as Writes
 
 router = APIRouter(prefix="/v1", tags=["cases"], dependencies=[Depends(require_principal)])
 # the only routes anyone may call without a token: reference data, no case data
@@ -53,7 +59,7 @@ class RoutingContext:
     store: CaseStore
     policy: Policy
     units: UnitRegistry
-    cases: CaseService
+    cases: RoutingService
 
 
 def get_ctx(request: Request) -> RoutingContext:
@@ -236,25 +242,19 @@ def _errors(exc: Exception) -> ApiError:
         return ApiError(403, "forbidden", str(exc))
     if isinstance(exc, CaseNotFound):
         return ApiError(404, "not_found", "No such case.")
-    if isinstance(exc, StaleCase):
-        return ApiError(409, "conflict", "The case changed meanwhile; try again.")
     raise exc
 
 
 async def _apply(
     ctx: RoutingContext,
-    case_id: str,
-    op: Any,
+    change: Change,
     own: str | None,
-    *,
-    extra: Any = None,
+    deadline: float | None,
 ) -> dict[str, Any]:
     try:
-        result = await ctx.cases.apply(case_id, op, extra=extra)
-    except (TransitionError, NotAssigned, CaseNotFound, StaleCase) as exc:
+        case = await ctx.cases.act(change, deadline)
+    except (TransitionError, NotAssigned, CaseNotFound) as exc:
         raise _errors(exc) from exc
-    assert result is not None
-    case, _ = result
     return _view(case.to_doc(), own)
 
 
@@ -265,6 +265,7 @@ def _action_route(action: Action) -> None:
         case_id: str,
         ctx: CtxDep,
         principal: CurrentPrincipal,
+        deadline: WriteDeadline,
         body: Any = None,
     ) -> dict[str, Any]:
         if action == Action.RETURN and body is None:
@@ -287,7 +288,7 @@ def _action_route(action: Action) -> None:
                 case, action, unit, now, policy, by=principal.sub, note=b.note, reason=reason
             )
 
-        return await _apply(ctx, case_id, op, own or unit)
+        return await _apply(ctx, Change(case_id, op), own or unit, deadline)
 
     # the body's model differs per action; FastAPI reads it from the annotations
     act.__annotations__["body"] = body_model | None
@@ -336,7 +337,11 @@ def _check_units(ctx: RoutingContext, units: list[str], *, departments: bool) ->
 
 @router.post("/cases/{case_id}/whistle")
 async def whistle(
-    case_id: str, body: WhistleBody, ctx: CtxDep, principal: CurrentPrincipal
+    case_id: str,
+    body: WhistleBody,
+    ctx: CtxDep,
+    principal: CurrentPrincipal,
+    deadline: WriteDeadline,
 ) -> dict[str, Any]:
     """Blow the whistle: each department must report in before its own deadline (staff)."""
     _coordinator(principal)
@@ -348,7 +353,7 @@ async def whistle(
             case, body.units, policy, now, by=principal.sub, reason=body.reason
         )
 
-    return await _apply(ctx, case_id, op, None)
+    return await _apply(ctx, Change(case_id, op), None, deadline)
 
 
 class ReassignBody(BaseModel):
@@ -363,7 +368,11 @@ class ReassignBody(BaseModel):
 
 @router.post("/cases/{case_id}/reassign")
 async def reassign(
-    case_id: str, body: ReassignBody, ctx: CtxDep, principal: CurrentPrincipal
+    case_id: str,
+    body: ReassignBody,
+    ctx: CtxDep,
+    principal: CurrentPrincipal,
+    deadline: WriteDeadline,
 ) -> dict[str, Any]:
     """The town committee reassigns a (returned) case; emits case.routed with a revision."""
     _coordinator(principal)
@@ -375,7 +384,7 @@ async def reassign(
             case, body.units, policy, now, by=principal.sub, note=body.note, tier=body.tier
         )
 
-    return await _apply(ctx, case_id, op, None)
+    return await _apply(ctx, Change(case_id, op), None, deadline)
 
 
 @public_router.get("/units", tags=["units"])
@@ -439,7 +448,11 @@ class DecisionBody(BaseModel):
 
 @router.post("/meetings/{meeting_id}/decisions", tags=["meetings"], status_code=201)
 async def record_decision(
-    meeting_id: str, body: DecisionBody, ctx: CtxDep, principal: CurrentPrincipal
+    meeting_id: str,
+    body: DecisionBody,
+    ctx: CtxDep,
+    principal: CurrentPrincipal,
+    deadline: WriteDeadline,
 ) -> dict[str, Any]:
     """Record a decision and dispatch the case to the decided unit(s) (case.routed revision)."""
     _coordinator(principal)
@@ -480,10 +493,10 @@ async def record_decision(
         case.meeting_decision = {"meeting_id": meeting_id, **decision}
         return fx
 
-    async def minutes(session: Any) -> None:
-        await ctx.store.record_decision(session, meeting_id, next_at, decision)
+    def minutes(fx: Writes, _case: Case) -> None:
+        ctx.store.record_decision(fx, meeting_id, next_at, decision)
 
-    view = await _apply(ctx, body.case_id, op, None, extra=minutes)
+    view = await _apply(ctx, Change(body.case_id, op, extra=minutes), None, deadline)
     return {"meeting_id": meeting_id, "decision": decision, "case": view}
 
 

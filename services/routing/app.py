@@ -10,16 +10,14 @@ from typing import Any
 from fastapi import FastAPI
 
 from services.routing import api
-from services.routing.cases import CaseService
 from services.routing.config import RoutingSettings
 from services.routing.domain.policy import Policy
 from services.routing.domain.units import UnitRegistry
-from services.routing.handlers import CommandHandlers, DeadlineHandlers, IntakeEventHandlers
+from services.routing.handlers import subscriptions
 from services.routing.metrics import GaugeRefresher, RoutingMetrics
+from services.routing.service import RoutingService
 from services.routing.store import INDEXES, CaseStore
-from tongxin.contracts.events import RequestFeedbackGiven, RequestSubmitted, RequestWithdrawn
-from tongxin.contracts.topics import INBOUND_CASE_COMMANDS, REQUESTS
-from tongxin.runtime.scheduler import DeadlineScheduler, DeadlineStore
+from tongxin.runtime.scheduler import BatchScheduler
 from tongxin.runtime.service import ServiceRuntime, Subscription, create_service_app
 
 
@@ -56,13 +54,13 @@ def create_app(settings: RoutingSettings | None = None) -> FastAPI:
 
     async def setup(rt: ServiceRuntime) -> list[Subscription]:
         store = CaseStore(rt.db)
-        deadlines = DeadlineStore(rt.db)
         metrics = RoutingMetrics(rt.metrics.registry, units.units)
-        cases = CaseService(rt, store, deadlines, policy, metrics)
-        rt.extra["ctx"] = api.RoutingContext(rt, settings, store, policy, units, cases)
-        scheduler = DeadlineScheduler(
-            deadlines,
-            DeadlineHandlers(cases).handlers(),
+        service = RoutingService(rt, store, policy, metrics)
+        rt.extra["ctx"] = api.RoutingContext(rt, settings, store, policy, units, service)
+        scheduler = BatchScheduler(
+            rt.db,
+            rt.uow,
+            service.on_deadlines,
             lease=timedelta(seconds=settings.routing_deadline_lease_s),
             tick=settings.routing_deadline_tick_s,
         )
@@ -74,21 +72,7 @@ def create_app(settings: RoutingSettings | None = None) -> FastAPI:
             settings.routing_gauge_refresh_s,
         )
         rt.run_in_background("gauges", gauges.run, gauges.stop)
-        intake = IntakeEventHandlers(cases, store)
-        return [
-            Subscription(
-                "requests",
-                [REQUESTS.name],
-                {
-                    RequestSubmitted.ce_type(): intake.on_request_submitted,
-                    RequestFeedbackGiven.ce_type(): intake.on_feedback_given,
-                    RequestWithdrawn.ce_type(): intake.on_withdrawn,
-                },
-            ),
-            Subscription(
-                "commands", [INBOUND_CASE_COMMANDS.name], CommandHandlers(cases).handlers()
-            ),
-        ]
+        return subscriptions(service)
 
     app = create_service_app(
         name="routing",

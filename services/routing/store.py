@@ -2,15 +2,16 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
 
-from pymongo.asynchronous.client_session import AsyncClientSession
 from pymongo.asynchronous.database import AsyncDatabase
 
 from services.routing.domain.lifecycle import OPEN_STATES, Case
-from tongxin.runtime.mongo import Doc, IndexSpec, insert_at_end
+from tongxin.runtime.mongo import Doc, IndexSpec
 from tongxin.runtime.scheduler import DEADLINE_INDEXES
+from tongxin.runtime.uow import Effects
 
 CASES = "cases"
 MEETINGS = "meetings"
@@ -27,53 +28,73 @@ INDEXES = [
 ]
 
 
-class StaleCase(Exception):
-    """The case changed between read and write (another replica or request); retry."""
-
-
 class CaseStore:
-    """Reads and writes of routing's collections (the caller owns transactions)."""
+    """The only module that touches routing's collections: typed reads, and writes as
+    effects of a unit of work."""
 
     def __init__(self, db: AsyncDatabase[Doc]) -> None:
         self.cases = db[CASES]
         self.meetings = db[MEETINGS]
 
-    async def count_open_similar(self, compound: str | None, category: str) -> int:
-        """Open cases of the same compound and category (repeat detection)."""
-        if not compound:
-            return 0
-        return await self.cases.count_documents(
-            {"compound": compound, "category": category, "status": {"$in": OPEN}}
+    # — reads for a batch —
+
+    async def load_many(self, case_ids: Sequence[str]) -> dict[str, Case]:
+        """The stored cases among ``case_ids`` (one query)."""
+        ids = list(dict.fromkeys(case_ids))
+        if not ids:
+            return {}
+        return {d["_id"]: Case.from_doc(d) async for d in self.cases.find({"_id": {"$in": ids}})}
+
+    async def open_similar_counts(
+        self, keys: Sequence[tuple[str, str]]
+    ) -> dict[tuple[str, str], int]:
+        """Open cases per (compound, category) among ``keys`` (one query; repeat detection)."""
+        wanted = set(keys)
+        if not wanted:
+            return {}
+        compounds = sorted({c for c, _ in wanted})
+        categories = sorted({k for _, k in wanted})
+        counts: dict[tuple[str, str], int] = {}
+        cursor = self.cases.find(
+            {
+                "compound": {"$in": compounds},
+                "category": {"$in": categories},
+                "status": {"$in": OPEN},
+            },
+            {"compound": 1, "category": 1, "_id": 0},
+        )
+        async for d in cursor:
+            key = (d["compound"], d["category"])
+            if key in wanted:
+                counts[key] = counts.get(key, 0) + 1
+        return counts
+
+    # — writes, as effects —
+
+    def insert(self, fx: Effects, case: Case) -> None:
+        """Open a case (its request's unique index refuses a second one)."""
+        fx.insert(CASES, case.to_doc())
+
+    def save(self, fx: Effects, case: Case, read_version: int) -> None:
+        """Write a changed case, if nobody changed it since it was read at ``read_version``
+        (else the batch is decided again)."""
+        case.version = read_version + 1
+        fx.replace(CASES, {"_id": case.id, "version": read_version}, case.to_doc())
+
+    def record_decision(self, fx: Effects, meeting_id: str, at: datetime, decision: Doc) -> None:
+        """Add a decision to a meeting's minutes."""
+        fx.update(
+            MEETINGS,
+            {"_id": meeting_id},
+            {"$push": {"decisions": decision}, "$setOnInsert": {"scheduled_at": at}},
+            upsert=True,
         )
 
-    async def insert(self, session: AsyncClientSession, case: Case) -> None:
-        """Open a case (at the end of the transaction, with a grouped commit's other new
-        cases in one ``insert_many``: nothing reads it back before the commit)."""
-        await insert_at_end(session, self.cases, case.to_doc())
-
-    async def load(self, session: AsyncClientSession | None, case_id: str) -> Case | None:
-        """One case as a domain object (inside the caller's transaction when given)."""
-        doc = await self.cases.find_one({"_id": case_id}, session=session)
-        return None if doc is None else Case.from_doc(doc)
-
-    async def save(self, session: AsyncClientSession, case: Case) -> None:
-        """Write a changed case if nobody else changed it since it was read."""
-        expected = case.version
-        case.version += 1
-        res = await self.cases.replace_one(
-            {"_id": case.id, "version": expected}, case.to_doc(), session=session
-        )
-        if res.matched_count != 1:
-            case.version = expected
-            raise StaleCase(case.id)
+    # — reads for the API and the gauges —
 
     async def get(self, case_id: str) -> Doc | None:
         """One case document."""
         return await self.cases.find_one({"_id": case_id})
-
-    async def by_request(self, request_id: str) -> Doc | None:
-        """The case of a request."""
-        return await self.cases.find_one({"request_id": request_id}, {"_id": 1})
 
     async def page(
         self, filt: dict[str, Any], limit: int, after: tuple[datetime, str] | None = None
@@ -114,17 +135,6 @@ class CaseStore:
                 key = (d["tier"], unit)
                 counts[key] = counts.get(key, 0) + 1
         return counts
-
-    async def record_decision(
-        self, session: AsyncClientSession, meeting_id: str, at: datetime, decision: Doc
-    ) -> None:
-        """Add a decision to a meeting's minutes."""
-        await self.meetings.update_one(
-            {"_id": meeting_id},
-            {"$push": {"decisions": decision}, "$setOnInsert": {"scheduled_at": at}},
-            upsert=True,
-            session=session,
-        )
 
     async def meeting(self, meeting_id: str) -> Doc | None:
         """A meeting's minutes."""

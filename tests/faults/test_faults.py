@@ -13,7 +13,7 @@ import httpx
 import pytest
 
 from services.notify.config import NotifySettings
-from services.routing.handlers import case_id_for
+from services.routing.service import case_id_for
 from tests.faults.conftest import DURATION, RATE, REPORT
 from tests.faults.harness import BODY, FaultRun, Load, audit, under_load
 from tests.support import eventually, headers_of, read_topic
