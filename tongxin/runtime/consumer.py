@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import logging
 import random
 import time
@@ -573,9 +574,9 @@ class BatchConsumer:
             if env.type not in self.types:
                 self.metrics.events_consumed.labels(self.name, rec.topic, "other", "ignored").inc()
                 continue
-            if env.id in raw:  # the same event twice in one poll: the second is a repeat
+            if mark_key(env) in raw:  # the same event twice in one poll: the second is a repeat
                 continue
-            raw[env.id] = rec
+            raw[mark_key(env)] = rec
             envs.append(env)
         if not envs:
             return
@@ -585,9 +586,9 @@ class BatchConsumer:
         elapsed = time.perf_counter() - started
         now = datetime.now(UTC)
         for env, outcome in zip(envs, outcomes, strict=True):
-            rec = raw[env.id]
+            rec = raw[mark_key(env)]
             if isinstance(outcome, Exception):
-                if env.id not in self._parked:  # refused by the domain: parked now
+                if mark_key(env) not in self._parked:  # refused by the domain: parked now
                     await self._park(rec, f"{type(outcome).__name__}: {outcome}", 1, env.type)
                 continue
             self.metrics.handler_seconds.labels(self.name, env.type).observe(elapsed)
@@ -606,7 +607,7 @@ class BatchConsumer:
             return await self._decide(batch)
 
         async def settle(env: Envelope, exc: Exception) -> object:
-            return await self._settle(env, exc, raw[env.id], decide)
+            return await self._settle(env, exc, raw[mark_key(env)], decide)
 
         while True:
             try:
@@ -625,24 +626,26 @@ class BatchConsumer:
         seen = {
             d["event_id"]
             async for d in self.marks.find(
-                {"consumer": self.name, "event_id": {"$in": [e.id for e in batch]}},
+                {"consumer": self.name, "event_id": {"$in": [mark_key(e) for e in batch]}},
                 {"event_id": 1, "_id": 0},
             )
         }
-        fresh = [e for e in batch if e.id not in seen]
+        fresh = [i for i, e in enumerate(batch) if mark_key(e) not in seen]
         decision: Decision[object] = Decision()
         if fresh:
-            inner = await self.handle(fresh)
+            inner = await self.handle([batch[i] for i in fresh])
             decision.effects = inner.effects
-            for j, env in enumerate(fresh):
+            for j, i in enumerate(fresh):
                 outcome = inner.outcomes.get(j)
                 if isinstance(outcome, Exception):
-                    decision.outcomes[batch.index(env)] = outcome
+                    decision.outcomes[i] = outcome
                     continue
-                decision.effects.insert(PROCESSED, {"consumer": self.name, "event_id": env.id})
-                decision.outcomes[batch.index(env)] = None
-        for i, env in enumerate(batch):
-            if env.id in seen:
+                decision.effects.insert(
+                    PROCESSED, {"consumer": self.name, "event_id": mark_key(batch[i])}
+                )
+                decision.outcomes[i] = None
+        for i in range(len(batch)):
+            if i not in decision.outcomes:
                 decision.outcomes[i] = _REPEAT
         return decision
 
@@ -659,7 +662,7 @@ class BatchConsumer:
         while True:
             if isinstance(exc, Refused | PermanentError):
                 await self._park(rec, f"{type(exc).__name__}: {exc}", attempt, env.type)
-                self._parked.add(env.id)
+                self._parked.add(mark_key(env))
                 return exc
             self.metrics.handler_retries.labels(self.name, env.type).inc()
             log.warning(
@@ -674,7 +677,7 @@ class BatchConsumer:
             )
             if self.policy.exhausted(attempt):
                 await self._park(rec, f"{type(exc).__name__}: {exc}", attempt, env.type)
-                self._parked.add(env.id)
+                self._parked.add(mark_key(env))
                 return exc
             await self._wait(self.policy.delay(attempt))
             attempt += 1
@@ -742,3 +745,12 @@ class BatchConsumer:
 
 
 _REPEAT = "repeat"  # outcome of a record whose mark shows it handled before
+
+
+def mark_key(env: Envelope) -> str:
+    """How a consumer remembers it handled an event: its CloudEvents identity. The id alone
+    for the platform's own events (UUIDs); (source, id) as JSON for other platforms', whose
+    ids are unique only per source."""
+    if env.source.startswith("/tongxin/"):
+        return env.id
+    return json.dumps([env.source, env.id], ensure_ascii=False)
