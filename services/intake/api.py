@@ -27,7 +27,12 @@ from services.intake.store import RequestStore
 from tongxin.contracts.enums import Category, Channel, Tier, Urgency
 from tongxin.runtime.auth import Principal
 from tongxin.runtime.errors import ApiError
-from tongxin.runtime.service import CurrentPrincipal, OptionalPrincipal, ServiceRuntime
+from tongxin.runtime.service import (
+    CurrentPrincipal,
+    OptionalPrincipal,
+    ServiceRuntime,
+    WriteDeadline,
+)
 
 router = APIRouter(prefix="/v1", tags=["requests"])
 
@@ -93,6 +98,7 @@ async def submit_request(
     service: ServiceDep,
     principal: OptionalPrincipal,
     response: Response,
+    deadline: WriteDeadline,
     idempotency_key: Annotated[str | None, Header(min_length=1, max_length=128)] = None,
 ) -> dict[str, Any]:
     """Accept a need: stored with its ``request.submitted`` event in one transaction."""
@@ -101,7 +107,9 @@ async def submit_request(
     except Invalid as exc:
         service.metrics.rejected.labels("http").inc()
         raise invalid(exc) from exc
-    result = await service.submit(body, attrs, idempotency_key=idempotency_key, principal=principal)
+    result = await service.submit(
+        body, attrs, idempotency_key=idempotency_key, principal=principal, deadline=deadline
+    )
     if result.replayed:
         response.headers["Idempotent-Replayed"] = "true"
     response.headers["Location"] = f"/v1/requests/{result.answer['id']}"
@@ -169,7 +177,7 @@ async def list_requests(
     )
     scope = scope_filter(_staff) or {}
     query = flt.query(after)
-    docs = await service.store.page({"$and": [query, scope]} if scope else query, limit + 1)
+    docs = await service.page({"$and": [query, scope]} if scope else query, limit + 1)
     more = len(docs) > limit
     docs = docs[:limit]
     next_cursor = encode_cursor(docs[-1]["submitted_at"], docs[-1]["_id"]) if more else None
@@ -184,7 +192,8 @@ async def read_request(
     tracking_code: Annotated[str | None, Query(max_length=64)] = None,
 ) -> dict[str, Any]:
     """Staff read it whole; a resident reads it masked with the tracking code."""
-    doc, staff = await service.authorize(request_id, principal, tracking_code)
+    req, staff = await service.authorize(request_id, principal, tracking_code)
+    doc = req.to_doc()
     return staff_view(doc) if staff else resident_view(doc)
 
 
@@ -194,12 +203,13 @@ async def give_feedback(
     body: FeedbackCreate,
     service: ServiceDep,
     principal: OptionalPrincipal,
+    deadline: WriteDeadline,
     tracking_code: Annotated[str | None, Query(max_length=64)] = None,
 ) -> dict[str, Any]:
     """回访: the resident (tracking code) or staff on their behalf rates a resolved request,
     once per resolution → ``request.feedback_given``."""
-    doc, _ = await service.authorize(request_id, principal, body.tracking_code or tracking_code)
-    return await service.give_feedback(doc, body.rating, body.comment, _actor(principal))
+    req, _ = await service.authorize(request_id, principal, body.tracking_code or tracking_code)
+    return await service.give_feedback(req, body.rating, body.comment, _actor(principal), deadline)
 
 
 @router.post("/requests/{request_id}/withdraw")
@@ -208,20 +218,21 @@ async def withdraw_request(
     body: WithdrawCreate,
     service: ServiceDep,
     principal: OptionalPrincipal,
+    deadline: WriteDeadline,
     tracking_code: Annotated[str | None, Query(max_length=64)] = None,
 ) -> dict[str, Any]:
     """Withdraw before resolution → ``request.withdrawn``."""
-    doc, _ = await service.authorize(request_id, principal, body.tracking_code or tracking_code)
-    return await service.withdraw(doc, body.reason, _actor(principal))
+    req, _ = await service.authorize(request_id, principal, body.tracking_code or tracking_code)
+    return await service.withdraw(req, body.reason, _actor(principal), deadline)
 
 
 @router.delete("/requests/{request_id}/duplicate-link")
 async def unlink_duplicate(
-    request_id: str, service: ServiceDep, staff: StaffPrincipal
+    request_id: str, service: ServiceDep, staff: StaffPrincipal, deadline: WriteDeadline
 ) -> dict[str, Any]:
     """Staff: the request is not a duplicate after all; remove its ``duplicate_of``."""
-    doc, _ = await service.authorize(request_id, staff, None)
-    return await service.unlink_duplicate(doc, _actor(staff))
+    req, _ = await service.authorize(request_id, staff, None)
+    return await service.unlink_duplicate(req, _actor(staff), deadline)
 
 
 @router.get("/categories")

@@ -2,24 +2,19 @@
 
 from __future__ import annotations
 
-import asyncio
 import json
 import logging
-from datetime import UTC, datetime, timedelta
 
 from fastapi import FastAPI
 
 from services.intake import api, console, open311
 from services.intake.config import IntakeSettings
 from services.intake.domain.registry import Registry, collect_names
-from services.intake.handlers import InboundHandlers, TimelineHandlers
+from services.intake.handlers import subscriptions
 from services.intake.limits import BodyLimitMiddleware, TokenBucketLimiter
 from services.intake.metrics import IntakeMetrics
-from services.intake.retention import start_retention
 from services.intake.service import IntakeService
 from services.intake.store import INDEXES, RequestStore
-from tongxin.contracts.events import EVENT_MODELS, RequestSubmitted
-from tongxin.contracts.topics import CASES, INBOUND_REQUESTS, VOLUNTEER_TASKS
 from tongxin.runtime.service import ServiceRuntime, Subscription, create_service_app
 
 log = logging.getLogger(__name__)
@@ -51,32 +46,9 @@ def create_app(settings: IntakeSettings | None = None) -> FastAPI:
             rt, settings, store, registry, metrics_box[0], _unit_names(settings, raw)
         )
         rt.extra["ctx"] = api.IntakeContext(rt, settings, store, registry, service)
-        _start_key_purge(rt, store)
+        service.start_housekeeping(PURGE_INTERVAL_S)
         console.start(rt, settings)
-        start_retention(
-            rt,
-            timedelta(days=settings.intake_contact_retention_days),
-            settings.intake_retention_interval_s,
-        )
-        timeline = TimelineHandlers(service)
-        inbound = InboundHandlers(service)
-        watched = [
-            t
-            for t in EVENT_MODELS
-            if t.startswith(("tongxin.case.", "tongxin.task.", "tongxin.care."))
-        ]
-        return [
-            Subscription(
-                "timeline",
-                [CASES.name, VOLUNTEER_TASKS.name],
-                dict.fromkeys(watched, timeline.on_event),
-            ),
-            Subscription(
-                "inbound",
-                [INBOUND_REQUESTS.name],
-                {RequestSubmitted.ce_type(): inbound.on_inbound_request},
-            ),
-        ]
+        return subscriptions(service)
 
     app = create_service_app(
         name="intake",
@@ -93,21 +65,3 @@ def create_app(settings: IntakeSettings | None = None) -> FastAPI:
         )
     app.state.trust_forwarded_for = settings.intake_trust_forwarded_for
     return app
-
-
-def _start_key_purge(rt: ServiceRuntime, store: RequestStore) -> None:
-    """Delete expired Idempotency-Key answers (they hold tracking codes) now and then."""
-    stop = asyncio.Event()
-
-    async def run() -> None:
-        while not stop.is_set():
-            try:
-                await store.idempotency.delete_many({"expires_at": {"$lt": datetime.now(UTC)}})
-            except Exception as exc:
-                log.warning("idempotency key purge failed", extra={"error": repr(exc)})
-            try:
-                await asyncio.wait_for(stop.wait(), PURGE_INTERVAL_S)
-            except TimeoutError:
-                pass
-
-    rt.run_in_background("idempotency-purge", run, stop.set)

@@ -26,7 +26,7 @@ from services.intake.service import Invalid, pydantic_errors, scope_filter
 from tongxin.contracts.enums import Category
 from tongxin.runtime.errors import ApiError
 from tongxin.runtime.mongo import Doc
-from tongxin.runtime.service import OptionalPrincipal
+from tongxin.runtime.service import OptionalPrincipal, WriteDeadline
 
 router = APIRouter(prefix="/open311/v2", tags=["open311"])
 
@@ -54,6 +54,7 @@ async def post_request(
     request: Request,
     service: ServiceDep,
     principal: OptionalPrincipal,
+    deadline: WriteDeadline,
     idempotency_key: Annotated[str | None, Header(min_length=1, max_length=128)] = None,
 ) -> list[dict[str, Any]]:
     """GeoReport ``POST service request`` (``application/x-www-form-urlencoded``)."""
@@ -77,7 +78,9 @@ async def post_request(
     except Invalid as exc:
         service.metrics.rejected.labels("open311").inc()
         raise invalid(Invalid(_form_errors(exc.errors, origin, body_dict))) from exc
-    result = await service.submit(body, attrs, idempotency_key=idempotency_key, principal=principal)
+    result = await service.submit(
+        body, attrs, idempotency_key=idempotency_key, principal=principal, deadline=deadline
+    )
     answer = result.answer
     return [
         {
@@ -111,8 +114,8 @@ async def get_request(
     tracking_code: Annotated[str | None, Query(max_length=64)] = None,
 ) -> list[dict[str, Any]]:
     """GeoReport ``GET service request``: staff token, or the resident's tracking code."""
-    doc, staff = await service.authorize(request_id, principal, tracking_code)
-    return [request_view(doc, service.unit_names, full=staff)]
+    req, staff = await service.authorize(request_id, principal, tracking_code)
+    return [request_view(req.to_doc(), service.unit_names, full=staff)]
 
 
 @router.get("/requests.json")
@@ -145,5 +148,5 @@ async def list_requests(
     elif status == "open":
         flt["status"] = {"$nin": closed}
     flt.update(scope_filter(_staff) or {})
-    docs = await service.store.page(flt, 1000)
+    docs = await service.page(flt, 1000)
     return [request_view(d, service.unit_names, full=True) for d in docs]

@@ -1,24 +1,28 @@
-"""Intake's own collections: requests, idempotency keys, id counters."""
+"""The only module that touches intake's collections: requests, idempotency keys, id
+counters (and, for retention, the request's outbox records). Reads are typed and
+batch-shaped (one query for a whole batch); writes are effects of a unit of work."""
 
 from __future__ import annotations
 
 import asyncio
-import time
 from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from pymongo import DESCENDING, ReturnDocument
-from pymongo.asynchronous.client_session import AsyncClientSession
 from pymongo.asynchronous.database import AsyncDatabase
-from pymongo.errors import DuplicateKeyError, PyMongoError
+from pymongo.errors import DuplicateKeyError
 
-from tongxin.runtime.mongo import Doc, IndexSpec, insert_at_end
+from services.intake.domain.requests import StoredRequest
+from tongxin.runtime.logs import redact
+from tongxin.runtime.mongo import Doc, IndexSpec
+from tongxin.runtime.outbox import OUTBOX
+from tongxin.runtime.uow import Effects
 
 REQUESTS = "requests"
 IDEMPOTENCY = "idempotency_keys"
 COUNTERS = "counters"
-ID_BLOCK = 32  # request numbers taken from the day's counter at a time
+ID_BLOCK = 32  # request numbers taken from the day's counter at a time (at least)
 
 INDEXES = [
     IndexSpec(REQUESTS, [("submitted_at", -1), ("_id", -1)], name="newest_first"),
@@ -29,13 +33,16 @@ INDEXES = [
     IndexSpec(IDEMPOTENCY, [("expires_at", 1)]),
 ]
 
+# what retention removes of a request's contact (PIPL: the shortest necessary period)
+CONTACT_FIELDS = ("submitter.name", "submitter.phone", "address", "location")
+
 
 def _aware(t: datetime) -> datetime:
     return t if t.tzinfo else t.replace(tzinfo=UTC)
 
 
 class RequestStore:
-    """Reads and writes of intake's collections (the caller owns transactions)."""
+    """Reads and writes of intake's collections."""
 
     def __init__(self, db: AsyncDatabase[Doc]) -> None:
         self.db = db
@@ -44,38 +51,29 @@ class RequestStore:
         self.counters = db[COUNTERS]
         self._blocks: dict[str, list[int]] = {}  # day key -> [last handed out, block end]
         self._block_lock = asyncio.Lock()
-        # the last failed block allocation (when, what): callers that queued on the lock
-        # while it failed get the same error at once instead of one database timeout each
-        self._block_failure: tuple[float, PyMongoError] | None = None
 
-    async def next_number(self, day_key: str) -> int:
-        """Allocate the next number of the day (unique across replicas).
+    # — request numbers —
 
-        Numbers are taken from the day's counter document in blocks of ``ID_BLOCK``, so
-        the counter costs one round trip per block rather than per request. Each replica
-        hands out its own block: numbers stay unique, but are not dense (a restart leaves
-        the rest of its block unused) and not strictly in submission order across replicas.
+    async def next_numbers(self, day_key: str, n: int) -> list[int]:
+        """``n`` numbers of the day, unique across replicas.
+
+        Taken from the day's counter document in blocks (at least ``ID_BLOCK``), so the
+        counter costs one round trip per block, not per request. Each replica hands out
+        its own block: numbers stay unique, but are not dense (a restart leaves the rest of
+        its block unused) and not strictly in submission order across replicas.
         """
-        block = self._blocks.get(day_key)
-        if block is not None and block[0] < block[1]:
-            block[0] += 1
-            return block[0]
-        queued_at = time.monotonic()
         async with self._block_lock:
-            failure = self._block_failure
-            if failure is not None and failure[0] >= queued_at:
-                raise failure[1]  # e.g. the database is down: 503 now, not after a queue of waits
+            out: list[int] = []
             block = self._blocks.get(day_key)
-            if block is None or block[0] >= block[1]:
-                try:
-                    end = await self._take_block(day_key, ID_BLOCK)
-                except PyMongoError as exc:
-                    self._block_failure = (time.monotonic(), exc)
-                    raise
-                self._blocks = {day_key: [end - ID_BLOCK, end]}  # yesterday's block is done
-                block = self._blocks[day_key]
-            block[0] += 1
-            return block[0]
+            while len(out) < n:
+                if block is None or block[0] >= block[1]:
+                    size = max(ID_BLOCK, n - len(out))
+                    end = await self._take_block(day_key, size)
+                    block = [end - size, end]
+                    self._blocks = {day_key: block}  # yesterday's block is done
+                block[0] += 1
+                out.append(block[0])
+            return out
 
     async def _take_block(self, day_key: str, size: int) -> int:
         """Raise the day's counter by ``size``; the new value (the block's last number).
@@ -97,98 +95,174 @@ class RequestStore:
                 return int(doc["n"])
         raise RuntimeError(f"could not allocate a number for {day_key}")
 
-    async def insert(self, session: AsyncClientSession, doc: Doc) -> None:
-        """Store a new request (at the end of the transaction, with the other requests of a
-        grouped commit in one ``insert_many``: nothing reads it back before the commit, and a
-        duplicate external id still fails the caller's own transaction)."""
-        await insert_at_end(session, self.requests, doc)
+    # — reads for a batch —
 
-    async def get(self, request_id: str, session: AsyncClientSession | None = None) -> Doc | None:
-        """One request by id."""
-        return await self.requests.find_one({"_id": request_id}, session=session)
-
-    async def find_external(self, source: str, event_id: str) -> Doc | None:
-        """The request made from another platform's event (source, id), if any."""
-        return await self.requests.find_one({"external.source": source, "external.id": event_id})
-
-    async def find_idempotent(
-        self, key: str, session: AsyncClientSession | None = None
-    ) -> Doc | None:
-        """A stored answer for an Idempotency-Key that has not expired."""
-        doc = await self.idempotency.find_one({"_id": key}, session=session)
-        if doc is None:
-            return None
-        return doc if _aware(doc["expires_at"]) > datetime.now(UTC) else None
-
-    async def save_idempotent(
-        self,
-        session: AsyncClientSession,
-        key: str,
-        fingerprint: str,
-        response: dict[str, Any],
-        ttl_s: int,
-    ) -> None:
-        """Remember the answer for a key. A concurrent first use of the same key collides
-        on ``_id`` (write conflict or duplicate key), so only one request is stored."""
-        now = datetime.now(UTC)
-        doc = {
-            "_id": key,
-            "fingerprint": fingerprint,
-            "response": response,
-            "created_at": now,
-            "expires_at": now + timedelta(seconds=ttl_s),
+    async def load_many(self, request_ids: Sequence[str]) -> dict[str, StoredRequest]:
+        """The stored requests among ``request_ids`` (one query)."""
+        ids = list(dict.fromkeys(request_ids))
+        if not ids:
+            return {}
+        return {
+            d["_id"]: StoredRequest.from_doc(d)
+            async for d in self.requests.find({"_id": {"$in": ids}})
         }
-        expired = await self.idempotency.find_one({"_id": key}, session=session)
-        if expired is None:
-            await self.idempotency.insert_one(doc, session=session)
-        else:
-            await self.idempotency.replace_one(
-                {"_id": key, "expires_at": expired["expires_at"]}, doc, session=session
-            )
 
-    async def update(
-        self,
-        session: AsyncClientSession,
-        flt: Doc,
-        set_fields: Doc,
-        push: Doc | None = None,
-    ) -> bool:
-        """Conditionally update a request (bumping its revision); False if ``flt`` missed."""
-        update: Doc = {"$set": set_fields, "$inc": {"rev": 1}}
-        if push:
-            update["$push"] = push
-        res = await self.requests.update_one(flt, update, session=session)
-        return res.modified_count == 1
+    async def idempotent_answers(self, keys: Sequence[str], now: datetime) -> dict[str, Doc]:
+        """Stored answers for Idempotency-Keys (one query), expired ones included: their
+        ``expires_at`` says so, and a new answer replaces them."""
+        if not keys:
+            return {}
+        cursor = self.idempotency.find({"_id": {"$in": list(dict.fromkeys(keys))}})
+        return {d["_id"]: {**d, "expired": _aware(d["expires_at"]) <= now} async for d in cursor}
 
-    async def open_similar(
+    async def similar_open(
         self,
-        compound: str,
-        category: str,
+        places: Sequence[tuple[str, str]],
         since: datetime,
         statuses: Sequence[str],
-        limit: int = 50,
-    ) -> list[Doc]:
-        """The newest ``limit`` open requests of a compound and category since ``since``."""
+        per_place: int,
+    ) -> dict[tuple[str, str], list[Doc]]:
+        """Per (compound, category): its newest ``per_place`` open requests since ``since``
+        (one query for all of them; duplicate detection)."""
+        wanted = set(places)
+        if not wanted:
+            return {}
         cursor = (
             self.requests.find(
                 {
-                    "compound": compound,
-                    "category": category,
+                    "compound": {"$in": sorted({p for p, _ in wanted})},
+                    "category": {"$in": sorted({c for _, c in wanted})},
                     "submitted_at": {"$gte": since},
                     "status": {"$in": list(statuses)},
                 },
-                {"title": 1, "description": 1, "submitted_at": 1, "duplicate_of": 1},
+                {
+                    "title": 1,
+                    "description": 1,
+                    "submitted_at": 1,
+                    "duplicate_of": 1,
+                    "compound": 1,
+                    "category": 1,
+                },
             )
             .sort("submitted_at", DESCENDING)
-            .limit(limit)
+            .limit(per_place * len(wanted))
         )
-        return [d async for d in cursor]
+        out: dict[tuple[str, str], list[Doc]] = {}
+        async for d in cursor:
+            key = (d["compound"], d["category"])
+            if key in wanted and len(out.setdefault(key, [])) < per_place:
+                out[key].append(d)
+        return out
+
+    async def external_ids(self, pairs: Sequence[tuple[str, str]]) -> set[tuple[str, str]]:
+        """Which (source, event id) of other platforms already made a request (one query)."""
+        if not pairs:
+            return set()
+        cursor = self.requests.find(
+            {"external.id": {"$in": sorted({i for _, i in pairs})}}, {"external": 1}
+        )
+        found = {(d["external"]["source"], d["external"]["id"]) async for d in cursor}
+        return found & set(pairs)
+
+    # — writes, as effects —
+
+    def insert(self, fx: Effects, req: StoredRequest) -> None:
+        """Store a new request."""
+        fx.insert(REQUESTS, req.to_doc())
+
+    def save(self, fx: Effects, req: StoredRequest, read_rev: int) -> None:
+        """Write a changed request if nobody changed it since it was read at ``read_rev``
+        (else the batch is decided again)."""
+        req.rev = read_rev + 1
+        fx.replace(REQUESTS, {"_id": req.id, "rev": read_rev}, req.to_doc())
+
+    def save_idempotent(
+        self,
+        fx: Effects,
+        key: str,
+        fingerprint: str,
+        answer: dict[str, Any],
+        now: datetime,
+        ttl_s: int,
+        replacing: datetime | None = None,
+    ) -> None:
+        """Remember the answer for a key; ``replacing``: the ``expires_at`` of an expired
+        answer this one replaces. A concurrent first use of the same key collides on
+        ``_id`` (duplicate key: the batch is decided again and replays it)."""
+        doc = {
+            "_id": key,
+            "fingerprint": fingerprint,
+            "response": answer,
+            "created_at": now,
+            "expires_at": now + timedelta(seconds=ttl_s),
+        }
+        if replacing is None:
+            fx.insert(IDEMPOTENCY, doc)
+        else:
+            fx.replace(IDEMPOTENCY, {"_id": key, "expires_at": replacing}, doc)
+
+    # — reads for the API —
+
+    async def get(self, request_id: str) -> StoredRequest | None:
+        """One request by id."""
+        doc = await self.requests.find_one({"_id": request_id})
+        return None if doc is None else StoredRequest.from_doc(doc)
 
     async def page(self, flt: Doc, limit: int) -> list[Doc]:
-        """Requests matching ``flt``, newest first (``_id`` breaks ties)."""
+        """Requests matching ``flt``, newest first (``_id`` breaks ties), without the
+        tracking hash and timeline (list views)."""
         cursor = (
             self.requests.find(flt, {"tracking_hash": 0, "timeline": 0})
             .sort([("submitted_at", DESCENDING), ("_id", DESCENDING)])
             .limit(limit)
         )
         return [d async for d in cursor]
+
+    # — housekeeping —
+
+    async def purge_expired_keys(self, now: datetime) -> int:
+        """Delete expired Idempotency-Key answers (they hold tracking codes)."""
+        res = await self.idempotency.delete_many({"expires_at": {"$lt": now}})
+        return res.deleted_count
+
+    async def purge_contacts(self, cutoff: datetime, now: datetime, limit: int = 500) -> int:
+        """Remove contact details of requests closed or withdrawn before ``cutoff``.
+
+        Removed: the submitter's name and phone, the street address and the exact
+        location, the request's outbox records (the sent ``request.submitted`` carried the
+        contact); phone numbers in the free text are masked. Kept, for statistics: every
+        other field, the timeline and the ratings. Each request is a conditional update:
+        idempotent, safe with several replicas, nothing lost across restarts.
+        """
+        outbox = self.db[OUTBOX]
+        due = {
+            "contact_purged_at": {"$exists": False},
+            "$or": [
+                {"status": "closed", "closed_at": {"$lte": cutoff}},
+                {"status": "withdrawn", "withdrawn_at": {"$lte": cutoff}},
+            ],
+        }
+        purged = 0
+        cursor = self.requests.find(due, {"title": 1, "description": 1}).limit(limit)
+        async for doc in cursor:
+            rid = doc["_id"]
+            if await outbox.count_documents({"key": rid.encode(), "sent": False}, limit=1):
+                # an event of it not yet published (or its mark not yet written): the next
+                # sweep comes back, so none of its records outlives the purge
+                continue
+            # the outbox first: if the update below fails, the next sweep comes back to it
+            await outbox.delete_many({"key": rid.encode(), "sent": True})
+            res = await self.requests.update_one(
+                {"_id": rid, "contact_purged_at": {"$exists": False}},
+                {
+                    "$unset": dict.fromkeys(CONTACT_FIELDS, ""),
+                    "$set": {
+                        "title": redact(str(doc.get("title", ""))),
+                        "description": redact(str(doc.get("description", ""))),
+                        "contact_purged_at": now,
+                    },
+                    "$inc": {"rev": 1},
+                },
+            )
+            purged += res.modified_count
+        return purged

@@ -20,7 +20,7 @@ from pydantic import (
     model_validator,
 )
 
-from tongxin.contracts.enums import Category, Channel, Rating, Urgency
+from tongxin.contracts.enums import Category, Channel, Rating, Tier, Urgency
 from tongxin.contracts.events import GeoPoint, RequestStatus
 
 MOBILE_RE = re.compile(r"^1[3-9]\d{9}$")
@@ -175,23 +175,95 @@ def mask_name(name: str) -> str:
 
 
 def public_status(
-    doc: dict[str, Any], status: str, note: str, changed_at: datetime, previous: str | None
+    req: StoredRequest, status: str, note: str, changed_at: datetime, previous: str | None
 ) -> RequestStatus:
     """The masked ``request.status`` of a stored request: no name, no street address."""
-    external = doc.get("external") or {}
+    external = req.external or {}
     return RequestStatus(
-        request_id=doc["_id"],
+        request_id=req.id,
         status=status,
         previous_status=previous,
-        category=doc["category"],
-        community=doc["community"],
-        compound=doc.get("compound"),
-        tier=doc.get("tier"),
-        channel=doc.get("channel"),
-        phone_masked=mask_phone((doc.get("submitter") or {}).get("phone")),
+        category=req.category,
+        community=req.community,
+        compound=req.compound,
+        tier=req.tier,
+        channel=req.channel,
+        phone_masked=mask_phone(req.submitter.get("phone")),
         note=note,
         changed_at=changed_at,
-        duplicate_of=doc.get("duplicate_of"),
+        duplicate_of=req.duplicate_of,
         external_source=external.get("source"),
         external_id=external.get("id"),
     )
+
+
+class StoredRequest(BaseModel):
+    """A request as intake keeps it (its aggregate): what was submitted, where it stands,
+    its timeline. ``rev`` grows with every change and is the condition of every write."""
+
+    model_config = ConfigDict(extra="ignore", populate_by_name=True, use_enum_values=True)
+
+    id: str = Field(alias="_id")
+    channel: Channel
+    category: Category
+    title: str
+    description: str
+    community: str
+    compound: str | None = None
+    address: str | None = None
+    location: dict[str, Any] | None = None
+    urgency: Urgency = Urgency.NORMAL
+    vulnerable: bool = False
+    submitter: dict[str, Any] = Field(default_factory=dict)
+    attributes: dict[str, Any] = Field(default_factory=dict)
+    attachments: list[str] = Field(default_factory=list)
+    tracking_hash: str
+    status: str
+    submitted_at: datetime
+    status_changed_at: datetime
+    rev: int = 0
+    event_id: str | None = None
+    submitted_by: str | None = None
+    external: dict[str, str] | None = None
+    duplicate_of: str | None = None
+    duplicate_score: float | None = None
+    duplicate_unlinked: dict[str, Any] | None = None
+    timeline: list[dict[str, Any]] = Field(default_factory=list)
+    # what routing and volunteers made of it (the timeline consumer keeps these)
+    case_id: str | None = None
+    tier: Tier | None = None
+    units: list[str] | None = None
+    rule: str | None = None
+    level: str | None = None
+    escalated_to: str | None = None
+    acknowledge_by: datetime | None = None
+    resolve_by: datetime | None = None
+    resolved_at: datetime | None = None
+    closed_at: datetime | None = None
+    # 回访
+    resolution_round: int = 0
+    awaiting_feedback: bool = False
+    feedback_due: datetime | None = None
+    feedback: list[dict[str, Any]] = Field(default_factory=list)
+    last_rating: str | None = None
+    # withdrawal and retention
+    withdrawn_at: datetime | None = None
+    withdrawn_by: str | None = None
+    contact_purged_at: datetime | None = None
+
+    @classmethod
+    def from_doc(cls, doc: dict[str, Any]) -> StoredRequest:
+        """Read a stored document."""
+        return cls.model_validate(doc)
+
+    def to_doc(self) -> dict[str, Any]:
+        """The document to store (``_id`` is the request id; unset optional fields are
+        left out, as views and queries expect)."""
+        doc = self.model_dump(by_alias=True, exclude_none=True)
+        for always in ("duplicate_of",):  # listed and filtered on even when empty
+            doc.setdefault(always, None)
+        return doc
+
+    def with_changes(self, **changes: Any) -> StoredRequest:
+        """A copy with ``changes`` applied (``rev`` is the writer's business)."""
+        return self.model_copy(update=changes, deep=True)

@@ -67,7 +67,7 @@ async def test_similar_request_is_linked_not_dropped_and_staff_can_unlink(intake
 
 
 async def test_the_comparison_reads_only_the_newest_open_requests(intake: Intake) -> None:
-    """One bounded read per submission: the newest ``duplicate_candidates`` open ones."""
+    """One bounded read per batch: per place, the newest ``duplicate_candidates`` open ones."""
     place = {"community": BODY["community"], "compound": BODY["compound"]}
     since = datetime.now(UTC) - timedelta(milliseconds=1)  # this test's requests only
     ids = []
@@ -77,7 +77,8 @@ async def test_the_comparison_reads_only_the_newest_open_requests(intake: Intake
         assert r.status_code == 201
         ids.append(r.json()["id"])
     store = RequestStore(intake.db)
-    found = await store.open_similar(place["compound"], BODY["category"], since, ["submitted"], 2)
-    assert [d["_id"] for d in found] == ids[:1:-1]  # the two newest, newest first
-    everything = await store.open_similar(place["compound"], BODY["category"], since, ["submitted"])
-    assert sorted(d["_id"] for d in everything) == sorted(ids)
+    key = (place["compound"], BODY["category"])
+    found = await store.similar_open([key], since, ["submitted"], 2)
+    assert [d["_id"] for d in found[key]] == ids[:1:-1]  # the two newest, newest first
+    everything = await store.similar_open([key], since, ["submitted"], 50)
+    assert sorted(d["_id"] for d in everything[key]) == sorted(ids)

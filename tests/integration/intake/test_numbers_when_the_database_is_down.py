@@ -1,5 +1,6 @@
-"""Request numbers while the database is away: the callers queued on the number block all
-get the allocation's error at once (503), not one database timeout after another."""
+"""Request numbers come in blocks, once per batch of submissions: unique and increasing
+within a replica, and while the database is away a batch fails at once (503) and the
+next one, once it is back, carries on from a fresh block."""
 
 from __future__ import annotations
 
@@ -11,40 +12,35 @@ from pathlib import Path
 import pytest
 from pymongo.errors import ConnectionFailure
 
-from services.intake.store import RequestStore
+from services.intake.store import ID_BLOCK, RequestStore
 from tongxin.devstack.procs import free_port
 from tongxin.devstack.servers import SecantusServer
 from tongxin.runtime.mongo import make_client
 
 
-async def test_queued_callers_share_one_failed_allocation(
-    monkeypatch: pytest.MonkeyPatch,
-) -> None:
+async def test_numbers_in_blocks_and_a_fresh_block_after_an_outage() -> None:
     data = Path(tempfile.mkdtemp(prefix="tongxin-numbers-"))
     server = SecantusServer(data, free_port())
     server.start()
     client = make_client(server.uri, timeout_ms=1000)
     try:
         store = RequestStore(client.intake)
-        assert await store.next_number("YS-20261127") == 1
-        store._blocks.clear()  # the next caller must take a new block
+        assert await store.next_numbers("YS-20261127", 3) == [1, 2, 3]
+        # a batch larger than what is left of the block: the rest of it, then a new block
+        big = await store.next_numbers("YS-20261127", ID_BLOCK + 5)
+        assert big == list(range(4, 4 + ID_BLOCK + 5))
+        counter = await client.intake.counters.find_one({"_id": "YS-20261127"})
+        assert counter is not None and counter["n"] == 2 * ID_BLOCK  # two round trips
+        huge = await store.next_numbers("YS-20261127", 3 * ID_BLOCK)  # one block of its size
+        assert huge == list(range(4 + ID_BLOCK + 5, 4 + 4 * ID_BLOCK + 5))
+        counter = await client.intake.counters.find_one({"_id": "YS-20261127"})
+        assert counter is not None
+        store._blocks.clear()  # the next batch must take a new block
         await asyncio.to_thread(server.stop)
-        attempts = 0
-        take = store._take_block
-
-        async def counted(day_key: str, size: int) -> int:
-            nonlocal attempts
-            attempts += 1
-            return await take(day_key, size)
-
-        monkeypatch.setattr(store, "_take_block", counted)
-        outcomes = await asyncio.gather(
-            *(store.next_number("YS-20261127") for _ in range(10)), return_exceptions=True
-        )
-        assert all(isinstance(o, ConnectionFailure) for o in outcomes), outcomes
-        assert attempts == 1  # one wait for the database, shared by all ten
+        with pytest.raises(ConnectionFailure):
+            await store.next_numbers("YS-20261127", 1)
         await asyncio.to_thread(server.start)
-        assert await store.next_number("YS-20261127") == 33  # the next block, once it is back
+        assert await store.next_numbers("YS-20261127", 1) == [counter["n"] + 1]
     finally:
         await client.close()
         server.stop()

@@ -6,7 +6,7 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from services.intake.retention import purge_contacts
+from services.intake.store import RequestStore
 from tests.integration.security.conftest import Services
 from tests.support import eventually, unique
 
@@ -146,4 +146,5 @@ async def test_contact_details_are_removed_after_closure_statistics_stay(
     assert rid in {i["id"] for i in r.json()["items"]}
 
     # idempotent: a second sweep changes nothing
-    assert await purge_contacts(s.db("intake"), timedelta(days=30), datetime.now(UTC)) == 0
+    now = datetime.now(UTC)
+    assert await RequestStore(s.db("intake")).purge_contacts(now - timedelta(days=30), now) == 0

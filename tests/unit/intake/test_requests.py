@@ -15,6 +15,7 @@ from services.intake.domain.paging import BadCursor, RequestFilter, decode_curso
 from services.intake.domain.requests import (
     InboundRequest,
     RequestCreate,
+    StoredRequest,
     code_matches,
     format_request_id,
     hash_code,
@@ -77,11 +78,20 @@ def test_masked_phone_keeps_only_prefix_and_suffix(phone: str) -> None:
 
 
 def test_public_status_carries_no_name_or_address() -> None:
-    doc = {
-        "_id": "YS-1",
-        **RequestCreate.model_validate({**BODY, "address": "梨园路18号"}).model_dump(mode="json"),
-    }
-    status = public_status(doc, "submitted", "诉求已受理", datetime.now(UTC), None)
+    now = datetime.now(UTC)
+    req = StoredRequest.model_validate(
+        {
+            "_id": "YS-1",
+            **RequestCreate.model_validate({**BODY, "address": "梨园路18号"}).model_dump(
+                mode="json"
+            ),
+            "tracking_hash": "h",
+            "status": "submitted",
+            "submitted_at": now,
+            "status_changed_at": now,
+        }
+    )
+    status = public_status(req, "submitted", "诉求已受理", now, None)
     raw = status.model_dump_json()
     assert "张秀英" not in raw and "梨园路" not in raw and "13812341234" not in raw
     assert status.phone_masked == "138****1234"
