@@ -7,6 +7,7 @@ import importlib
 import json
 import os
 import signal
+import socket
 import subprocess
 import sys
 import threading
@@ -48,12 +49,15 @@ def serve(
     if name not in SERVICES:
         raise typer.BadParameter(f"unknown service {name!r}; one of {', '.join(SERVICES)}")
     settings = ServiceSettings()
+    port = port or service_port(name)
+    # a stable name for this process among the service's replicas (static group membership)
+    os.environ.setdefault("TONGXIN_INSTANCE", f"{socket.gethostname()}-{port}")
     module = importlib.import_module(f"services.{name}.app")
     uvicorn.run(
         module.create_app,
         factory=True,
         host=settings.host,
-        port=port or service_port(name),
+        port=port,
         log_config=None,
         access_log=False,
         timeout_graceful_shutdown=25,

@@ -469,6 +469,7 @@ class BatchConsumer:
         max_partition_bytes: int = 1 << 20,
         security: KafkaSecurity = PLAINTEXT,
         stop_grace: float = 10.0,
+        instance: str | None = None,
     ) -> None:
         self.name = name
         self.topics = list(topics)
@@ -481,11 +482,13 @@ class BatchConsumer:
         self.max_records = max_records
         self.stop_grace = stop_grace
         self.marks = uow.client[uow.db_name][PROCESSED]
+        # no topics here: subscribed after start, which then does not wait for the group's
+        # assignment (the process is up while a rebalance runs)
         self.consumer = make_consumer(
-            *self.topics,
             bootstrap=bootstrap,
             security=security,
             group_id=group_id or name,
+            group_instance_id=f"{group_id or name}@{instance}" if instance else None,
             enable_auto_commit=False,
             auto_offset_reset="earliest",
             session_timeout_ms=10000,
@@ -499,8 +502,10 @@ class BatchConsumer:
         self._parked: set[str] = set()  # event ids of the batch in hand parked by _settle
 
     async def start(self) -> None:
-        """Join the group and start consuming in the background."""
+        """Connect, subscribe, and consume in the background (the group's assignment
+        arrives there)."""
         await self.consumer.start()
+        self.consumer.subscribe(self.topics)
         self._task = asyncio.create_task(self._run(), name=f"consumer:{self.name}")
 
     async def stop(self) -> None:

@@ -155,6 +155,7 @@ async def start_runtime(
 
     On any failure, whatever was started is stopped again before the error propagates.
     """
+    install_task_dump()  # also while starting: a start that hangs says where (SIGUSR1)
     mongo = make_client(settings.mongodb_uri)
     try:
         await wait_ready(mongo)
@@ -210,6 +211,7 @@ async def start_runtime(
                     security=security,
                     stop_grace=settings.consumer_stop_grace_s,
                     max_records=settings.consumer_max_records,
+                    instance=settings.instance,
                 )
             else:
                 runner = ConsumerRunner(
@@ -244,7 +246,6 @@ async def start_runtime(
     except BaseException:
         await stop_runtime(rt)
         raise
-    install_task_dump()
     log.info("service started", extra={"service": name})
     return rt
 

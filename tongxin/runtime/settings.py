@@ -88,6 +88,11 @@ class ServiceSettings(BaseSettings):
     consumer_stop_grace_s: float = Field(default=10.0, ge=0)
     # Records a consumer decides and commits together at most (one unit of work per poll).
     consumer_max_records: int = Field(default=500, ge=1)
+    # This process's name among the service's replicas, unique and stable across restarts
+    # (`tongxin serve` sets <host>-<port>): its consumers join their groups as static
+    # members (Kafka group.instance.id), so a restarted process gets its partitions back at
+    # once instead of after the killed one's session timed out. Unset: dynamic membership.
+    instance: str | None = None
     outbox_poll_interval_s: float = Field(default=0.5, gt=0)
     # How often each service counts the records waiting on the DLQs of what it consumes.
     dlq_watch_interval_s: float = Field(default=30.0, gt=0)
