@@ -84,9 +84,21 @@ class FaultRun(Platform):
         self.sink.stop()
 
 
+@dataclass(frozen=True, slots=True)
+class Sent:
+    """One submission of the load: when it left, when its answer came, what it was."""
+
+    at: float
+    answered: float
+    outcome: str  # "201", "503", another status code, or "error" (no answer)
+
+
+Window = tuple[float, float]  # (from, to), time.monotonic()
+
+
 @dataclass
 class Load:
-    """Steady submissions at ``rate``/s; remembers what was accepted and how fast."""
+    """Steady submissions at ``rate``/s; remembers every submission and its outcome."""
 
     url: str
     rate: float
@@ -95,6 +107,7 @@ class Load:
     refused: dict[int, int] = field(default_factory=lambda: defaultdict(int))
     errors: int = 0
     latencies: list[float] = field(default_factory=list)
+    sent: list[Sent] = field(default_factory=list)
 
     async def run(self) -> None:
         n = int(self.rate * self.duration)
@@ -115,12 +128,23 @@ class Load:
             r = await http.post("/v1/requests", json=body)
         except httpx.HTTPError:
             self.errors += 1
+            self.sent.append(Sent(t0, time.monotonic(), "error"))
             return
+        self.sent.append(Sent(t0, time.monotonic(), str(r.status_code)))
         if r.status_code == 201:
             self.latencies.append(time.monotonic() - t0)
             self.accepted.append(r.json()["id"])
         else:
             self.refused[r.status_code] += 1
+
+    def outside(self, excused: list[Window]) -> list[Sent]:
+        """The submissions that overlapped none of the ``excused`` windows (a fault's
+        outage of the front door itself, or of the database it cannot work without)."""
+        return [
+            s
+            for s in self.sent
+            if not any(s.at <= end and s.answered >= beg for beg, end in excused)
+        ]
 
     def p99_ms(self) -> float:
         if not self.latencies:
@@ -248,3 +272,28 @@ async def under_load(run: FaultRun, load: Load, fault: Callable[[], Awaitable[No
     await asyncio.sleep(load.duration / 3)  # the fault lands mid-load, by design
     await fault()
     await task
+
+
+async def recovered(run: FaultRun, *, timeout: float = 60.0) -> float:
+    """Seconds until the platform works end to end again: a new request is accepted and its
+    first ``case.routed`` reaches the staff webhook (the pipeline's last hop)."""
+    t0 = time.monotonic()
+    deadline = t0 + timeout
+    body = {**BODY, "title": "恢复探测"}
+    rid: str | None = None
+    async with httpx.AsyncClient(base_url=run.url("intake"), timeout=5) as http:
+        while rid is None and time.monotonic() < deadline:
+            try:
+                r = await http.post("/v1/requests", json=body)
+                if r.status_code == 201:
+                    rid = r.json()["id"]
+                    break
+            except httpx.HTTPError:
+                pass
+            await asyncio.sleep(0.2)  # the probe's own pace while the front door is away
+    assert rid is not None, f"intake accepted nothing within {timeout:.0f}s"
+    while time.monotonic() < deadline:
+        if run.sink.matching(event_type="case.routed", request_id=rid):
+            return time.monotonic() - t0
+        await asyncio.sleep(0.1)
+    raise AssertionError(f"the probe {rid} did not reach the webhook within {timeout:.0f}s")
