@@ -236,9 +236,9 @@ async def unlink_duplicate(
 
 
 @router.get("/categories")
-async def categories() -> list[dict[str, Any]]:
+async def categories(service: ServiceDep) -> list[dict[str, Any]]:
     """The service catalogue (SPEC §1) with each category's typed extra attributes."""
-    return catalogue()
+    return catalogue(service.departments)
 
 
 @router.get("/statuses")

@@ -15,6 +15,7 @@ from services.intake.limits import BodyLimitMiddleware, TokenBucketLimiter
 from services.intake.metrics import IntakeMetrics
 from services.intake.service import IntakeService
 from services.intake.store import INDEXES, RequestStore
+from tongxin.contracts.enums import Category
 from tongxin.runtime.service import ServiceRuntime, Subscription, create_service_app
 
 log = logging.getLogger(__name__)
@@ -31,6 +32,13 @@ def _unit_names(settings: IntakeSettings, communities: dict[str, object]) -> dic
     return names
 
 
+def _departments(settings: IntakeSettings, names: dict[str, str]) -> dict[Category, str]:
+    """Category → the name of the alliance department the routing policy sends it to (the
+    policy file is the one place of that fact; routing decides with it)."""
+    policy = json.loads(settings.policy_path().read_text(encoding="utf-8"))
+    return {Category(c): names.get(u, u) for c, u in policy["department_of"].items()}
+
+
 def create_app(settings: IntakeSettings | None = None) -> FastAPI:
     """Build intake's app; clients are created when the lifespan starts."""
     settings = settings or IntakeSettings()
@@ -42,8 +50,9 @@ def create_app(settings: IntakeSettings | None = None) -> FastAPI:
             metrics_box.append(IntakeMetrics(rt.metrics.registry))
         store = RequestStore(rt.db)
         registry = Registry.from_seed(raw)
+        names = _unit_names(settings, raw)
         service = IntakeService(
-            rt, settings, store, registry, metrics_box[0], _unit_names(settings, raw)
+            rt, settings, store, registry, metrics_box[0], names, _departments(settings, names)
         )
         rt.extra["ctx"] = api.IntakeContext(rt, settings, store, registry, service)
         service.start_housekeeping(PURGE_INTERVAL_S)

@@ -34,9 +34,9 @@ MAX_FORM_FIELDS = 60
 
 
 @router.get("/services.json")
-async def list_services() -> list[dict[str, Any]]:
+async def list_services(service: ServiceDep) -> list[dict[str, Any]]:
     """GeoReport ``GET services``: the catalogue."""
-    return services()
+    return services(service.departments)
 
 
 @router.get("/services/{service_code}.json")

@@ -48,6 +48,7 @@ from services.intake.domain.timeline import (
 )
 from services.intake.metrics import IntakeMetrics
 from services.intake.store import RequestStore
+from tongxin.contracts.enums import Category
 from tongxin.contracts.envelope import Envelope
 from tongxin.contracts.events import (
     RequestFeedbackGiven,
@@ -185,9 +186,11 @@ class IntakeService:
         registry: Registry,
         metrics: IntakeMetrics,
         unit_names: dict[str, str],
+        departments: dict[Category, str],
         clock: Callable[[], datetime] = lambda: datetime.now(UTC),
     ) -> None:
         self.rt = rt
+        self.departments = departments  # category → the name of its alliance department
         self.settings = settings
         self.store = store
         self.registry = registry

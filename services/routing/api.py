@@ -398,7 +398,7 @@ async def list_units(ctx: CtxDep, kind: UnitKind | None = None) -> list[dict[str
 async def policy(ctx: CtxDep) -> dict[str, Any]:
     """The policy in force (durations already scaled by TONGXIN_DEADLINE_SCALE)."""
     out = ctx.policy.to_dict()
-    out["source"] = str(ctx.settings.policy_path() or "built-in defaults")
+    out["source"] = str(ctx.settings.policy_path())
     return out
 
 

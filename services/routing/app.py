@@ -29,10 +29,8 @@ def _read_json(path: Path) -> dict[str, Any]:
 
 
 def load_policy(settings: RoutingSettings) -> Policy:
-    """The policy file (or the built-in defaults), scaled by TONGXIN_DEADLINE_SCALE."""
-    path = settings.policy_path()
-    base = Policy.from_dict(_read_json(path)) if path else Policy()
-    return base.scaled(settings.deadline_scale)
+    """The policy file, scaled by TONGXIN_DEADLINE_SCALE."""
+    return Policy.load(settings.policy_path()).scaled(settings.deadline_scale)
 
 
 def load_units(settings: RoutingSettings) -> UnitRegistry:

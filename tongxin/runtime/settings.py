@@ -103,6 +103,17 @@ class ServiceSettings(BaseSettings):
     http_write_wait_s: float = Field(default=5.0, gt=0)
     # Editable seed data (communities, units, volunteers) and the routing policy file.
     seed_dir: Path = REPO_ROOT / "deploy" / "seed"
+    # The policy file: tiers, rules, category → department, routine categories, the skill
+    # a category needs, the escalation chain, meetings. The one place of these facts:
+    # routing decides with it, intake's catalogue shows its departments. Unset:
+    # <seed_dir>/../policy/routing.json.
+    routing_policy_file: Path | None = None
+
+    def policy_path(self) -> Path:
+        """The policy file in force."""
+        if self.routing_policy_file is not None:
+            return self.routing_policy_file
+        return self.seed_dir.parent / "policy" / "routing.json"
 
     @model_validator(mode="after")
     def _check_auth(self) -> ServiceSettings:

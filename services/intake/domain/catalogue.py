@@ -257,19 +257,6 @@ ATTRIBUTES: dict[Category, tuple[Attribute, ...]] = {
     Category.SUGGESTION: (),
 }
 
-# Where a category goes by default (shown in the catalogue; routing decides per case).
-DEPARTMENTS: dict[Category, str] = {
-    Category.EMPLOYMENT: "县人社局",
-    Category.EDUCATION: "县教体局",
-    Category.ELDERLY_CARE: "县民政局",
-    Category.SOCIAL_ASSISTANCE: "县民政局",
-    Category.LEGAL_AID: "县司法局",
-    Category.RELOCATION_SUPPORT: "县乡村振兴局",
-    Category.AGRICULTURE: "县农业农村局",
-    Category.YOUTH_FAMILY: "团县委",
-    Category.PUBLIC_AFFAIRS: "联席会议",
-}
-
 MAX_ATTRIBUTES = 20
 
 
@@ -380,13 +367,15 @@ def validate_attributes(
     return out, errors
 
 
-def catalogue() -> list[dict[str, Any]]:
-    """``GET /v1/categories``: every category with its attributes."""
+def catalogue(departments: Mapping[Category, str]) -> list[dict[str, Any]]:
+    """``GET /v1/categories``: every category with its attributes, and the name of the
+    alliance department it goes to (``departments``: from the routing policy, the one
+    place that decides it; None for the community's own items)."""
     return [
         {
             "code": c.value,
             "name": CATEGORY_NAMES_ZH[c],
-            "department": DEPARTMENTS.get(c),
+            "department": departments.get(c),
             "attributes": [attribute_view(a, i) for i, a in enumerate(attributes_of(c), 1)],
         }
         for c in Category

@@ -8,7 +8,7 @@ from collections.abc import Mapping
 from datetime import datetime
 from typing import Any
 
-from services.intake.domain.catalogue import DEPARTMENTS, attribute_view, attributes_of
+from services.intake.domain.catalogue import attribute_view, attributes_of
 from services.intake.domain.registry import Registry
 from services.intake.domain.requests import CST
 from services.intake.domain.timeline import STATUS_NAMES_ZH, Status
@@ -21,8 +21,9 @@ CLOSED = frozenset({Status.RESOLVED.value, Status.CLOSED.value, Status.WITHDRAWN
 TITLE_LENGTH = 30
 
 
-def services() -> list[dict[str, Any]]:
-    """``services.json``: one service per catalogue category."""
+def services(departments: Mapping[Category, str]) -> list[dict[str, Any]]:
+    """``services.json``: one service per catalogue category, grouped by the department it
+    goes to (the community's own items: 社区)."""
     return [
         {
             "service_code": c.value,
@@ -31,7 +32,7 @@ def services() -> list[dict[str, Any]]:
             "metadata": True,
             "type": "realtime",
             "keywords": c.value.replace("_", ","),
-            "group": DEPARTMENTS.get(c, "社区"),
+            "group": departments.get(c, "社区"),
         }
         for c in Category
     ]

@@ -1,17 +1,20 @@
 """The routing policy: tier deadlines, rules, departments, escalation, meetings (SPEC §1).
 
-The defaults below equal ``deploy/policy/routing.json``; :func:`Policy.from_dict` reads
-that file's shape. Durations are real time; :meth:`Policy.scaled` multiplies them by
-``TONGXIN_DEADLINE_SCALE`` so tests and demos run in seconds (the meeting calendar is
-not scaled: it is a date, not a duration).
+The policy file (``deploy/policy/routing.json``, or ``TONGXIN_ROUTING_POLICY_FILE``) is
+the one place of these facts: intake's catalogue shows the same departments from it.
+:func:`Policy.from_dict` reads the file's shape. Durations are real time;
+:meth:`Policy.scaled` multiplies them by ``TONGXIN_DEADLINE_SCALE`` so tests and demos
+run in seconds (the meeting calendar is not scaled: it is a date, not a duration).
 """
 
 from __future__ import annotations
 
+import json
 import re
 from collections.abc import Mapping
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
 from datetime import timedelta
+from pathlib import Path
 from typing import Any
 
 from tongxin.contracts.enums import Category, Skill, Tier
@@ -49,79 +52,28 @@ class MeetingSchedule:
     utc_offset_minutes: int = 8 * 60
 
 
-DEFAULT_DEADLINES: dict[Tier, TierDeadlines] = {
-    Tier.ROUTINE: TierDeadlines(timedelta(hours=1), timedelta(hours=24)),
-    Tier.GENERAL: TierDeadlines(timedelta(hours=24), timedelta(days=7)),
-    Tier.MAJOR: TierDeadlines(timedelta(hours=2), timedelta(days=15)),
-    Tier.SPECIAL: TierDeadlines(timedelta(minutes=30), timedelta(hours=72)),
-}
-
-# Categories that need an alliance department, and which one.
-DEPARTMENT_OF: dict[Category, str] = {
-    Category.EMPLOYMENT: "dept:hr-social-security",
-    Category.EDUCATION: "dept:education-sports",
-    Category.ELDERLY_CARE: "dept:civil-affairs",
-    Category.SOCIAL_ASSISTANCE: "dept:civil-affairs",
-    Category.LEGAL_AID: "dept:justice",
-    Category.RELOCATION_SUPPORT: "dept:rural-revitalization",
-    Category.AGRICULTURE: "dept:agriculture",
-    Category.YOUTH_FAMILY: "dept:youth-league",
-    Category.SAFETY_HAZARD: "dept:housing",
-}
-
-# Everyday items the community (or its property centre) handles on the spot.
-ROUTINE_CATEGORIES: frozenset[Category] = frozenset(
-    {Category.PROPERTY_SERVICE, Category.PUBLIC_FACILITIES, Category.SANITATION}
-)
-
-# Categories where red-vest volunteers help, with the skill they need.
-VOLUNTEER_SKILL: dict[Category, Skill] = {
-    Category.ELDERLY_CARE: Skill.ELDER_CARE,
-    Category.LEGAL_AID: Skill.LEGAL,
-    Category.EMPLOYMENT: Skill.EMPLOYMENT,
-    Category.SOCIAL_ASSISTANCE: Skill.CHARITY,
-    Category.EDUCATION: Skill.TUTORING,
-    Category.YOUTH_FAMILY: Skill.TUTORING,
-    Category.PUBLIC_FACILITIES: Skill.CONVENIENCE,
-}
-
-DEFAULT_RULES: tuple[str, ...] = (
-    "emergency-or-hazard",
-    "vulnerable-resident",
-    "everyday-item",
-    "public-affairs",
-    "department",
-    "default-general",
-)
-
-DEFAULT_ESCALATION: tuple[EscalationLevel, ...] = (
-    EscalationLevel("community"),
-    EscalationLevel("town", "town:yongbei", timedelta(hours=2)),
-    EscalationLevel("county", "county:yongsheng", timedelta(hours=4)),
-)
-
-
 @dataclass(frozen=True, slots=True)
 class Policy:
-    """Everything classification, deadlines, escalation and meetings depend on."""
+    """Everything classification, deadlines, escalation and meetings depend on — read from
+    the policy file (``deploy/policy/routing.json``), the one place these facts live."""
 
-    deadlines: dict[Tier, TierDeadlines] = field(default_factory=lambda: dict(DEFAULT_DEADLINES))
-    department_of: dict[Category, str] = field(default_factory=lambda: dict(DEPARTMENT_OF))
-    routine_categories: frozenset[Category] = ROUTINE_CATEGORIES
-    volunteer_skill: dict[Category, Skill] = field(default_factory=lambda: dict(VOLUNTEER_SKILL))
-    repeat_threshold: int = 3
-    rules: tuple[str, ...] = DEFAULT_RULES
-    escalation: tuple[EscalationLevel, ...] = DEFAULT_ESCALATION
-    feedback_window: timedelta = timedelta(days=7)
-    meeting: MeetingSchedule = field(default_factory=MeetingSchedule)
+    deadlines: dict[Tier, TierDeadlines]
+    department_of: dict[Category, str]
+    routine_categories: frozenset[Category]
+    volunteer_skill: dict[Category, Skill]
+    repeat_threshold: int
+    rules: tuple[str, ...]
+    escalation: tuple[EscalationLevel, ...]
+    feedback_window: timedelta
+    meeting: MeetingSchedule
     scale: float = 1.0
 
     @property
     def town_unit(self) -> str:
-        """The coordinator: the unit of the second escalation level (永北镇党委)."""
-        if len(self.escalation) > 1 and self.escalation[1].unit:
-            return self.escalation[1].unit
-        return "town:yongbei"
+        """The coordinator: the unit of the second escalation level (the town committee)."""
+        unit = self.escalation[1].unit
+        assert unit is not None  # validate() refuses a chain without it
+        return unit
 
     def level_index(self, level: str) -> int:
         """Position of a level name in the chain (unknown names count as the first)."""
@@ -147,65 +99,56 @@ class Policy:
 
     @classmethod
     def from_dict(cls, raw: Mapping[str, Any]) -> Policy:
-        """Read the policy file's shape; missing keys keep their defaults."""
-        base = cls()
+        """Read the policy file's shape (every key is required: no fact lives elsewhere)."""
         try:
-            deadlines = dict(base.deadlines)
-            for name, spec in dict(raw.get("tiers", {})).items():
-                deadlines[Tier(name)] = TierDeadlines(
+            deadlines = {
+                Tier(name): TierDeadlines(
                     parse_duration(spec["acknowledge"]), parse_duration(spec["resolve"])
                 )
-            department_of = (
-                {Category(k): str(v) for k, v in raw["department_of"].items()}
-                if "department_of" in raw
-                else base.department_of
-            )
-            routine = (
-                frozenset(Category(c) for c in raw["routine_categories"])
-                if "routine_categories" in raw
-                else base.routine_categories
-            )
-            skills = (
-                {Category(k): Skill(v) for k, v in raw["volunteer_skill"].items()}
-                if "volunteer_skill" in raw
-                else base.volunteer_skill
-            )
-            rules = tuple(str(r) for r in raw.get("rules", base.rules))
-            escalation = (
-                tuple(
-                    EscalationLevel(
-                        str(lv["level"]),
-                        lv.get("unit"),
-                        parse_duration(lv.get("acknowledge", "2h")),
-                    )
-                    for lv in raw["escalation"]
+                for name, spec in dict(raw["tiers"]).items()
+            }
+            escalation = tuple(
+                EscalationLevel(
+                    str(lv["level"]), lv.get("unit"), parse_duration(lv.get("acknowledge", "2h"))
                 )
-                if "escalation" in raw
-                else base.escalation
+                for lv in raw["escalation"]
             )
-            m = dict(raw.get("meeting", {}))
+            m = dict(raw["meeting"])
             meeting = MeetingSchedule(
-                cadence=str(m.get("cadence", "monthly")),
-                day=int(m.get("day", 25)),
-                hour=int(m.get("hour", 15)),
+                cadence=str(m["cadence"]),
+                day=int(m["day"]),
+                hour=int(m["hour"]),
                 minute=int(m.get("minute", 0)),
-                utc_offset_minutes=parse_utc_offset(str(m.get("utc_offset", "+08:00"))),
+                utc_offset_minutes=parse_utc_offset(str(m["utc_offset"])),
             )
             policy = cls(
                 deadlines=deadlines,
-                department_of=department_of,
-                routine_categories=routine,
-                volunteer_skill=skills,
-                repeat_threshold=int(raw.get("repeat_threshold", base.repeat_threshold)),
-                rules=rules,
+                department_of={Category(k): str(v) for k, v in raw["department_of"].items()},
+                routine_categories=frozenset(Category(c) for c in raw["routine_categories"]),
+                volunteer_skill={Category(k): Skill(v) for k, v in raw["volunteer_skill"].items()},
+                repeat_threshold=int(raw["repeat_threshold"]),
+                rules=tuple(str(r) for r in raw["rules"]),
                 escalation=escalation,
-                feedback_window=parse_duration(raw.get("feedback_window", "7d")),
+                feedback_window=parse_duration(raw["feedback_window"]),
                 meeting=meeting,
             )
-        except (KeyError, TypeError, ValueError) as exc:
+        except KeyError as exc:
+            raise PolicyError(f"invalid routing policy: {exc} is missing") from exc
+        except (TypeError, ValueError) as exc:
             raise PolicyError(f"invalid routing policy: {exc}") from exc
         policy.validate()
         return policy
+
+    @classmethod
+    def load(cls, path: Path) -> Policy:
+        """Read and check a policy file."""
+        try:
+            raw = json.loads(path.read_text(encoding="utf-8"))
+        except (OSError, ValueError) as exc:
+            raise PolicyError(f"cannot read the routing policy {path}: {exc}") from exc
+        if not isinstance(raw, dict):
+            raise PolicyError(f"{path} must hold a JSON object")
+        return cls.from_dict(raw)
 
     def validate(self) -> None:
         """Refuse a policy that cannot work (raised at start-up, not at the first case)."""

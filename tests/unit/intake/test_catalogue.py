@@ -10,7 +10,7 @@ from tongxin.contracts.enums import Category
 
 def test_every_category_is_in_the_catalogue() -> None:
     assert set(ATTRIBUTES) == set(Category)
-    assert [c["code"] for c in catalogue()] == [c.value for c in Category]
+    assert [c["code"] for c in catalogue({})] == [c.value for c in Category]
 
 
 def test_valid_attributes_are_normalised() -> None:

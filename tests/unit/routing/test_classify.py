@@ -2,13 +2,18 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import pytest
 
 from services.routing.domain.classify import ClassifyInput, classify
 from services.routing.domain.policy import Policy
 from tongxin.contracts.enums import Category, Skill, Tier, Urgency
+from tongxin.runtime.settings import REPO_ROOT
 
-POLICY = Policy()
+POLICY_FILE = REPO_ROOT / "deploy" / "policy" / "routing.json"
+
+POLICY = Policy.load(POLICY_FILE)
 
 
 def inp(category: Category, **kw: object) -> ClassifyInput:
@@ -90,7 +95,8 @@ def test_anything_else_is_general_for_the_community() -> None:
 
 def test_rule_order_comes_from_the_policy() -> None:
     # with the vulnerable rule first, a vulnerable resident's hazard is not "emergency"
-    reordered = Policy(
+    reordered = replace(
+        POLICY,
         rules=(
             "vulnerable-resident",
             "emergency-or-hazard",
@@ -98,7 +104,7 @@ def test_rule_order_comes_from_the_policy() -> None:
             "public-affairs",
             "department",
             "default-general",
-        )
+        ),
     )
     d = classify(inp(Category.SAFETY_HAZARD, vulnerable=True), reordered)
     assert d.rule == "vulnerable-resident"

@@ -10,8 +10,11 @@ from services.routing.domain.kpis import unit_stats
 from services.routing.domain.lifecycle import Action, Case
 from services.routing.domain.policy import Policy
 from tongxin.contracts.enums import Category, Rating, Urgency
+from tongxin.runtime.settings import REPO_ROOT
 
-POLICY = Policy()
+POLICY_FILE = REPO_ROOT / "deploy" / "policy" / "routing.json"
+
+POLICY = Policy.load(POLICY_FILE)
 T0 = datetime(2025, 7, 1, 9, 0, tzinfo=UTC)
 PROPERTY, DEPT, TOWN = "station:liyuan:property", "dept:housing", "town:yongbei"
 

@@ -28,8 +28,11 @@ from tongxin.contracts.events import (
     CaseReturned,
     CaseRouted,
 )
+from tongxin.runtime.settings import REPO_ROOT
 
-POLICY = Policy()
+POLICY_FILE = REPO_ROOT / "deploy" / "policy" / "routing.json"
+
+POLICY = Policy.load(POLICY_FILE)
 T0 = datetime(2025, 7, 1, 9, 0, tzinfo=UTC)
 COMMUNITY, PROPERTY = "community:liyuan", "station:liyuan:property"
 DEPT, TOWN, COUNTY = "dept:housing", "town:yongbei", "county:yongsheng"

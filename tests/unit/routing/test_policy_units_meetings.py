@@ -19,17 +19,35 @@ from services.routing.domain.policy import (
 )
 from services.routing.domain.units import UnitKind, UnitRegistry
 from tongxin.contracts.enums import Category, Tier, Urgency
+from tongxin.runtime.settings import REPO_ROOT
+
+POLICY_FILE = REPO_ROOT / "deploy" / "policy" / "routing.json"
 
 ROOT = Path(__file__).resolve().parents[3]
 
 
-def test_the_policy_file_equals_the_built_in_defaults() -> None:
-    raw = json.loads((ROOT / "deploy" / "policy" / "routing.json").read_text("utf-8"))
-    assert Policy.from_dict(raw) == Policy()
+def file_policy() -> dict[str, object]:
+    raw: dict[str, object] = json.loads(POLICY_FILE.read_text("utf-8"))
+    return raw
+
+
+def test_the_policy_file_is_the_one_place_of_its_facts() -> None:
+    """Every key is required: a fact missing from the file is refused, naming it (no
+    default hides in code), and what the file says is what the policy decides with."""
+    raw = file_policy()
+    policy = Policy.from_dict(raw)
+    assert policy.department_of[Category.SAFETY_HAZARD] == raw["department_of"]["safety_hazard"]  # type: ignore[index]
+    assert policy.town_unit == raw["escalation"][1]["unit"]  # type: ignore[index]
+    for key in raw:
+        if key.startswith("_"):
+            continue
+        partial = {k: v for k, v in raw.items() if k != key}
+        with pytest.raises(PolicyError, match=key):
+            Policy.from_dict(partial)
 
 
 def test_every_duration_is_scaled() -> None:
-    p = Policy().scaled(0.001)
+    p = Policy.load(POLICY_FILE).scaled(0.001)
     assert p.deadlines[Tier.ROUTINE].acknowledge == timedelta(seconds=3.6)
     assert p.deadlines[Tier.MAJOR].resolve == timedelta(days=15) * 0.001
     assert p.escalation[1].acknowledge == timedelta(seconds=7.2)
@@ -45,19 +63,29 @@ def test_every_duration_is_scaled() -> None:
 
 
 def test_policy_overrides_and_refusals() -> None:
-    p = Policy.from_dict({"tiers": {"routine": {"acknowledge": "15m", "resolve": 7200}}})
+    def edited(**changes: object) -> dict[str, object]:
+        return {**file_policy(), **changes}
+
+    tiers = dict(file_policy()["tiers"])  # type: ignore[call-overload]
+    p = Policy.from_dict(
+        edited(tiers={**tiers, "routine": {"acknowledge": "15m", "resolve": 7200}})
+    )
     assert p.deadlines[Tier.ROUTINE] == TierDeadlines(timedelta(minutes=15), timedelta(hours=2))
     assert p.deadlines[Tier.GENERAL].acknowledge == timedelta(hours=24)
     with pytest.raises(PolicyError):
-        Policy.from_dict({"rules": ["no-such-rule", "default-general"]})
+        Policy.from_dict(edited(rules=["no-such-rule", "default-general"]))
     with pytest.raises(PolicyError):
-        Policy.from_dict({"rules": ["department"]})
+        Policy.from_dict(edited(rules=["department"]))
     with pytest.raises(PolicyError):
-        Policy.from_dict({"tiers": {"routine": {"acknowledge": "-1h", "resolve": "1h"}}})
+        Policy.from_dict(
+            edited(tiers={**tiers, "routine": {"acknowledge": "-1h", "resolve": "1h"}})
+        )
     with pytest.raises(PolicyError):
-        Policy.from_dict({"escalation": [{"level": "community"}]})
+        Policy.from_dict(edited(tiers={"routine": tiers["routine"]}))  # every tier needed
     with pytest.raises(PolicyError):
-        Policy.from_dict({"department_of": {"no_such_category": "dept:x"}})
+        Policy.from_dict(edited(escalation=[{"level": "community"}]))
+    with pytest.raises(PolicyError):
+        Policy.from_dict(edited(department_of={"no_such_category": "dept:x"}))
 
 
 @pytest.mark.parametrize(
@@ -93,7 +121,7 @@ def test_registry_holds_the_alliance_and_every_community_station() -> None:
 
 def test_every_unit_the_policy_routes_to_is_registered() -> None:
     units = registry()
-    policy = Policy()
+    policy = Policy.load(POLICY_FILE)
     assert set(policy.department_of.values()) <= {u.id for u in units.of_kind()}
     assert all(lv.unit in units for lv in policy.escalation[1:])
     for c in units.of_kind(UnitKind.COMMUNITY):
@@ -134,7 +162,7 @@ def test_weekly_meeting_and_meeting_ids() -> None:
 
 
 def test_agenda_lists_undecided_deliberation_items_and_escalated_open_cases() -> None:
-    policy = Policy()
+    policy = Policy.load(POLICY_FILE)
     now = datetime(2025, 7, 1, tzinfo=UTC)
 
     def case(n: int, category: Category) -> lifecycle.Case:
