@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import asyncio
+import logging
+from collections.abc import Awaitable, Callable
+
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
 TASK_OUTCOMES = (
@@ -13,6 +17,8 @@ TASK_OUTCOMES = (
     "unmatched",
     "cancelled",
 )
+log = logging.getLogger(__name__)
+
 VISIT_OUTCOMES = ("generated", "completed", "completed_late", "overdue", "cancelled")
 
 
@@ -68,3 +74,40 @@ class VolunteerMetrics:
             self.tasks.labels(o)
         for o in VISIT_OUTCOMES:
             self.visits.labels(o)
+
+
+Gauges = Callable[[], Awaitable[tuple[int, int, int, int]]]
+
+
+class GaugeRefresher:
+    """Refreshes the utilisation and overdue gauges from the database now and then."""
+
+    def __init__(self, read: Gauges, metrics: VolunteerMetrics, every: float) -> None:
+        self.read = read  # (active volunteers, open tasks, capacity, overdue visits)
+        self.metrics = metrics
+        self.every = every
+        self._stop = asyncio.Event()
+
+    async def refresh(self) -> None:
+        """One refresh."""
+        active, open_tasks, capacity, overdue = await self.read()
+        self.metrics.active.set(active)
+        self.metrics.open_tasks.set(open_tasks)
+        self.metrics.utilisation.set(open_tasks / capacity if capacity else 0.0)
+        self.metrics.overdue.set(overdue)
+
+    async def run(self) -> None:
+        """Refresh until stopped; a database hiccup is logged and retried."""
+        while not self._stop.is_set():
+            try:
+                await self.refresh()
+            except Exception as exc:
+                log.warning("gauge refresh failed", extra={"error": repr(exc)})
+            try:
+                await asyncio.wait_for(self._stop.wait(), self.every)
+            except TimeoutError:
+                pass
+
+    def stop(self) -> None:
+        """Ask ``run()`` to return."""
+        self._stop.set()

@@ -1,22 +1,34 @@
 """Volunteer's own collections: volunteers, squads, brigade, tasks, hours, care recipients
-and visits (plus the kernel's outbox, processed events and deadlines)."""
+and visits, counters (plus the kernel's outbox, processed events and deadlines).
+
+The only module that touches them: typed records in and out. Reads for a batch take every
+id the batch needs at once (``$in``); writes are effects of a unit of work — a changed
+record is replaced on the version it was read at (anyone in between: the batch is decided
+again).
+"""
 
 from __future__ import annotations
 
-from datetime import UTC, datetime, timedelta
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
 from typing import Any
 
-from pymongo import ReturnDocument, UpdateOne
-from pymongo.asynchronous.client_session import AsyncClientSession
+from pymongo import UpdateOne
 from pymongo.asynchronous.database import AsyncDatabase
 
-from services.volunteer.domain.availability import Window
-from services.volunteer.domain.care import VisitStatus
-from services.volunteer.domain.matching import Candidate
-from services.volunteer.domain.tasks import OPEN_STATES
-from tongxin.contracts.enums import Skill
+from services.volunteer.domain.care import Recipient, Visit, VisitStatus
+from services.volunteer.domain.tasks import OPEN_STATES, Task
+from services.volunteer.domain.volunteers import (
+    BRIGADE_ID,
+    Brigade,
+    ServiceHours,
+    Squad,
+    Volunteer,
+)
 from tongxin.runtime.mongo import Doc, IndexSpec
 from tongxin.runtime.scheduler import DEADLINE_INDEXES
+from tongxin.runtime.uow import Effects
 
 VOLUNTEERS = "volunteers"
 SQUADS = "squads"
@@ -46,21 +58,42 @@ INDEXES = [
 ]
 
 
-def windows_of(doc: Doc) -> tuple[Window, ...]:
-    """A volunteer document's availability windows as domain values."""
-    out: list[Window] = []
-    for w in doc.get("availability") or []:
-        h1, m1 = (int(x) for x in w["start"].split(":"))
-        h2, m2 = (int(x) for x in w["end"].split(":"))
-        out.append(Window(int(w["day"]), h1 * 60 + m1, h2 * 60 + m2))
-    return tuple(out)
+def now_utc() -> datetime:
+    """The current time (UTC, aware)."""
+    return datetime.now(UTC)
+
+
+def _read_at(version: int) -> Any:
+    """The condition on the version a record was read at. Version 0 also matches a
+    document written before versions were kept (it has none)."""
+    return version if version else {"$in": [0, None]}
+
+
+@dataclass(frozen=True, slots=True)
+class HoursSummary:
+    """One volunteer's hours: all time, since a date, by skill, the latest entries."""
+
+    total_hours: float
+    completed: int
+    recent_hours: float
+    recent_completed: int
+    by_skill: dict[str, float]
+    entries: list[ServiceHours]
+
+
+@dataclass(frozen=True, slots=True)
+class SkillHours:
+    """Hours of one skill: total, entries, distinct volunteers."""
+
+    hours: float
+    completed: int
+    volunteers: int
 
 
 class VolunteerStore:
-    """Reads and writes of volunteer's collections (the caller owns transactions)."""
+    """Reads and writes of volunteer's collections."""
 
     def __init__(self, db: AsyncDatabase[Doc]) -> None:
-        self.db = db
         self.volunteers = db[VOLUNTEERS]
         self.squads = db[SQUADS]
         self.brigade = db[BRIGADE]
@@ -70,189 +103,282 @@ class VolunteerStore:
         self.visits = db[VISITS]
         self.counters = db[COUNTERS]
 
-    async def next_id(self, kind: str, prefix: str) -> str:
-        """A fresh readable id (``vol:0009``) from a counter."""
-        doc = await self.counters.find_one_and_update(
-            {"_id": kind}, {"$inc": {"n": 1}}, upsert=True, return_document=ReturnDocument.AFTER
-        )
-        assert doc is not None
-        return f"{prefix}{int(doc['n']):04d}"
+    # --- seed (at start-up, before anything else writes) ---------------------------------
 
-    # --- seed --------------------------------------------------------------------------------
-
-    async def seed(self, raw: dict[str, Any]) -> int:
-        """Insert the seed volunteers, squads and brigade not there yet (never overwrites)."""
-        now = now_utc()
+    async def seed(
+        self, volunteers: Sequence[Volunteer], squads: Sequence[Squad], brigade: Brigade | None
+    ) -> int:
+        """Insert the seed records not there yet (never overwrites); how many were new."""
         added = 0
-        for coll, items in (
-            (self.volunteers, raw.get("volunteers", [])),
-            (self.squads, raw.get("squads", [])),
+        for coll, docs in (
+            (self.volunteers, [v.to_doc() for v in volunteers]),
+            (self.squads, [s.to_doc() for s in squads]),
         ):
-            ops = [
-                UpdateOne(
-                    {"_id": v["id"]},
-                    {
-                        "$setOnInsert": {
-                            **{k: x for k, x in v.items() if k != "id"},
-                            **(
-                                {"active": v.get("active", True)} if coll is self.volunteers else {}
-                            ),
-                            "created_at": now,
-                        }
-                    },
-                    upsert=True,
-                )
-                for v in items
-            ]
+            ops = [UpdateOne({"_id": d["_id"]}, {"$setOnInsert": d}, upsert=True) for d in docs]
             if ops:
                 added += (await coll.bulk_write(ops, ordered=False)).upserted_count
-        if raw.get("brigade"):
-            await self.brigade.update_one(
-                {"_id": "brigade"}, {"$setOnInsert": raw["brigade"]}, upsert=True
-            )
+        if brigade is not None:
+            doc = brigade.to_doc()
+            await self.brigade.update_one({"_id": doc["_id"]}, {"$setOnInsert": doc}, upsert=True)
         return added
 
-    # --- registry ----------------------------------------------------------------------------
+    # --- reads for a batch -----------------------------------------------------------------
 
-    async def get_volunteer(self, vid: str) -> Doc | None:
-        """One volunteer."""
-        return await self.volunteers.find_one({"_id": vid})
+    async def tasks_by_id(self, ids: Iterable[str]) -> dict[str, Task]:
+        """The stored tasks among ``ids`` (one query)."""
+        wanted = sorted(set(ids))
+        if not wanted:
+            return {}
+        return {d["_id"]: Task.from_doc(d) async for d in self.tasks.find({"_id": {"$in": wanted}})}
 
-    async def existing_volunteers(self, ids: list[str]) -> set[str]:
-        """Which of ``ids`` are registered and active."""
-        return {
-            d["_id"]
-            async for d in self.volunteers.find({"_id": {"$in": ids}, "active": True}, {"_id": 1})
-        }
+    async def volunteers_by_id(self, ids: Iterable[str]) -> dict[str, Volunteer]:
+        """The registered volunteers among ``ids``, active or not (one query)."""
+        wanted = sorted(set(ids))
+        if not wanted:
+            return {}
+        cursor = self.volunteers.find({"_id": {"$in": wanted}})
+        return {d["_id"]: Volunteer.from_doc(d) async for d in cursor}
 
-    async def list_volunteers(
-        self, filt: dict[str, Any], limit: int, after: str | None = None
-    ) -> list[Doc]:
-        """Volunteers matching ``filt`` by id, after the cursor ``after``."""
-        if after:
-            filt = {**filt, "_id": {"$gt": after}}
-        return [d async for d in self.volunteers.find(filt).sort("_id", 1).limit(limit)]
+    async def active_with_skills(self, skills: Iterable[str]) -> list[Volunteer]:
+        """Active volunteers with any of ``skills`` (one query)."""
+        wanted = sorted(set(skills))
+        if not wanted:
+            return []
+        cursor = self.volunteers.find({"skills": {"$in": wanted}, "active": True})
+        return [Volunteer.from_doc(d) async for d in cursor]
 
-    async def list_squads(self) -> list[Doc]:
-        """Every squad."""
-        return [d async for d in self.squads.find({}).sort("_id", 1)]
-
-    async def squad_sizes(self) -> dict[str, int]:
-        """Active volunteers per skill."""
+    async def open_counts(self, ids: Sequence[str]) -> dict[str, int]:
+        """Open (offered or accepted) tasks per volunteer among ``ids`` (one aggregate)."""
         out: dict[str, int] = {}
-        async for row in await self.volunteers.aggregate(
-            [
-                {"$match": {"active": True}},
-                {"$unwind": "$skills"},
-                {"$group": {"_id": "$skills", "n": {"$sum": 1}}},
-            ]
-        ):
-            out[row["_id"]] = row["n"]
-        return out
-
-    # --- matching ----------------------------------------------------------------------------
-
-    async def candidates(
-        self, skills: list[str], now: datetime, fairness_days: int = 30
-    ) -> list[Candidate]:
-        """Active volunteers with any of ``skills``, with current load and recent work."""
-        vols = [d async for d in self.volunteers.find({"skills": {"$in": skills}, "active": True})]
-        ids = [v["_id"] for v in vols]
-        load = await self.open_counts(ids)
-        recent = await self.recent_work(ids, now - timedelta(days=fairness_days))
-        return [
-            Candidate(
-                id=v["_id"],
-                name=v["name"],
-                skills=frozenset(Skill(s) for s in v.get("skills", [])),
-                community=v.get("community"),
-                compound=v.get("compound"),
-                lat=v.get("lat"),
-                lng=v.get("lng"),
-                max_tasks=int(v.get("max_tasks", 3)),
-                open_tasks=load.get(v["_id"], 0),
-                recent_tasks=recent.get(v["_id"], (0, 0.0))[0] + load.get(v["_id"], 0),
-                recent_hours=recent.get(v["_id"], (0, 0.0))[1],
-                windows=windows_of(v),
-                active=bool(v.get("active", True)),
-            )
-            for v in vols
-        ]
-
-    async def open_counts(self, ids: list[str] | None = None) -> dict[str, int]:
-        """Open (offered or accepted) tasks per volunteer."""
-        match: Doc = {"status": {"$in": OPEN}}
-        if ids is not None:
-            match["volunteer_id"] = {"$in": ids}
-        out: dict[str, int] = {}
+        if not ids:
+            return out
+        match: Doc = {"status": {"$in": OPEN}, "volunteer_id": {"$in": list(ids)}}
         async for row in await self.tasks.aggregate(
             [{"$match": match}, {"$group": {"_id": "$volunteer_id", "n": {"$sum": 1}}}]
         ):
-            out[row["_id"]] = row["n"]
+            out[row["_id"]] = int(row["n"])
         return out
 
-    async def recent_work(self, ids: list[str], since: datetime) -> dict[str, tuple[int, float]]:
-        """(completed tasks and visits, hours) per volunteer since ``since``."""
+    async def recent_work(
+        self, ids: Sequence[str], since: datetime
+    ) -> dict[str, tuple[int, float]]:
+        """(completed tasks and visits, hours) per volunteer among ``ids`` since ``since``."""
         out: dict[str, tuple[int, float]] = {}
+        if not ids:
+            return out
         async for row in await self.hours.aggregate(
             [
-                {"$match": {"volunteer_id": {"$in": ids}, "at": {"$gte": since}}},
+                {"$match": {"volunteer_id": {"$in": list(ids)}, "at": {"$gte": since}}},
                 {"$group": {"_id": "$volunteer_id", "n": {"$sum": 1}, "h": {"$sum": "$hours"}}},
             ]
         ):
             out[row["_id"]] = (int(row["n"]), float(row["h"]))
         return out
 
-    # --- tasks -------------------------------------------------------------------------------
+    async def squads_by_id(self, ids: Iterable[str]) -> dict[str, Squad]:
+        """The squads among ``ids`` (one query)."""
+        wanted = sorted(set(ids))
+        if not wanted:
+            return {}
+        cursor = self.squads.find({"_id": {"$in": wanted}})
+        return {d["_id"]: Squad.from_doc(d) async for d in cursor}
 
-    async def insert_task(self, session: AsyncClientSession, doc: Doc) -> None:
-        """Record a task (offered or unmatched)."""
-        await self.tasks.insert_one(doc, session=session)
+    async def get_brigade(self) -> Brigade | None:
+        """The brigade, if it was ever stored."""
+        doc = await self.brigade.find_one({"_id": BRIGADE_ID})
+        return None if doc is None else Brigade.from_doc(doc)
 
-    async def get_task(self, task_id: str, session: AsyncClientSession | None = None) -> Doc | None:
+    async def counter_values(self, kinds: Iterable[str]) -> dict[str, int]:
+        """The id counters among ``kinds`` (a missing one is absent)."""
+        wanted = sorted(set(kinds))
+        if not wanted:
+            return {}
+        cursor = self.counters.find({"_id": {"$in": wanted}})
+        return {d["_id"]: int(d["n"]) async for d in cursor}
+
+    async def recipients_by_id(self, ids: Iterable[str]) -> dict[str, Recipient]:
+        """The care recipients among ``ids`` (one query)."""
+        wanted = sorted(set(ids))
+        if not wanted:
+            return {}
+        cursor = self.recipients.find({"_id": {"$in": wanted}})
+        return {d["_id"]: Recipient.from_doc(d) async for d in cursor}
+
+    async def visits_for(self, ids: Iterable[str], open_of: Iterable[str]) -> dict[str, Visit]:
+        """The visits among ``ids`` and the open visits of the recipients ``open_of``
+        (one query)."""
+        wanted, recipients = sorted(set(ids)), sorted(set(open_of))
+        clauses: list[Doc] = []
+        if wanted:
+            clauses.append({"_id": {"$in": wanted}})
+        if recipients:
+            clauses.append({"recipient_id": {"$in": recipients}, "status": VisitStatus.OPEN.value})
+        if not clauses:
+            return {}
+        flt = clauses[0] if len(clauses) == 1 else {"$or": clauses}
+        return {d["_id"]: Visit.from_doc(d) async for d in self.visits.find(flt)}
+
+    # --- writes, as effects -----------------------------------------------------------------
+
+    def insert_task(self, fx: Effects, task: Task) -> None:
+        """A new task (the case's unique index refuses a second one)."""
+        fx.insert(TASKS, task.to_doc())
+
+    def save_task(self, fx: Effects, task: Task, read_version: int) -> None:
+        """Write a changed task, if nobody changed it since it was read."""
+        task.version = read_version + 1
+        fx.replace(TASKS, {"_id": task.id, "version": _read_at(read_version)}, task.to_doc())
+
+    def insert_volunteer(self, fx: Effects, vol: Volunteer) -> None:
+        """A newly registered volunteer (a duplicate id decides the batch again)."""
+        fx.insert(VOLUNTEERS, vol.to_doc())
+
+    def save_volunteer(self, fx: Effects, vol: Volunteer, read_version: int) -> None:
+        """Write a changed volunteer, if nobody changed them since they were read."""
+        vol.version = read_version + 1
+        fx.replace(VOLUNTEERS, {"_id": vol.id, "version": _read_at(read_version)}, vol.to_doc())
+
+    def insert_squad(self, fx: Effects, squad: Squad) -> None:
+        """A newly formed squad."""
+        fx.insert(SQUADS, squad.to_doc())
+
+    def save_squad(self, fx: Effects, squad: Squad, read_version: int) -> None:
+        """Write a changed squad, if nobody changed it since it was read."""
+        squad.version = read_version + 1
+        fx.replace(SQUADS, {"_id": squad.id, "version": _read_at(read_version)}, squad.to_doc())
+
+    def save_brigade(self, fx: Effects, brigade: Brigade, read_version: int | None) -> None:
+        """Write the brigade: a first one (``read_version`` None), or a change of the one
+        read at ``read_version``."""
+        if read_version is None:
+            brigade.version = 0
+            fx.insert(BRIGADE, brigade.to_doc())
+            return
+        brigade.version = read_version + 1
+        flt = {"_id": BRIGADE_ID, "version": _read_at(read_version)}
+        fx.replace(BRIGADE, flt, brigade.to_doc())
+
+    def add_hours(self, fx: Effects, entry: ServiceHours) -> None:
+        """Hours of one completed task or visit (its id is the entry's: once each)."""
+        fx.insert(HOURS, entry.to_doc())
+
+    def insert_recipient(self, fx: Effects, rec: Recipient) -> None:
+        """A newly registered care recipient."""
+        fx.insert(RECIPIENTS, rec.to_doc())
+
+    def save_recipient(self, fx: Effects, rec: Recipient, read_version: int) -> None:
+        """Write a changed recipient, if nobody changed them since they were read."""
+        rec.version = read_version + 1
+        fx.replace(RECIPIENTS, {"_id": rec.id, "version": _read_at(read_version)}, rec.to_doc())
+
+    def insert_visit(self, fx: Effects, visit: Visit) -> None:
+        """A visit that fell due (recipient and sequence number are unique)."""
+        fx.insert(VISITS, visit.to_doc())
+
+    def save_visit(self, fx: Effects, visit: Visit, read_version: int) -> None:
+        """Write a changed visit, if nobody changed it since it was read."""
+        visit.version = read_version + 1
+        flt = {"_id": visit.id, "version": _read_at(read_version)}
+        fx.replace(VISITS, flt, visit.to_doc())
+
+    def set_counter(self, fx: Effects, kind: str, read: int | None, value: int) -> None:
+        """Move an id counter from ``read`` (None: there was none) to ``value``."""
+        if read is None:
+            fx.insert(COUNTERS, {"_id": kind, "n": value})
+        else:
+            fx.update(COUNTERS, {"_id": kind, "n": read}, {"$set": {"n": value}}, must_match=True)
+
+    # --- reads for the API and the gauges ---------------------------------------------------
+
+    async def get_task(self, task_id: str) -> Task | None:
         """One task."""
-        return await self.tasks.find_one({"_id": task_id}, session=session)
+        doc = await self.tasks.find_one({"_id": task_id})
+        return None if doc is None else Task.from_doc(doc)
 
-    async def task_for_case(self, case_id: str) -> Doc | None:
-        """The task of a case, if one was opened."""
-        return await self.tasks.find_one({"case_id": case_id})
+    async def list_tasks(
+        self,
+        *,
+        volunteer_id: str | None,
+        request_id: str | None,
+        case_id: str | None,
+        status: str | None,
+        limit: int,
+    ) -> list[Task]:
+        """Tasks matching the filters given, newest first."""
+        flt = _only(
+            volunteer_id=volunteer_id, request_id=request_id, case_id=case_id, status=status
+        )
+        cursor = self.tasks.find(flt).sort("created_at", -1).limit(limit)
+        return [Task.from_doc(d) async for d in cursor]
 
-    async def update_task(self, session: AsyncClientSession, guard: Doc, update: Doc) -> bool:
-        """Conditional update (optimistic: the guard pins status and attempt)."""
-        res = await self.tasks.update_one(guard, update, session=session)
-        return res.modified_count == 1
+    async def get_volunteer(self, vid: str) -> Volunteer | None:
+        """One volunteer."""
+        doc = await self.volunteers.find_one({"_id": vid})
+        return None if doc is None else Volunteer.from_doc(doc)
 
-    async def list_tasks(self, filt: dict[str, Any], limit: int) -> list[Doc]:
-        """Tasks matching ``filt``, newest first."""
-        return [d async for d in self.tasks.find(filt).sort("created_at", -1).limit(limit)]
+    async def list_volunteers(
+        self,
+        *,
+        skill: str | None = None,
+        community: str | None = None,
+        compound: str | None = None,
+        active: bool | None = None,
+        party_member: bool | None = None,
+        after: str | None = None,
+        limit: int = 100,
+    ) -> list[Volunteer]:
+        """Volunteers matching the filters given, by id, after the cursor ``after``."""
+        flt = _only(
+            skills=skill,
+            community=community,
+            compound=compound,
+            active=active,
+            party_member=party_member,
+        )
+        if after:
+            flt["_id"] = {"$gt": after}
+        cursor = self.volunteers.find(flt).sort("_id", 1).limit(limit)
+        return [Volunteer.from_doc(d) async for d in cursor]
 
-    # --- hours -------------------------------------------------------------------------------
+    async def active_members(self, skills: Iterable[str]) -> list[Volunteer]:
+        """Active volunteers with any of ``skills``, by id (the squads' members)."""
+        wanted = sorted(set(skills))
+        if not wanted:
+            return []
+        cursor = self.volunteers.find({"skills": {"$in": wanted}, "active": True}).sort("_id", 1)
+        return [Volunteer.from_doc(d) async for d in cursor]
 
-    async def add_hours(self, session: AsyncClientSession, entry: Doc) -> None:
-        """Record hours of one completed task or visit (``_id`` is the task/visit id)."""
-        await self.hours.insert_one(entry, session=session)
+    async def list_squads(self) -> list[Squad]:
+        """Every squad, by id."""
+        return [Squad.from_doc(d) async for d in self.squads.find({}).sort("_id", 1)]
 
-    async def hours_of(self, vid: str, since: datetime) -> Doc:
-        """Totals of one volunteer: all time, since ``since``, by skill, recent entries."""
-        total = {"hours": 0.0, "count": 0}
-        recent = {"hours": 0.0, "count": 0}
+    async def get_squad(self, squad_id: str) -> Squad | None:
+        """One squad."""
+        doc = await self.squads.find_one({"_id": squad_id})
+        return None if doc is None else Squad.from_doc(doc)
+
+    async def hours_of(self, vid: str, since: datetime) -> HoursSummary:
+        """One volunteer's hours: all time, since ``since``, by skill, the 20 latest."""
+        total, count, recent, recent_count = 0.0, 0, 0.0, 0
         by_skill: dict[str, float] = {}
-        async for e in self.hours.find({"volunteer_id": vid}):
-            total["hours"] += e["hours"]
-            total["count"] += 1
-            if e["at"] >= since:
-                recent["hours"] += e["hours"]
-                recent["count"] += 1
-            by_skill[e.get("skill") or "other"] = (
-                by_skill.get(e.get("skill") or "other", 0.0) + e["hours"]
-            )
-        entries = [e async for e in self.hours.find({"volunteer_id": vid}).sort("at", -1).limit(20)]
-        return {"total": total, "recent": recent, "by_skill": by_skill, "entries": entries}
+        entries: list[ServiceHours] = []
+        async for d in self.hours.find({"volunteer_id": vid}):
+            e = ServiceHours.from_doc(d)
+            entries.append(e)
+            total += e.hours
+            count += 1
+            if e.at >= since:
+                recent += e.hours
+                recent_count += 1
+            skill = e.skill or "other"
+            by_skill[skill] = by_skill.get(skill, 0.0) + e.hours
+        entries.sort(key=lambda e: e.at, reverse=True)
+        return HoursSummary(total, count, recent, recent_count, by_skill, entries[:20])
 
-    async def hours_by_skill(self, since: datetime | None) -> dict[str, tuple[float, int, int]]:
-        """(hours, entries, distinct volunteers) per skill."""
+    async def hours_by_skill(self, since: datetime | None) -> dict[str, SkillHours]:
+        """Hours, entries and distinct volunteers per skill (since ``since``)."""
         match: Doc = {"at": {"$gte": since}} if since else {}
-        out: dict[str, tuple[float, int, int]] = {}
+        out: dict[str, SkillHours] = {}
         async for row in await self.hours.aggregate(
             [
                 {"$match": match},
@@ -266,25 +392,40 @@ class VolunteerStore:
                 },
             ]
         ):
-            out[str(row["_id"])] = (float(row["h"]), int(row["n"]), len(row["v"]))
+            out[str(row["_id"])] = SkillHours(float(row["h"]), int(row["n"]), len(row["v"]))
         return out
 
-    # --- care --------------------------------------------------------------------------------
-
-    async def get_recipient(self, rid: str) -> Doc | None:
+    async def get_recipient(self, rid: str) -> Recipient | None:
         """One care recipient."""
-        return await self.recipients.find_one({"_id": rid})
+        doc = await self.recipients.find_one({"_id": rid})
+        return None if doc is None else Recipient.from_doc(doc)
 
-    async def get_visit(self, visit_id: str) -> Doc | None:
-        """One care visit."""
-        return await self.visits.find_one({"_id": visit_id})
+    async def list_recipients(
+        self, *, community: str | None, care_type: str | None, active: bool | None, limit: int
+    ) -> list[Recipient]:
+        """Care recipients matching the filters given, by id."""
+        flt = _only(community=community, care_type=care_type, active=active)
+        cursor = self.recipients.find(flt).sort("_id", 1).limit(limit)
+        return [Recipient.from_doc(d) async for d in cursor]
 
-    async def overdue_visits(self, community: str | None) -> list[Doc]:
+    async def visits_of(self, rid: str, limit: int = 200) -> list[Visit]:
+        """A recipient's visits, newest first."""
+        cursor = self.visits.find({"recipient_id": rid}).sort("seq", -1).limit(limit)
+        return [Visit.from_doc(d) async for d in cursor]
+
+    async def list_visits(
+        self, *, assigned_to: str | None, status: str | None, limit: int
+    ) -> list[Visit]:
+        """Visits (assigned to a volunteer, in a status), latest due first."""
+        flt = _only(assigned_volunteers=assigned_to, status=status)
+        cursor = self.visits.find(flt).sort("due_at", -1).limit(limit)
+        return [Visit.from_doc(d) async for d in cursor]
+
+    async def overdue_visits(self, community: str | None) -> list[Visit]:
         """Visits marked overdue and not yet made, oldest first."""
-        filt: Doc = {"status": VisitStatus.OVERDUE.value}
-        if community:
-            filt["community"] = community
-        return [d async for d in self.visits.find(filt).sort("deadline", 1).limit(500)]
+        flt = _only(status=VisitStatus.OVERDUE.value, community=community)
+        cursor = self.visits.find(flt).sort("deadline", 1).limit(500)
+        return [Visit.from_doc(d) async for d in cursor]
 
     async def utilisation(self) -> tuple[int, int, int]:
         """(active volunteers, open tasks, total capacity)."""
@@ -301,6 +442,6 @@ class VolunteerStore:
         return await self.visits.count_documents({"status": VisitStatus.OVERDUE.value})
 
 
-def now_utc() -> datetime:
-    """The current time (UTC, aware)."""
-    return datetime.now(UTC)
+def _only(**conditions: Any) -> Doc:
+    """Equality conditions for the filters that were given (None: not filtered)."""
+    return {k: v for k, v in conditions.items() if v is not None}

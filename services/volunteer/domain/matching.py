@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime
 from enum import StrEnum
 
@@ -197,3 +197,44 @@ def rank(
 ) -> list[Ranked]:
     """Eligible candidates, best first, each with its score breakdown."""
     return match(candidates, need, activity_days).ranked
+
+
+@dataclass
+class Pool:
+    """The candidates of one batch, and the work the batch gave them so far.
+
+    Loaded once for a whole batch (active volunteers with the skills it needs, their open
+    tasks and recent work); each offer, answer and completion in the batch moves the loads
+    here, so a later task of the batch is matched on what an earlier one changed — exactly
+    as if they had been decided one after the other.
+    """
+
+    by_id: dict[str, Candidate] = field(default_factory=dict)
+
+    def for_skills(self, skills: Iterable[Skill]) -> list[Candidate]:
+        """The candidates with any of ``skills`` (by id)."""
+        wanted = set(skills)
+        return [c for _, c in sorted(self.by_id.items()) if c.skills & wanted]
+
+    def holds(self, volunteer_id: str | None, delta: int) -> None:
+        """``volunteer_id`` holds ``delta`` more open tasks (offered or accepted)."""
+        c = self.by_id.get(volunteer_id or "")
+        if c is not None:
+            self.by_id[c.id] = replace(
+                c, open_tasks=c.open_tasks + delta, recent_tasks=c.recent_tasks + delta
+            )
+
+    def moved(self, before: str | None, after: str | None) -> None:
+        """A task open with ``before`` is now open with ``after`` (either may be None)."""
+        if before == after:
+            return
+        self.holds(before, -1)
+        self.holds(after, 1)
+
+    def worked(self, volunteer_id: str | None, hours: float) -> None:
+        """``volunteer_id`` completed a task or visit with ``hours`` (recent work)."""
+        c = self.by_id.get(volunteer_id or "")
+        if c is not None:
+            self.by_id[c.id] = replace(
+                c, recent_tasks=c.recent_tasks + 1, recent_hours=c.recent_hours + hours
+            )

@@ -6,6 +6,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from services.volunteer.domain.refusals import Invalid
+
 
 @dataclass(frozen=True, slots=True)
 class Compound:
@@ -62,3 +64,25 @@ class Places:
         """A compound's coordinates, when known."""
         cp = self.compounds.get(compound) if compound else None
         return (cp.lat, cp.lng) if cp else (None, None)
+
+    def check_place(self, community: str, compound: str | None) -> None:
+        """Refuse an unknown community, or a compound that is not the community's."""
+        bad = self.check(community, compound)
+        if bad == "community":
+            raise Invalid("community", f"Unknown community {community!r}.")
+        if bad == "compound":
+            raise Invalid("compound", f"Unknown compound {compound!r} in {community!r}.")
+
+    def locate(
+        self, community: str, compound: str | None, lat: float | None, lng: float | None
+    ) -> tuple[float | None, float | None]:
+        """A home's coordinates: the given ones (both, inside the county) or, when none are
+        given, the compound's. Refuses an unknown place or half a point."""
+        self.check_place(community, compound)
+        if (lat is None) != (lng is None):
+            raise Invalid("lat", "Give both lat and lng, or neither.")
+        if lat is not None and lng is not None:
+            if not self.within(lat, lng):
+                raise Invalid("lat", "The coordinates are outside the county.")
+            return lat, lng
+        return self.point(compound)
