@@ -7,7 +7,7 @@ import logging
 
 from fastapi import FastAPI
 
-from services.intake import api, console, open311
+from services.intake import api, open311
 from services.intake.config import IntakeSettings
 from services.intake.domain.registry import Registry, collect_names
 from services.intake.handlers import subscriptions
@@ -15,6 +15,7 @@ from services.intake.limits import BodyLimitMiddleware, TokenBucketLimiter
 from services.intake.metrics import IntakeMetrics
 from services.intake.service import IntakeService
 from services.intake.store import INDEXES, RequestStore
+from tongxin import console
 from tongxin.contracts.enums import Category
 from tongxin.runtime.service import ServiceRuntime, Subscription, create_service_app
 
@@ -56,7 +57,7 @@ def create_app(settings: IntakeSettings | None = None) -> FastAPI:
         )
         rt.extra["ctx"] = api.IntakeContext(rt, settings, store, registry, service)
         service.start_housekeeping(PURGE_INTERVAL_S)
-        console.start(rt, settings)
+        console.start(rt, settings.console_upstreams(), settings.console_upstream_timeout_s)
         return subscriptions(service)
 
     app = create_service_app(

@@ -1,6 +1,9 @@
 """The staff console (``/console/``): static pages plus a same-origin proxy to routing and
 volunteer, so the browser talks to one origin and needs no CORS (docs/console.md).
 
+A place of its own, not part of any service: a service's app (today intake's, the front
+door) mounts :data:`router` and calls :func:`start` in its lifespan with the upstreams.
+
 The proxy forwards ``/console/api/{routing|volunteer}/v1/...`` with the caller's own
 ``Authorization`` header: routing and volunteer authorize every call exactly as they
 would a direct one; the proxy adds no privilege of its own. Only ``/v1/`` paths are
@@ -17,7 +20,6 @@ import httpx
 from fastapi import APIRouter, Request, Response
 from fastapi.responses import FileResponse, RedirectResponse
 
-from services.intake.config import IntakeSettings
 from tongxin.runtime.auth import Principal
 from tongxin.runtime.errors import ApiError
 from tongxin.runtime.service import CurrentPrincipal, ServiceRuntime
@@ -109,9 +111,9 @@ class ConsoleProxy:
         await self.client.aclose()
 
 
-def start(rt: ServiceRuntime, settings: IntakeSettings) -> ConsoleProxy:
-    """Build the console's proxy client in the lifespan; it closes when intake stops."""
-    proxy = ConsoleProxy(settings.console_upstreams(), settings.console_upstream_timeout_s)
+def start(rt: ServiceRuntime, upstreams: dict[str, str], timeout_s: float) -> ConsoleProxy:
+    """Build the console's proxy client in the lifespan; it closes when the service stops."""
+    proxy = ConsoleProxy(upstreams, timeout_s)
     rt.extra["console_proxy"] = proxy
     rt.closers.append(proxy.aclose)
     return proxy

@@ -9,8 +9,8 @@ import httpx
 import pytest
 from fastapi import FastAPI
 
-from services.intake import console
 from services.intake.config import IntakeSettings
+from tongxin import console
 from tongxin.runtime.auth import Role, install_verifier, mint_token
 from tongxin.runtime.errors import install_error_handlers
 
