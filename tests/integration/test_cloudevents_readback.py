@@ -19,7 +19,6 @@ from aiokafka import AIOKafkaProducer
 from cloudevents.core.bindings import kafka as ce_core_kafka
 from cloudevents.v1 import kafka as ce_kafka
 from pymongo import AsyncMongoClient
-from pymongo.asynchronous.client_session import AsyncClientSession
 
 from tests.support import read_topic, unique
 from tongxin.contracts.envelope import Envelope
@@ -27,8 +26,9 @@ from tongxin.contracts.events import EVENT_MODELS, Event
 from tongxin.contracts.topics import TOPICS
 from tongxin.devstack.stack import LocalStack
 from tongxin.runtime.kafka import ensure_topics
-from tongxin.runtime.mongo import Doc, ensure_indexes, in_transaction
+from tongxin.runtime.mongo import Doc, ensure_indexes
 from tongxin.runtime.outbox import OUTBOX_INDEXES, KafkaPublisher, MongoOutbox, OutboxRelay
+from tongxin.runtime.uow import Effects, UnitOfWork
 
 SOURCE = "/tongxin/readback-test"
 PAIRS = [(t.name, f"tongxin.{short}.v1") for t in TOPICS for short in t.event_types]
@@ -99,11 +99,10 @@ async def test_every_event_type_round_trips_through_the_cloudevents_kafka_bindin
         env = Envelope.wrap(sample_event(ce_type), SOURCE)
         sent[env.id] = (topic, env)
 
-    async def write(session: AsyncClientSession) -> None:
-        for topic, env in sent.values():
-            await outbox.add(session, topic, env)
-
-    await in_transaction(client, write)
+    fx = Effects()
+    for topic, env in sent.values():
+        fx.emit(topic, env)
+    await UnitOfWork(client, db.name, outbox).commit(fx)
     relay = OutboxRelay(outbox, KafkaPublisher(producer))
     assert await relay.relay_once() == len(sent)
 

@@ -9,14 +9,13 @@ from typing import Any
 import pytest
 from aiokafka import AIOKafkaProducer, TopicPartition
 from pymongo import AsyncMongoClient
-from pymongo.asynchronous.client_session import AsyncClientSession
 
 from tests.support import eventually, headers_of, read_topic, unique
 from tongxin.contracts.envelope import Envelope
 from tongxin.contracts.events import RequestSubmitted, Submitter
 from tongxin.devstack.stack import LocalStack
 from tongxin.runtime.kafka import RenewingProducer, ensure_topics, make_producer
-from tongxin.runtime.mongo import Doc, ensure_indexes, in_transaction
+from tongxin.runtime.mongo import Doc, ensure_indexes
 from tongxin.runtime.outbox import (
     OUTBOX_INDEXES,
     KafkaPublisher,
@@ -24,6 +23,7 @@ from tongxin.runtime.outbox import (
     MongoRelayLease,
     OutboxRelay,
 )
+from tongxin.runtime.uow import DuplicateWrite, Effects, UnitOfWork
 
 
 def submitted(request_id: str) -> Envelope:
@@ -61,22 +61,18 @@ async def test_committed_records_are_published_in_order_and_aborted_ones_never(
     db, prefix, outbox = await fresh_outbox(stack, client)
     events = [submitted("YS-20260101-000001") for _ in range(5)]
 
-    async def commit_all(session: AsyncClientSession) -> None:
-        await db.requests.insert_one({"_id": "YS-20260101-000001"}, session=session)
-        for e in events:
-            await outbox.add(session, TOPIC, e)
+    uow = UnitOfWork(client, db.name, outbox)
+    fx = Effects()
+    fx.insert("requests", {"_id": "YS-20260101-000001"})
+    for e in events:
+        fx.emit(TOPIC, e)
+    await uow.commit(fx)
 
-    await in_transaction(client, commit_all)
-
-    class Boom(Exception):
-        pass
-
-    async def aborted(session: AsyncClientSession) -> None:
-        await outbox.add(session, TOPIC, submitted("YS-aborted"))
-        raise Boom
-
-    with pytest.raises(Boom):
-        await in_transaction(client, aborted)
+    aborted = Effects()  # its write fails: nothing of it stays, its event included
+    aborted.emit(TOPIC, submitted("YS-aborted"))
+    aborted.insert("requests", {"_id": "YS-20260101-000001"})
+    with pytest.raises(DuplicateWrite):
+        await uow.commit(aborted)
     assert await outbox.count_pending() == 5
 
     relay = OutboxRelay(outbox, KafkaPublisher(producer))
@@ -114,12 +110,11 @@ async def test_two_replicas_relays_publish_each_record_once(
     ]
     tasks = [asyncio.create_task(r.run()) for r in relays]
     events = [submitted(f"YS-20260101-{i:06d}") for i in range(40)]
+    uow = UnitOfWork(client, db.name, outbox)
     for e in events:
-
-        async def add(session: AsyncClientSession, e: Envelope = e) -> None:
-            await outbox.add(session, TOPIC, e)
-
-        await in_transaction(client, add)
+        fx = Effects()
+        fx.emit(TOPIC, e)
+        await uow.commit(fx)
         for r in relays:
             r.nudge()
     await eventually(lambda: _none_pending(outbox), what="outbox drained")
@@ -139,9 +134,10 @@ async def test_committed_records_are_handed_to_the_relay_without_a_read_back(
     stack: LocalStack, clients: tuple[AsyncMongoClient[Doc], AIOKafkaProducer]
 ) -> None:
     """The service wiring: each commit hands its records to the relay, which publishes them
-    without reading them back; a record added outside ``in_transaction`` makes it read."""
+    without reading them back; a record another replica committed (not handed to this
+    process) is found by the relay's periodic read."""
     client, producer = clients
-    _db, prefix, outbox = await fresh_outbox(stack, client)
+    db, prefix, outbox = await fresh_outbox(stack, client)
     reads = 0
     pending = outbox.pending
 
@@ -151,31 +147,38 @@ async def test_committed_records_are_handed_to_the_relay_without_a_read_back(
         return await pending(limit)
 
     outbox.pending = counted  # type: ignore[method-assign]
-    relay = OutboxRelay(outbox, KafkaPublisher(producer), poll_interval=60.0)
-    outbox.listen(relay.handoff, relay.reread)
+    relay = OutboxRelay(outbox, KafkaPublisher(producer), poll_interval=0.05, idle_poll_max=60.0)
+    outbox.listen(relay.handoff)
     task = asyncio.create_task(relay.run())
     await eventually(lambda: _true(reads == 1), what="the relay's first read")
     events = [submitted(f"YS-20260102-{i:06d}") for i in range(20)]
+    uow = UnitOfWork(client, db.name, outbox)
     for e in events:
-
-        async def add(session: AsyncClientSession, e: Envelope = e) -> None:
-            await outbox.add(session, TOPIC, e)
-
-        await in_transaction(client, add)
+        fx = Effects()
+        fx.emit(TOPIC, e)
+        await uow.commit(fx)
     await eventually(lambda: _none_pending(outbox), what="handed-off records marked sent")
     assert reads == 1
 
+    other = MongoOutbox(db, prefix)  # another replica's commit: this relay is not told
     outside = submitted("YS-20260102-outside")
-    async with client.start_session() as session:
-        await outbox.add(session, TOPIC, outside)  # no transaction scope: cannot hand off
-    await eventually(lambda: _none_pending(outbox), what="the outside record published")
-    assert reads == 2
+    await UnitOfWork(client, db.name, other).commit(_emitting(outside))
+    relay.idle_poll_max = 0.2  # its next periodic read comes soon
+    relay.nudge()
+    await eventually(lambda: _none_pending(outbox), what="the other replica's record published")
+    assert reads >= 2
     relay.stop()
     await task
 
     records = await read_topic(stack.bootstrap, prefix + TOPIC, min_count=21)
     ids = [headers_of(r)["ce_id"] for r in records]
     assert sorted(ids) == sorted([e.id for e in events] + [outside.id])  # each exactly once
+
+
+def _emitting(env: Envelope) -> Effects:
+    fx = Effects()
+    fx.emit(TOPIC, env)
+    return fx
 
 
 async def _true(value: bool) -> bool:
@@ -209,11 +212,10 @@ async def test_a_producer_out_of_sequence_with_the_broker_is_replaced_and_nothin
 
         events = [submitted(f"YS-20260101-{i:06d}") for i in range(12)]
 
-        async def commit_all(session: AsyncClientSession) -> None:
-            for e in events:
-                await outbox.add(session, TOPIC, e)
-
-        await in_transaction(client, commit_all)
+        fx = Effects()
+        for e in events:
+            fx.emit(TOPIC, e)
+        await UnitOfWork(client, _db.name, outbox).commit(fx)
         relay = OutboxRelay(outbox, KafkaPublisher(producer), poll_interval=0.05)
         task = asyncio.create_task(relay.run())
         try:

@@ -417,18 +417,6 @@ async def test_records_nobody_handed_off_are_found_by_the_periodic_read(
         await changes.wait_until(lambda: store.sent == ["elsewhere"])
 
 
-async def test_reread_makes_the_next_pass_read_the_store(
-    store: FakeOutbox, publisher: FakePublisher, changes: Changes
-) -> None:
-    relay = OutboxRelay(store, publisher, poll_interval=IDLE_POLL)
-    async with running(relay):
-        await changes.wait_until(lambda: len(store.pending_limits) == 1)
-        store.add(record("added-outside-a-transaction"))
-        relay.reread()
-        await changes.wait_until(lambda: store.sent == ["added-outside-a-transaction"])
-        assert len(store.pending_limits) == 2
-
-
 async def test_a_failed_publish_of_handed_off_records_falls_back_to_reading(
     store: FakeOutbox, publisher: FakePublisher, changes: Changes
 ) -> None:

@@ -1,9 +1,10 @@
 """Transactional outbox: the business write and its event commit together; a relay publishes.
 
-``MongoOutbox.add`` inserts the encoded record inside the caller's transaction. The
-``OutboxRelay`` publishes pending records with ``acks=all`` and marks them sent. A record
-published but not yet marked (the process died in between) is published again after a
-restart: delivery is at-least-once and consumers deduplicate by event id.
+The unit of work (``tongxin.runtime.uow``) inserts the encoded records with a batch's other
+writes, in one transaction (``MongoOutbox.documents``). The ``OutboxRelay`` publishes
+pending records with ``acks=all`` and marks them sent. A record published but not yet
+marked (the process died in between) is published again after a restart: delivery is
+at-least-once and consumers deduplicate by event id.
 
 Records committed by this process are handed to its relay in memory once their transaction
 commits, so while the relay knows the collection holds nothing else it publishes them
@@ -23,14 +24,13 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Protocol
 
-from pymongo.asynchronous.client_session import AsyncClientSession
 from pymongo.asynchronous.database import AsyncDatabase
 from pymongo.errors import DuplicateKeyError
 
-from tongxin.contracts.envelope import Envelope, Headers, encode_record
+from tongxin.contracts.envelope import Headers, encode_record
 from tongxin.runtime.kafka import Producer
 from tongxin.runtime.metrics import Metrics
-from tongxin.runtime.mongo import Doc, IndexSpec, after_commit, insert_at_end
+from tongxin.runtime.mongo import Doc, IndexSpec
 from tongxin.runtime.uow import Emit
 
 log = logging.getLogger(__name__)
@@ -113,36 +113,11 @@ class MongoOutbox:
         self.topic_prefix = topic_prefix
         # the relay's hand-off: records whose transaction committed (``listen``)
         self._committed: Callable[[Sequence[OutboxRecord]], None] | None = None
-        self._unknown: Callable[[], None] | None = None
 
-    def listen(
-        self, committed: Callable[[Sequence[OutboxRecord]], None], unknown: Callable[[], None]
-    ) -> None:
-        """After each commit, hand its records to ``committed``; ``unknown`` when a record
-        was added outside ``in_transaction`` (its commit cannot be seen: read the collection)."""
-        self._committed, self._unknown = committed, unknown
-
-    async def add(self, session: AsyncClientSession, topic: str, env: Envelope) -> None:
-        """Stage ``env`` for ``topic`` inside the caller's transaction."""
-        key, value, headers = encode_record(env)
-        doc: Doc = {
-            "_id": env.id,
-            "topic": self.topic_prefix + topic,
-            "key": key,
-            "value": value,
-            "headers": [[k, v] for k, v in headers],
-            "type": env.type,
-            "seq": _next_seq(),
-            "sent": False,
-            "created_at": datetime.now(UTC),
-        }
-        # written with the transaction's other writes at its end, in one round trip
-        await insert_at_end(session, self.col, doc)
-        if self._committed is not None and self._unknown is not None:
-            committed = self._committed
-            rec = _record(doc)
-            if not after_commit(session, lambda: committed([rec])):
-                self._unknown()
+    def listen(self, committed: Callable[[Sequence[OutboxRecord]], None]) -> None:
+        """After each commit of this process, hand its records to ``committed`` (the
+        relay publishes them without reading them back)."""
+        self._committed = committed
 
     @property
     def collection(self) -> str:
@@ -286,11 +261,6 @@ class OutboxRelay:
             self._fresh.extend(records)
             if len(self._fresh) > 10 * self.batch_size:  # not keeping up: the store has them
                 self._forget()
-        self._wake.set()
-
-    def reread(self) -> None:
-        """Something may be in the store that was not handed off: read it next pass."""
-        self._forget()
         self._wake.set()
 
     def _forget(self) -> None:

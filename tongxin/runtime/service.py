@@ -184,7 +184,7 @@ async def start_runtime(
         poll_interval=settings.outbox_poll_interval_s,
         lease=MongoRelayLease(db, f"{name}-{uuid.uuid4().hex[:8]}"),
     )
-    outbox.listen(relay.handoff, relay.reread)
+    outbox.listen(relay.handoff)
     uow = UnitOfWork(mongo, db.name, outbox, on_batch=metrics.observe_batch)
     rt = ServiceRuntime(name, settings, metrics, mongo, db, producer, outbox, relay, uow)
     rt.tasks.append(asyncio.create_task(relay.run(), name=f"{name}:outbox-relay"))
