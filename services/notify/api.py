@@ -11,20 +11,23 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 
 from services.notify.channels import ChannelHealth
 from services.notify.config import NotifySettings
-from services.notify.domain.directory import Recipient
-from services.notify.domain.plan import Planner
+from services.notify.domain.delivery import Delivery, DeliveryQuery, Status
+from services.notify.domain.plan import Preference
 from services.notify.domain.quiet import QuietHours
-from services.notify.domain.rules import Facts
-from services.notify.store import SENDING, NotifyStore
+from services.notify.service import (
+    NoAddress,
+    NotifyService,
+    PreferenceChange,
+    UnknownRecipient,
+)
 from tongxin.contracts.enums import NotifyChannel
 from tongxin.runtime.auth import Principal, Role
 from tongxin.runtime.errors import ApiError
-from tongxin.runtime.mongo import Doc
-from tongxin.runtime.service import CurrentPrincipal, ServiceRuntime
+from tongxin.runtime.service import CurrentPrincipal, ServiceRuntime, WriteDeadline
 
 router = APIRouter(prefix="/v1", tags=["notifications"])
 
-STATUSES = ("pending", "deferred", "sending", "retrying", "sent", "failed")
+STATUSES = tuple(s.value for s in Status)
 
 
 @dataclass
@@ -33,8 +36,7 @@ class NotifyContext:
 
     rt: ServiceRuntime
     settings: NotifySettings
-    store: NotifyStore
-    planner: Planner
+    service: NotifyService
     health: dict[NotifyChannel, ChannelHealth]
 
 
@@ -59,33 +61,31 @@ def _own_recipients(p: Principal) -> list[str] | None:
     raise ApiError(403, "forbidden", "This role does not read notifications.")
 
 
-def _view(d: Doc, now: datetime) -> dict[str, Any]:
-    status = d["status"]
-    lease = d.get("lease_until")
-    if status == SENDING and lease is not None and lease.replace(tzinfo=lease.tzinfo or UTC) < now:
+def _view(d: Delivery, now: datetime) -> dict[str, Any]:
+    status = d.status.value
+    if d.status is Status.SENDING and d.lease_until is not None and d.lease_until < now:
         # the process died mid-attempt: it is never sent again (at most once)
         status = "unknown"
-    msg = d.get("message") or {}
     return {
-        "id": d["_id"],
-        "notification_id": d.get("notification_id"),
-        "event_id": d["event_id"],
-        "event_type": d["event_type"],
-        "request_id": d["request_id"],
-        "case_id": d.get("case_id"),
-        "recipient": d["recipient"],
-        "recipient_name": d.get("recipient_name"),
-        "channel": d["channel"],
+        "id": d.id,
+        "notification_id": d.notification_id,
+        "event_id": d.event_id,
+        "event_type": d.event_type,
+        "request_id": d.request_id,
+        "case_id": d.case_id,
+        "recipient": d.recipient,
+        "recipient_name": d.recipient_name,
+        "channel": d.channel.value,
         "status": status,
-        "attempts": d.get("attempts", 0),
-        "critical": d.get("critical", False),
-        "title": msg.get("title"),
-        "text": msg.get("text"),
-        "not_before": d.get("not_before"),
-        "created_at": d.get("created_at"),
-        "sent_at": d.get("sent_at"),
-        "failed_at": d.get("failed_at"),
-        "last_error": d.get("last_error"),
+        "attempts": d.attempts,
+        "critical": d.critical,
+        "title": d.message.title,
+        "text": d.message.text,
+        "not_before": d.not_before,
+        "created_at": d.created_at,
+        "sent_at": d.sent_at,
+        "failed_at": d.failed_at,
+        "last_error": d.last_error,
     }
 
 
@@ -102,21 +102,19 @@ async def list_notifications(
     """Deliveries by request or recipient, with status and attempts (staff see all; a
     department its unit and liaison; a volunteer their own)."""
     own = _own_recipients(principal)
-    filt: dict[str, Any] = {}
-    if request_id:
-        filt["request_id"] = request_id
+    recipients: list[str] | None = own
     if recipient:
         if own is not None and recipient not in own:
             raise ApiError(403, "forbidden", "You may read only your own notifications.")
-        filt["recipient"] = recipient
-    elif own is not None:
-        filt["recipient"] = {"$in": own}
-    if status:
-        filt["status"] = status
-    if channel:
-        filt["channel"] = channel.value
+        recipients = [recipient]
+    query = DeliveryQuery(
+        request_id=request_id or None,
+        recipients=recipients,
+        status=status or None,
+        channel=channel.value if channel else None,
+    )
     now = datetime.now(UTC)
-    return [_view(d, now) for d in await ctx.store.list(filt, limit)]
+    return [_view(d, now) for d in await ctx.service.deliveries(query, limit)]
 
 
 class QuietWindow(BaseModel):
@@ -165,18 +163,6 @@ def _may_manage(p: Principal, recipient: str) -> bool:
     return own is None or recipient in own
 
 
-async def _recipient(ctx: NotifyContext, rid: str) -> tuple[Recipient, str]:
-    """A directory recipient or a submitter whose contact notify kept; 404 if unknown."""
-    r = ctx.planner.directory.get(rid)
-    if r is not None:
-        return r, "directory"
-    if rid.startswith("submitter:"):
-        contact = await ctx.store.contact(None, rid.removeprefix("submitter:"))
-        if contact is not None:
-            return ctx.planner.recipient(rid, Facts("preference", {}, None, contact)), "defaults"
-    raise ApiError(404, "not_found", f"No recipient {rid!r}.")
-
-
 @router.get("/preferences/{recipient}", response_model=PreferenceRead)
 async def get_preference(
     ctx: CtxDep, principal: CurrentPrincipal, recipient: RecipientPath
@@ -184,57 +170,65 @@ async def get_preference(
     """The channels and quiet hours in effect for a recipient."""
     if not _may_manage(principal, recipient):
         raise ApiError(403, "forbidden", "You may read only your own preferences.")
-    r, source = await _recipient(ctx, recipient)
-    channels: list[Any] = list(r.channels)
-    quiet: Any = r.quiet_hours.as_dict() if r.quiet_hours else None
-    stored = await ctx.store.preference(recipient)
-    if stored is not None:
-        channels, quiet, source = stored["channels"], stored.get("quiet_hours"), "preference"
+    try:
+        p = await ctx.service.preference(recipient)
+    except UnknownRecipient as exc:
+        raise ApiError(404, "not_found", f"No recipient {recipient!r}.") from exc
+    quiet: Any = p.quiet_hours.as_dict() if p.quiet_hours else None
     return PreferenceRead(
         recipient=recipient,
-        channels=channels,
+        channels=list(p.channels),
         quiet_hours=quiet,
-        source=source,
-        updated_at=stored.get("updated_at") if stored else None,
+        source=p.source,
+        updated_at=p.updated_at,
     )
 
 
 @router.put("/preferences/{recipient}", response_model=PreferenceRead)
 async def put_preference(
-    ctx: CtxDep, principal: CurrentPrincipal, recipient: RecipientPath, body: PreferenceUpdate
+    ctx: CtxDep,
+    principal: CurrentPrincipal,
+    recipient: RecipientPath,
+    body: PreferenceUpdate,
+    deadline: WriteDeadline,
 ) -> PreferenceRead:
     """Set a recipient's channels and quiet hours (staff; a department its unit and
     liaison; a volunteer their own). Critical messages ignore quiet hours."""
     if not _may_manage(principal, recipient):
         raise ApiError(403, "forbidden", "You may change only your own preferences.")
-    r, _source = await _recipient(ctx, recipient)
-    unreachable = [
-        c.value
-        for c in body.channels
-        if not r.can_use(c, default_webhook=ctx.planner.default_webhook)
-    ]
-    if unreachable:
+    quiet = body.quiet_hours
+    change = PreferenceChange(
+        recipient,
+        Preference(
+            channels=tuple(body.channels),
+            quiet_hours=QuietHours.parse(quiet.start, quiet.end) if quiet else None,
+        ),
+        by=principal.sub,
+    )
+    try:
+        saved = await ctx.service.set_preference(change, deadline)
+    except UnknownRecipient as exc:
+        raise ApiError(404, "not_found", f"No recipient {recipient!r}.") from exc
+    except NoAddress as exc:
         raise ApiError(
             422,
             "no_address",
             "The recipient has no address for some channels.",
             [
-                {"loc": ["body", "channels"], "msg": f"no address for {c}", "type": "no_address"}
-                for c in unreachable
+                {
+                    "loc": ["body", "channels"],
+                    "msg": f"no address for {c.value}",
+                    "type": "no_address",
+                }
+                for c in exc.channels
             ],
-        )
-    doc = {
-        "channels": [c.value for c in body.channels],
-        "quiet_hours": body.quiet_hours.model_dump() if body.quiet_hours else None,
-        "updated_by": principal.sub,
-    }
-    saved = await ctx.store.put_preference(recipient, doc)
+        ) from exc
     return PreferenceRead(
         recipient=recipient,
         channels=body.channels,
         quiet_hours=body.quiet_hours,
         source="preference",
-        updated_at=saved["updated_at"],
+        updated_at=saved.updated_at,
     )
 
 

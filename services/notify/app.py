@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-import asyncio
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
@@ -11,32 +11,20 @@ import yaml
 from fastapi import FastAPI
 
 from services.notify import api
-from services.notify.channels import (
-    ChannelSender,
-    ConsoleSender,
-    DingTalkSender,
-    SmsGatewaySender,
-    SmtpConfig,
-    SmtpSender,
-    WebhookSender,
-    WeComSender,
-)
+from services.notify.channels import PLUGS, ChannelHealth, ChannelSender
 from services.notify.config import NotifySettings
-from services.notify.delivery import Dispatcher, channel_health
+from services.notify.dispatch import Dispatch
 from services.notify.domain.directory import Directory
 from services.notify.domain.plan import Planner
 from services.notify.domain.rules import RuleSet
 from services.notify.domain.templates import Templates
-from services.notify.handlers import RELEASE, NotifyHandlers
+from services.notify.handlers import subscriptions
 from services.notify.metrics import NotifyMetrics
+from services.notify.service import NotifyService
 from services.notify.store import INDEXES, NotifyStore
 from tongxin.contracts.enums import NotifyChannel
-from tongxin.contracts.events import EVENT_MODELS
-from tongxin.contracts.topics import CASES, REQUESTS, VOLUNTEER_TASKS
-from tongxin.runtime.scheduler import DeadlineScheduler, DeadlineStore
+from tongxin.runtime.scheduler import BatchScheduler
 from tongxin.runtime.service import ServiceRuntime, Subscription, create_service_app
-
-CONSUMED = (REQUESTS, CASES, VOLUNTEER_TASKS)
 
 
 def _yaml(path: Path) -> Any:
@@ -67,7 +55,8 @@ def load_planner(settings: NotifySettings) -> Planner:
 
 
 def _senders(settings: NotifySettings, rt: ServiceRuntime) -> dict[NotifyChannel, ChannelSender]:
-    """One client per channel, with that channel's timeout; closed when the service stops."""
+    """One sender per enabled channel (``channels.PLUGS``); HTTP ones get a client of their
+    own with the channel's timeout and concurrency, closed when the service stops."""
 
     def client(channel: NotifyChannel) -> httpx.AsyncClient:
         c = httpx.AsyncClient(
@@ -78,42 +67,17 @@ def _senders(settings: NotifySettings, rt: ServiceRuntime) -> dict[NotifyChannel
         rt.closers.append(c.aclose)
         return c
 
-    senders: dict[NotifyChannel, ChannelSender] = {
-        NotifyChannel.WEBHOOK: WebhookSender(
-            client(NotifyChannel.WEBHOOK),
-            settings.notify_webhook_url,
-            settings.notify_webhook_secret,
-        )
+    return {c: plug.build(settings, client) for c, plug in PLUGS.items() if plug.enabled(settings)}
+
+
+def channel_health(
+    settings: NotifySettings, enabled: frozenset[NotifyChannel]
+) -> dict[NotifyChannel, ChannelHealth]:
+    """A fresh health record per channel."""
+    return {
+        c: ChannelHealth(c, c in enabled, settings.concurrency_for(c), settings.timeout_for(c))
+        for c in NotifyChannel
     }
-    if settings.notify_console:
-        senders[NotifyChannel.CONSOLE] = ConsoleSender(show_text=settings.env == "development")
-    if settings.notify_wecom_url:
-        senders[NotifyChannel.WECOM] = WeComSender(
-            client(NotifyChannel.WECOM), settings.notify_wecom_url
-        )
-    if settings.notify_dingtalk_url:
-        senders[NotifyChannel.DINGTALK] = DingTalkSender(
-            client(NotifyChannel.DINGTALK), settings.notify_dingtalk_url
-        )
-    if settings.notify_smtp_host:
-        cfg = SmtpConfig(
-            host=settings.notify_smtp_host,
-            port=settings.notify_smtp_port,
-            username=settings.notify_smtp_username,
-            password=settings.notify_smtp_password,
-            security=settings.notify_smtp_security,
-            sender=settings.notify_smtp_from,
-            sender_name=settings.notify_smtp_from_name,
-        )
-        senders[NotifyChannel.EMAIL] = SmtpSender(cfg, settings.timeout_for(NotifyChannel.EMAIL))
-    if settings.notify_sms_gateway_url:
-        senders[NotifyChannel.SMS] = SmsGatewaySender(
-            client(NotifyChannel.SMS),
-            settings.notify_sms_gateway_url,
-            settings.notify_sms_sign_name,
-            settings.notify_sms_secret,
-        )
-    return senders
 
 
 def create_app(settings: NotifySettings | None = None) -> FastAPI:
@@ -125,25 +89,25 @@ def create_app(settings: NotifySettings | None = None) -> FastAPI:
         store = NotifyStore(rt.db)
         metrics = NotifyMetrics(rt.metrics.registry)
         health = channel_health(settings, planner.enabled)
-        rt.extra["ctx"] = api.NotifyContext(rt, settings, store, planner, health)
-        dispatcher = Dispatcher(rt, store, _senders(settings, rt), settings, metrics, health)
-        deadlines = DeadlineStore(rt.db)
-        h = NotifyHandlers(rt, store, planner, dispatcher, deadlines, metrics)
-        rt.extra["handlers"] = h
-        scheduler = DeadlineScheduler(deadlines, {RELEASE: h.on_release})
+        senders = _senders(settings, rt)
+        dispatch = Dispatch(rt.uow, store, senders, settings, metrics, health, rt.source)
+        # closers run in reverse: the dispatch stops before the channel clients close (the
+        # attempts under way are recorded first), after the scheduler and the sweep
+        rt.closers.append(dispatch.stop)
+        service = NotifyService(
+            rt,
+            store,
+            planner,
+            dispatch,
+            metrics,
+            lease=timedelta(seconds=settings.notify_delivery_lease_s),
+            sweep_interval=settings.notify_sweep_interval_s,
+        )
+        rt.extra["ctx"] = api.NotifyContext(rt, settings, service, health)
+        scheduler = BatchScheduler(rt.db, rt.uow, service.on_release)
         rt.run_in_background("deadlines", scheduler.run, scheduler.stop)
-        rt.tasks.append(asyncio.create_task(dispatcher.run_sweeper(), name="notify:resume"))
-        # closers run in reverse: this one first, so attempts under way are recorded
-        # before the channel clients close
-        rt.closers.append(dispatcher.stop)
-        handled = {t for topic in CONSUMED for t in topic.event_types}
-        return [
-            Subscription(
-                "events",
-                [t.name for t in CONSUMED],
-                {ce: h.on_event for ce, m in EVENT_MODELS.items() if m.event_type in handled},
-            )
-        ]
+        rt.run_in_background("resume", service.run_sweeper, service.stop_sweeper)
+        return subscriptions(service)
 
     return create_service_app(
         name="notify",

@@ -87,13 +87,7 @@ class NotifySettings(ServiceSettings):
         return self.notify_channel_concurrency.get(channel, self.notify_concurrency)
 
     def enabled_channels(self) -> frozenset[NotifyChannel]:
-        """Channels configured in this process."""
-        on = {
-            NotifyChannel.WEBHOOK: True,  # per-recipient URLs work without a default one
-            NotifyChannel.WECOM: bool(self.notify_wecom_url),
-            NotifyChannel.DINGTALK: bool(self.notify_dingtalk_url),
-            NotifyChannel.EMAIL: bool(self.notify_smtp_host),
-            NotifyChannel.SMS: bool(self.notify_sms_gateway_url),
-            NotifyChannel.CONSOLE: self.notify_console,
-        }
-        return frozenset(c for c, v in on.items() if v)
+        """Channels configured in this process (each channel's plug says by which settings)."""
+        from services.notify.channels import PLUGS  # the channels read these settings
+
+        return frozenset(c for c, plug in PLUGS.items() if plug.enabled(self))

@@ -1,43 +1,41 @@
-"""Notify's own collections: deliveries, submitter contacts, cases it heard of, preferences."""
+"""Notify's own collections — deliveries, submitter contacts, cases it heard of,
+preferences — and the only module that touches them: typed reads, and writes as effects of
+a unit of work (``tongxin.runtime.uow``). Claims are the exception: a claim is its own
+write, acknowledged before the attempt it allows (at most once).
+
+Every delivery write filters on ``_id`` (one id, or ``$in`` a batch's ids) plus plain
+conditions, never a top-level ``$or``: the database finds the documents by primary key
+instead of scanning the collection, and none is a ``findAndModify`` (SecantusDB answers
+that by scanning the whole collection).
+"""
 
 from __future__ import annotations
 
 import time
 from collections import OrderedDict
 from collections.abc import Iterable, Sequence
-from datetime import UTC, datetime, timedelta
+from datetime import datetime
 from typing import Any
 
-from pymongo.asynchronous.client_session import AsyncClientSession
 from pymongo.asynchronous.database import AsyncDatabase
 
-from tongxin.runtime.mongo import Doc, IndexSpec, defer_insert, update_at_end
+from services.notify.domain.delivery import OPEN_STATUSES, Delivery, DeliveryQuery, Status, Take
+from services.notify.domain.kept import Contact, KnownCase
+from services.notify.domain.plan import SavedPreference
+from tongxin.runtime.mongo import Doc, IndexSpec
 from tongxin.runtime.scheduler import DEADLINE_INDEXES
+from tongxin.runtime.uow import Effects
 
 DELIVERIES = "deliveries"
 CONTACTS = "contacts"
 CASES = "cases"
 PREFERENCES = "preferences"
 CONTACTS_KEPT = 20_000  # submitter contacts kept in memory
-PREFERENCES_READ_MAX = 5_000  # preferences kept in memory (more: read per event)
+PREFERENCES_READ_MAX = 5_000  # preferences kept in memory (more: read per batch)
 
-# Delivery statuses. ``sending`` is the only one a crash can leave uncertain: it is never
-# sent again (at most once); ``pending``/``retrying`` are known undelivered and resumable.
-PENDING, DEFERRED, SENDING, RETRYING, SENT, FAILED = (
-    "pending",
-    "deferred",
-    "sending",
-    "retrying",
-    "sent",
-    "failed",
-)
-OPEN_STATUSES = (PENDING, RETRYING)
-
-# Filters are kept to ``_id`` plus plain equalities (no top-level ``$or``): the database
-# then finds the document by its primary key instead of scanning the collection.
 INDEXES = [
     # at most once per (event, recipient, channel) — the ``_id`` encodes the same triple;
-    # this index also serves a redelivered event's look-up of its deliveries
+    # this index also serves a redelivered batch's look-up of its events' deliveries
     IndexSpec(
         DELIVERIES,
         [("event_id", 1), ("recipient", 1), ("channel", 1)],
@@ -53,13 +51,8 @@ INDEXES = [
 ]
 
 
-def delivery_id(event_id: str, recipient: str, channel: str) -> str:
-    """Stable id of one delivery."""
-    return f"{event_id}|{recipient}|{channel}"
-
-
-def _now() -> datetime:
-    return datetime.now(UTC)
+def _ids(values: Iterable[str]) -> list[str]:
+    return list(dict.fromkeys(values))
 
 
 class NotifyStore:
@@ -67,230 +60,295 @@ class NotifyStore:
 
     def __init__(self, db: AsyncDatabase[Doc], preferences_ttl: float = 2.0) -> None:
         self.deliveries = db[DELIVERIES]
-        self.contacts = db[CONTACTS]
-        self.cases = db[CASES]
-        self.preferences = db[PREFERENCES]
-        # Kept in memory to save a read per event. A request's contact never changes once
-        # kept (bounded, least recently used first out). Preferences are read whole and
-        # kept ``preferences_ttl`` seconds: a change through this process applies at once,
-        # one through another replica within that time.
-        self._contacts: OrderedDict[str, Doc] = OrderedDict()
-        self._preferences: dict[str, Doc] = {}
+        self.contacts_col = db[CONTACTS]
+        self.cases_col = db[CASES]
+        self.preferences_col = db[PREFERENCES]
+        # Kept in memory to save reads. A request's contact never changes once written
+        # (bounded, least recently used first out). Preferences are read whole and kept
+        # ``preferences_ttl`` seconds: a change through this process applies at once, one
+        # through another replica within that time.
+        self._contacts: OrderedDict[str, Contact] = OrderedDict()
+        self._preferences: dict[str, SavedPreference] = {}
         self._preferences_at = -1e9
         self._preferences_many = False
         self.preferences_ttl = preferences_ttl
 
-    # — what notify keeps from events —
+    # — what a batch of events needs (one query per collection) —
 
-    async def save_contact(
-        self, session: AsyncClientSession | None, request_id: str, contact: Doc
-    ) -> None:
-        """Keep the submitter's contact (only notify keeps it) for later messages."""
-        fields = {**contact, "updated_at": _now()}
-        # with the transaction's other writes at its end: read back from memory meanwhile
-        await update_at_end(
-            session, self.contacts, {"_id": request_id}, {"$set": fields}, upsert=True
-        )
-        self._remember_contact({"_id": request_id, **fields})
+    async def contacts(self, request_ids: Iterable[str]) -> dict[str, Contact]:
+        """The kept submitter contacts of these requests (one query for those not in
+        memory)."""
+        ids = _ids(request_ids)
+        found = {i: self._contacts[i] for i in ids if i in self._contacts}
+        for i in found:
+            self._contacts.move_to_end(i)
+        missing = [i for i in ids if i not in found]
+        if missing:
+            async for doc in self.contacts_col.find({"_id": {"$in": missing}}):
+                contact = Contact.from_doc(doc)
+                self.remember(contact)
+                found[contact.request_id] = contact
+        return found
 
-    def _remember_contact(self, doc: Doc) -> None:
-        self._contacts[doc["_id"]] = doc
-        self._contacts.move_to_end(doc["_id"])
+    def remember(self, contact: Contact) -> None:
+        """Keep a contact in memory (once written or read)."""
+        self._contacts[contact.request_id] = contact
+        self._contacts.move_to_end(contact.request_id)
         while len(self._contacts) > CONTACTS_KEPT:
             self._contacts.popitem(last=False)
 
-    async def contact(self, session: AsyncClientSession | None, request_id: str) -> Doc | None:
-        """The kept submitter contact of a request."""
-        kept = self._contacts.get(request_id)
-        if kept is not None:
-            self._contacts.move_to_end(request_id)
-            return dict(kept)
-        doc = await self.contacts.find_one({"_id": request_id}, session=session)
-        if doc is not None:
-            self._remember_contact(doc)
-        return doc
-
-    async def save_case(self, session: AsyncClientSession | None, case_id: str, doc: Doc) -> None:
-        """Remember a routed case: its request, units, community and tier (at the end of the
-        transaction, with its other writes: the caller does not read it back)."""
-        update = {"$set": {**doc, "updated_at": _now()}}
-        await update_at_end(session, self.cases, {"_id": case_id}, update, upsert=True)
-
-    async def add_case_unit(
-        self, session: AsyncClientSession | None, case_id: str, unit: str
-    ) -> None:
-        """An escalation brought another unit onto the case."""
-        await self.cases.update_one(
-            {"_id": case_id}, {"$addToSet": {"units": unit}}, session=session
-        )
-
-    async def case(self, session: AsyncClientSession | None, case_id: str) -> Doc | None:
-        """A case notify heard of."""
-        return await self.cases.find_one({"_id": case_id}, session=session)
-
-    # — preferences —
-
-    async def preferences_of(
-        self, session: AsyncClientSession | None, recipients: Iterable[str]
-    ) -> dict[str, Doc]:
-        """Stored preferences of these recipients, by recipient id."""
-        ids = list(recipients)
+    async def cases(self, case_ids: Iterable[str]) -> dict[str, KnownCase]:
+        """The cases among ``case_ids`` notify heard of (one query)."""
+        ids = _ids(case_ids)
         if not ids:
             return {}
-        if self._preferences_many:  # too many to keep: read per event
-            cursor = self.preferences.find({"_id": {"$in": ids}}, session=session)
-            return {d["_id"]: d async for d in cursor}
+        return {
+            d["_id"]: KnownCase.from_doc(d)
+            async for d in self.cases_col.find({"_id": {"$in": ids}})
+        }
+
+    async def preferences(self, recipients: Iterable[str]) -> dict[str, SavedPreference]:
+        """Stored preferences of these recipients, by recipient id."""
+        ids = _ids(recipients)
+        if not ids:
+            return {}
+        if self._preferences_many:  # too many to keep: read those asked for
+            cursor = self.preferences_col.find({"_id": {"$in": ids}})
+            return {d["_id"]: SavedPreference.from_doc(d) async for d in cursor}
         if time.monotonic() - self._preferences_at > self.preferences_ttl:
-            # all of them: few recipients set one, and one read serves every event
-            cursor = self.preferences.find({}, session=session).limit(PREFERENCES_READ_MAX)
-            found = {d["_id"]: d async for d in cursor}
+            # all of them: few recipients set one, and one read serves every batch
+            cursor = self.preferences_col.find({}).limit(PREFERENCES_READ_MAX)
+            found = {d["_id"]: SavedPreference.from_doc(d) async for d in cursor}
             if len(found) >= PREFERENCES_READ_MAX:
                 self._preferences_many = True
-                return {i: found[i] for i in ids if i in found} | await self.preferences_of(
-                    session, [i for i in ids if i not in found]
+                return {i: found[i] for i in ids if i in found} | await self.preferences(
+                    [i for i in ids if i not in found]
                 )
             self._preferences, self._preferences_at = found, time.monotonic()
         return {i: self._preferences[i] for i in ids if i in self._preferences}
 
-    async def put_preference(self, recipient: str, doc: Doc) -> Doc:
-        """Replace a recipient's preference."""
-        full = {**doc, "_id": recipient, "updated_at": _now()}
-        await self.preferences.replace_one({"_id": recipient}, full, upsert=True)
-        self._preferences_at = -1e9  # read again at the next event
-        return full
+    def forget_preferences(self) -> None:
+        """A preference changed through this process: read them again at the next batch."""
+        self._preferences_at = -1e9
 
-    async def preference(self, recipient: str) -> Doc | None:
-        """One recipient's stored preference."""
-        return await self.preferences.find_one({"_id": recipient})
+    async def deliveries_of_events(self, event_ids: Iterable[str]) -> list[Delivery]:
+        """Every delivery planned for these events (one query)."""
+        ids = _ids(event_ids)
+        if not ids:
+            return []
+        return [
+            Delivery.from_doc(d) async for d in self.deliveries.find({"event_id": {"$in": ids}})
+        ]
 
-    # — deliveries —
+    async def deliveries_by_id(self, ids: Iterable[str]) -> dict[str, Delivery]:
+        """These deliveries (one query)."""
+        wanted = _ids(ids)
+        if not wanted:
+            return {}
+        cursor = self.deliveries.find({"_id": {"$in": wanted}})
+        return {d["_id"]: Delivery.from_doc(d) async for d in cursor}
 
-    async def insert_deliveries(self, session: AsyncClientSession, docs: Sequence[Doc]) -> None:
-        """Record planned deliveries inside the handling transaction (at its end, with its
-        other inserts: nothing reads them back before the commit)."""
-        rest = [d for d in docs if not defer_insert(session, self.deliveries, d)]
-        if rest:
-            await self.deliveries.insert_many(rest, session=session)
+    # — what notify keeps from events, as effects —
 
-    async def open_deliveries(
-        self, event_id: str, lease: timedelta, *, reopen_failed: bool
-    ) -> list[Doc]:
-        """An event's deliveries that may be (re)sent now: ``_id``, ``status``, ``channel``."""
-        if reopen_failed:
-            now = _now()
-            await self.deliveries.update_many(
-                {"event_id": event_id, "status": FAILED},
-                {"$set": {"status": PENDING, "lease_until": now + lease, "updated_at": now}},
-            )
-        cursor = self.deliveries.find(
-            {"event_id": event_id, "status": {"$in": list(OPEN_STATUSES)}},
-            {"_id": 1, "status": 1, "channel": 1},
+    def save_contact(self, fx: Effects, contact: Contact, now: datetime) -> None:
+        """Keep the submitter's contact (only notify keeps it) for later messages."""
+        fx.update(
+            CONTACTS,
+            {"_id": contact.request_id},
+            {"$set": {**contact.fields(), "updated_at": now}},
+            upsert=True,
         )
-        return [d async for d in cursor]
+        fx.on_commit(lambda: self.remember(contact))
 
-    async def resumable(self, now: datetime, limit: int) -> list[Doc]:
-        """Open deliveries nobody holds: planned but never claimed, or between attempts by a
-        process whose lease ran out (it died or stalled) — ``_id``, ``status``, ``channel``."""
-        cursor = self.deliveries.find(
-            {"status": {"$in": list(OPEN_STATUSES)}, "lease_until": {"$lt": now}},
-            {"_id": 1, "status": 1, "channel": 1},
-        ).limit(limit)
-        return [d async for d in cursor]
+    def save_case(self, fx: Effects, case: KnownCase, now: datetime) -> None:
+        """Remember a case as it is now: its request, units, community and tier."""
+        fx.update(
+            CASES,
+            {"_id": case.case_id},
+            {"$set": {**case.fields(), "updated_at": now}},
+            upsert=True,
+        )
 
-    async def claim_attempt(
-        self,
-        did: str,
-        status: str,
-        owner: str,
-        lease_until: datetime,
-        *,
-        held_by: str | None = None,
-        known: Doc | None = None,
-    ) -> Doc | None:
-        """Take a delivery and mark the attempt in one write: ``status`` -> ``sending``.
+    # — deliveries, as effects —
 
-        ``held_by``: a ``retrying`` delivery is taken by its own holder (``held_by`` = the
-        owner), else only once its lease ran out. ``pending`` and ``deferred`` ones have no
-        holder. Returns the document, or None when it is not (or no longer) in ``status``:
-        sent, failed, uncertain, or taken by another process. From here until the outcome is
-        recorded a crash leaves it ``sending``, and it is never sent again (at most once).
+    def insert_delivery(self, fx: Effects, d: Delivery) -> None:
+        """Record a planned delivery (its unique index refuses a second one)."""
+        fx.insert(DELIVERIES, d.to_doc())
 
-        The take is a conditional ``update_one`` on ``_id``, not ``findAndModify``:
-        SecantusDB answers ``findAndModify`` by scanning the whole collection (about 16 µs
-        per delivery ever recorded — 100 ms at a few thousand), an update by primary key in
-        about a millisecond. ``known``: the document as this process last wrote it (just
-        planned, or its own previous attempt); the taken one is then derived from it instead
-        of read back. Once taken, only the taker writes it, so the read-back is exact.
-        """
-        now = _now()
-        filt: Doc = {"_id": did, "status": status}
-        if status == RETRYING:
-            if held_by is not None:
-                filt["owner"] = held_by
-            else:
-                filt["lease_until"] = {"$lt": now}
-        fields: Doc = {
-            "status": SENDING,
-            "owner": owner,
-            "lease_until": lease_until,
-            "last_attempt_at": now,
-            "updated_at": now,
-        }
-        res = await self.deliveries.update_one(filt, {"$set": fields, "$inc": {"attempts": 1}})
-        if getattr(res, "modified_count", 0) != 1:
-            return None
-        if known is not None:
-            return {**known, **fields, "attempts": int(known.get("attempts") or 0) + 1}
-        return await self.deliveries.find_one({"_id": did})
-
-    async def mark_retrying(
-        self, did: str, owner: str, error: str, retry_at: datetime, lease_until: datetime
-    ) -> None:
-        """The attempt failed and nothing was delivered; this process tries again at
-        ``retry_at``, and any process may after ``lease_until``."""
-        await self.deliveries.update_one(
-            {"_id": did, "status": SENDING, "owner": owner},
+    def reopen(self, fx: Effects, d: Delivery) -> None:
+        """A failed delivery goes back to ``pending`` (its event was replayed)."""
+        fx.update(
+            DELIVERIES,
+            {"_id": d.id, "status": Status.FAILED.value},
             {
                 "$set": {
-                    "status": RETRYING,
-                    "last_error": error[:500],
-                    "next_attempt_at": retry_at,
-                    "lease_until": lease_until,
-                    "updated_at": _now(),
+                    "status": Status.PENDING.value,
+                    "lease_until": d.lease_until,
+                    "updated_at": d.updated_at,
                 }
             },
         )
 
-    async def release(self, did: str, owner: str) -> None:
-        """Hand a delivery between attempts back at once (a clean stop): any replica resumes it."""
-        await self.deliveries.update_one(
-            {"_id": did, "status": RETRYING, "owner": owner},
-            {"$set": {"lease_until": _now(), "updated_at": _now()}},
+    def release(self, fx: Effects, d: Delivery) -> None:
+        """A deferred delivery whose quiet hours ended becomes ``pending``."""
+        fx.update(
+            DELIVERIES,
+            {"_id": d.id, "status": Status.DEFERRED.value},
+            {
+                "$set": {
+                    "status": Status.PENDING.value,
+                    "lease_until": d.lease_until,
+                    "updated_at": d.updated_at,
+                }
+            },
         )
 
-    async def mark_sent(
-        self, session: AsyncClientSession, did: str, provider_id: str | None
+    def _outcome(self, fx: Effects, did: str, owner: str, fields: Doc) -> None:
+        """The outcome of the attempt ``owner`` holds (``sending``): only its taker writes it."""
+        fx.update(
+            DELIVERIES,
+            {"_id": did, "status": Status.SENDING.value, "owner": owner},
+            {"$set": fields},
+        )
+
+    def record_sent(
+        self, fx: Effects, did: str, owner: str, provider_id: str | None, now: datetime
     ) -> None:
-        """The delivery went through (at the end of the transaction, with its event)."""
-        now = _now()
-        fields = {"status": SENT, "sent_at": now, "provider_id": provider_id, "updated_at": now}
-        await self._finish(session, did, fields)
+        """The delivery went through."""
+        fields = {
+            "status": Status.SENT.value,
+            "sent_at": now,
+            "provider_id": provider_id,
+            "updated_at": now,
+        }
+        self._outcome(fx, did, owner, fields)
 
-    async def _finish(self, session: AsyncClientSession, did: str, fields: Doc) -> None:
-        """Record the outcome of the attempt this process holds (``sending``)."""
-        flt = {"_id": did, "status": SENDING}
-        await update_at_end(session, self.deliveries, flt, {"$set": fields})
-
-    async def mark_failed(self, session: AsyncClientSession, did: str, error: str) -> None:
+    def record_failed(self, fx: Effects, did: str, owner: str, error: str, now: datetime) -> None:
         """The delivery failed after its last attempt (a DLQ replay may try it again)."""
-        now = _now()
-        fields = {"status": FAILED, "last_error": error[:500], "failed_at": now, "updated_at": now}
-        await self._finish(session, did, fields)
+        fields = {
+            "status": Status.FAILED.value,
+            "last_error": error[:500],
+            "failed_at": now,
+            "updated_at": now,
+        }
+        self._outcome(fx, did, owner, fields)
 
-    async def get(self, did: str) -> Doc | None:
-        """One delivery."""
-        return await self.deliveries.find_one({"_id": did})
+    def record_retrying(self, fx: Effects, d: Delivery, owner: str) -> None:
+        """The attempt failed and nothing was delivered; ``d`` says when it is tried again
+        (by its holder) and until when it is held."""
+        fields = {
+            "status": Status.RETRYING.value,
+            "last_error": d.last_error,
+            "next_attempt_at": d.next_attempt_at,
+            "lease_until": d.lease_until,
+            "updated_at": d.updated_at,
+        }
+        self._outcome(fx, d.id, owner, fields)
 
-    async def list(self, filt: dict[str, Any], limit: int) -> list[Doc]:
-        """Deliveries matching ``filt``, oldest first."""
-        return [d async for d in self.deliveries.find(filt).sort("created_at", 1).limit(limit)]
+    # — claims: their own writes, acknowledged before the attempts they allow —
+
+    async def claim(
+        self,
+        ids: Sequence[str],
+        take: Take,
+        owner: str,
+        lease_until: datetime,
+        token: str,
+        now: datetime,
+    ) -> int:
+        """Take these deliveries for an attempt in one write — ``sending``, ``attempts + 1``
+        — if each is still as ``take`` expects; how many were taken (``token`` marks
+        them: :meth:`claimed` tells which). From here until its outcome is recorded a crash
+        leaves a delivery ``sending``, and it is never sent again (at most once)."""
+        filt: Doc = {"_id": {"$in": list(ids)}}
+        if take is Take.PENDING:
+            filt["status"] = Status.PENDING.value
+        elif take is Take.OWN_RETRY:
+            filt |= {"status": Status.RETRYING.value, "owner": owner}
+        else:
+            filt |= {
+                "status": {"$in": [s.value for s in OPEN_STATUSES]},
+                "lease_until": {"$lt": now},
+            }
+        fields = {
+            "status": Status.SENDING.value,
+            "owner": owner,
+            "lease_until": lease_until,
+            "last_attempt_at": now,
+            "updated_at": now,
+            "claim": token,
+        }
+        res = await self.deliveries.update_many(filt, {"$set": fields, "$inc": {"attempts": 1}})
+        return int(res.modified_count)
+
+    async def claimed(self, ids: Sequence[str], token: str) -> dict[str, Delivery]:
+        """Which of ``ids`` the claim marked with ``token`` took, as they are now."""
+        cursor = self.deliveries.find({"_id": {"$in": list(ids)}, "claim": token})
+        return {d["_id"]: Delivery.from_doc(d) async for d in cursor}
+
+    async def hand_back(self, ids: Sequence[str], token: str, error: str, now: datetime) -> None:
+        """A claim whose answer was lost (the database went away): nothing was sent, so
+        whatever it took goes back to ``retrying``, free for anyone at once."""
+        await self.deliveries.update_many(
+            {"_id": {"$in": list(ids)}, "status": Status.SENDING.value, "claim": token},
+            {
+                "$set": {
+                    "status": Status.RETRYING.value,
+                    "last_error": error[:500],
+                    "next_attempt_at": now,
+                    "lease_until": now,
+                    "updated_at": now,
+                }
+            },
+        )
+
+    async def release_held(self, ids: Sequence[str], owner: str, now: datetime) -> None:
+        """Deliveries between attempts handed back at once (a clean stop): any replica's
+        sweep resumes them."""
+        await self.deliveries.update_many(
+            {"_id": {"$in": list(ids)}, "status": Status.RETRYING.value, "owner": owner},
+            {"$set": {"lease_until": now, "updated_at": now}},
+        )
+
+    async def resumable(self, now: datetime, limit: int) -> list[Delivery]:
+        """Open deliveries nobody holds: planned but never claimed, or between attempts by a
+        process whose lease ran out (it died or stalled)."""
+        cursor = self.deliveries.find(
+            {"status": {"$in": [s.value for s in OPEN_STATUSES]}, "lease_until": {"$lt": now}}
+        ).limit(limit)
+        return [Delivery.from_doc(d) async for d in cursor]
+
+    # — preferences —
+
+    def put_preference(self, fx: Effects, saved: SavedPreference) -> None:
+        """Replace a recipient's preference."""
+        doc = saved.to_doc()
+        fx.update(
+            PREFERENCES,
+            {"_id": saved.recipient},
+            {"$set": {k: v for k, v in doc.items() if k != "_id"}},
+            upsert=True,
+        )
+        fx.on_commit(self.forget_preferences)
+
+    async def preference(self, recipient: str) -> SavedPreference | None:
+        """One recipient's stored preference."""
+        doc = await self.preferences_col.find_one({"_id": recipient})
+        return SavedPreference.from_doc(doc) if doc is not None else None
+
+    # — the API —
+
+    async def list(self, query: DeliveryQuery, limit: int) -> list[Delivery]:
+        """Deliveries matching ``query``, oldest first."""
+        filt: dict[str, Any] = {}
+        if query.request_id:
+            filt["request_id"] = query.request_id
+        if query.recipients is not None:
+            recipients = list(query.recipients)
+            filt["recipient"] = recipients[0] if len(recipients) == 1 else {"$in": recipients}
+        if query.status:
+            filt["status"] = query.status
+        if query.channel:
+            filt["channel"] = query.channel
+        cursor = self.deliveries.find(filt).sort("created_at", 1).limit(limit)
+        return [Delivery.from_doc(d) async for d in cursor]

@@ -23,6 +23,41 @@ class Preference:
 
 
 @dataclass(frozen=True, slots=True)
+class SavedPreference:
+    """A recipient's preference as stored, with who set it and when."""
+
+    recipient: str
+    preference: Preference
+    updated_by: str | None = None
+    updated_at: datetime | None = None
+
+    def to_doc(self) -> dict[str, Any]:
+        """The stored document."""
+        quiet = self.preference.quiet_hours
+        return {
+            "_id": self.recipient,
+            "channels": [c.value for c in self.preference.channels],
+            "quiet_hours": quiet.as_dict() if quiet else None,
+            "updated_by": self.updated_by,
+            "updated_at": self.updated_at,
+        }
+
+    @classmethod
+    def from_doc(cls, doc: Mapping[str, Any]) -> SavedPreference:
+        """A stored document back."""
+        quiet = doc.get("quiet_hours")
+        return cls(
+            recipient=str(doc["_id"]),
+            preference=Preference(
+                channels=tuple(NotifyChannel(c) for c in doc.get("channels", [])),
+                quiet_hours=QuietHours.parse(quiet["start"], quiet["end"]) if quiet else None,
+            ),
+            updated_by=doc.get("updated_by"),
+            updated_at=doc.get("updated_at"),
+        )
+
+
+@dataclass(frozen=True, slots=True)
 class Planned:
     """One delivery to make: to whom, over what, the message, and not before when."""
 

@@ -16,6 +16,8 @@ from pymongo.asynchronous.database import AsyncDatabase
 
 from services.notify.app import create_app
 from services.notify.config import NotifySettings
+from services.notify.domain.delivery import Delivery
+from services.notify.service import NotifyService
 from tests.support import eventually, on_stack, unique
 from tongxin.contracts.envelope import Envelope, encode_record
 from tongxin.contracts.events import Event
@@ -73,6 +75,12 @@ class Notify:
         )
         return env
 
+    @property
+    def service(self) -> NotifyService:
+        """The running service (its use cases, and through it the store)."""
+        service: NotifyService = self.app.state.rt.extra["ctx"].service
+        return service
+
     async def deliveries(self, **filt: Any) -> list[Doc]:
         return [d async for d in self.db.deliveries.find(filt)]
 
@@ -105,15 +113,15 @@ class Sweeps:
     @classmethod
     def watch(cls, n: Notify) -> Sweeps:
         """Record every sweep of ``n`` from now on (a wrapper at its store's query)."""
-        store = n.app.state.rt.extra["handlers"].dispatcher.store
+        store = n.service.store
         query = store.resumable
         sweeps = cls()
 
-        async def resumable(now: datetime, limit: int) -> list[Doc]:
+        async def resumable(now: datetime, limit: int) -> list[Delivery]:
             sweeps.begun += 1
-            docs: list[Doc] = await query(now, limit)
-            sweeps.found.append({d["_id"] for d in docs})
-            return docs
+            found: list[Delivery] = await query(now, limit)
+            sweeps.found.append({d.id for d in found})
+            return found
 
         store.resumable = resumable
         return sweeps

@@ -17,10 +17,8 @@ from typing import Any
 import pytest
 from pymongo import AsyncMongoClient
 
-from services.notify.channels import notification_id
 from services.notify.config import NotifySettings
-from services.notify.handlers import CONSUMER
-from services.notify.store import delivery_id
+from services.notify.domain.delivery import delivery_id, notification_id
 from tests.integration.notify.harness import Sweeps, running_notify, stack_settings
 from tests.integration.notify.servers import Reply, ScriptedHTTP
 from tests.integration.notify.test_delivery import routed
@@ -197,8 +195,9 @@ async def test_two_replicas_resume_each_abandoned_delivery_once(
 async def test_a_redelivered_event_resumes_its_unattempted_delivery_at_once(
     stack: LocalStack, sink: ScriptedHTTP
 ) -> None:
-    """The event was planned (its id recorded) but the process died before sending: the
-    redelivery sends it — without waiting for the lease — once."""
+    """The event was planned but the process died before sending (so its mark was never
+    committed): the redelivery sends it — without waiting for the lease — once, and plans
+    nothing again."""
     settings = fast(stack, sink)
     settings = settings.model_copy(update={"notify_delivery_lease_s": 3600.0})
     rid = unique("YS-")
@@ -210,7 +209,6 @@ async def test_a_redelivered_event_resumes_its_unattempted_delivery_at_once(
     try:
         db = mongo[settings.db_name("notify")]
         await db.deliveries.insert_one(doc)
-        await db.processed_events.insert_one({"consumer": CONSUMER, "event_id": env.id})
         async with running_notify(settings) as n:
             for _ in range(2):  # redelivered twice: still sent once
                 await n.publish(routed(rid), event_id=env.id)
