@@ -295,33 +295,47 @@ def test_a_change_moves_or_stops_the_visits() -> None:
     assert fresh.change({"cadence_days": 14}, NOW, cadence).next_due == NOW
 
 
+def record(
+    visit: Visit,
+    by: str,
+    *,
+    staff: bool = False,
+    hours: float = 1.0,
+    at: datetime | None = None,
+    now: datetime = NOW,
+) -> str | None:
+    """Record ``visit`` as a volunteer ``by`` (or as staff)."""
+    return visit.record(
+        by=by,
+        by_staff=staff,
+        by_volunteer=not staff,
+        hours=hours,
+        note=None,
+        visited_at=at,
+        now=now,
+    )
+
+
 def test_recording_a_visit_who_when_and_how_late() -> None:
     rec = recipient()
     visit = rec.visit_falls_due(1, NOW, days(7), days(2), NOW)
     with pytest.raises(Forbidden) as err:
-        visit.record(by="v:c", by_staff=False, by_volunteer=True, hours=1, note=None,
-                     visited_at=None, now=NOW)  # fmt: skip
+        record(visit, "v:c")
     assert err.value.code == "not_your_visit"
     with pytest.raises(Invalid) as bad:
-        visit.record(by="v:a", by_staff=False, by_volunteer=True, hours=1, note=None,
-                     visited_at=NOW + days(1), now=NOW)  # fmt: skip
+        record(visit, "v:a", at=NOW + days(1))
     assert bad.value.field == "visited_at"
 
     alert = visit.overdue(NOW + days(2), ["v:a", "v:b"])
     assert alert.request_id == "care:care:1" and alert.due_at == visit.deadline
     assert visit.status == VisitStatus.OVERDUE
     # staff record it for the visit's volunteer, late
-    by = visit.record(by="staff:1", by_staff=True, by_volunteer=False, hours=0.5, note="补访",
-                      visited_at=None, now=NOW + days(3))  # fmt: skip
-    assert by == "v:a" and visit.late is True and visit.status == VisitStatus.COMPLETED
-    assert (visit.recorded_by, visit.visited_by, visit.visited_at) == (
-        "staff:1",
-        "v:a",
-        NOW + days(3),
-    )
+    assert record(visit, "staff:1", staff=True, hours=0.5, now=NOW + days(3)) == "v:a"
+    assert visit.late is True and visit.status == VisitStatus.COMPLETED and visit.hours == 0.5
+    assert (visit.recorded_by, visit.visited_by) == ("staff:1", "v:a")
+    assert visit.visited_at == NOW + days(3)
     with pytest.raises(Conflict) as closed:
-        visit.record(by="v:a", by_staff=False, by_volunteer=True, hours=1, note=None,
-                     visited_at=None, now=NOW + days(3))  # fmt: skip
+        record(visit, "v:a", now=NOW + days(3))
     assert closed.value.code == "visit_closed"
 
 
