@@ -123,8 +123,7 @@ class _Lane:
 
     dispatch: Dispatch
     channel: NotifyChannel
-    limit: int
-    free: int = 0
+    free: int  # slots: the channel's concurrency less the deliveries claimed, not recorded
     queue: deque[_Job] = field(default_factory=deque)
     wake: asyncio.Event = field(default_factory=asyncio.Event)
     worker: asyncio.Task[None] | None = None
@@ -193,10 +192,7 @@ class Dispatch:
             maximum=settings.notify_backoff_max_s,
         )
         self.lease = timedelta(seconds=settings.notify_delivery_lease_s)
-        self.lanes = {
-            c: _Lane(self, c, settings.concurrency_for(c), settings.concurrency_for(c))
-            for c in NotifyChannel
-        }
+        self.lanes = {c: _Lane(self, c, settings.concurrency_for(c)) for c in NotifyChannel}
         self.stopping = False
         self._active: dict[str, _Job] = {}  # deliveries this process is working on
         self._waiting: dict[str, tuple[_Job, asyncio.TimerHandle]] = {}  # between attempts
@@ -243,15 +239,14 @@ class Dispatch:
         try:
             outcomes = await self.send(ready)
         except Exception as exc:  # the database is away: they stay open for the next sweep
-            log.warning(f"{what} deliveries not sent", extra={"error": repr(exc)})
+            log.warning("%s deliveries not sent", what, extra={"error": repr(exc)})
             return
         for o in outcomes:
             if o.result is Result.FAILED:
-                log.warning(
-                    f"{what} delivery failed", extra={"delivery": o.delivery.id, "error": o.error}
-                )
+                extra = {"delivery": o.delivery.id, "error": o.error}
+                log.warning("%s delivery failed", what, extra=extra)
             elif o.result is Result.SENT:
-                log.info(f"{what} delivery sent", extra={"delivery": o.delivery.id})
+                log.info("%s delivery sent", what, extra={"delivery": o.delivery.id})
 
     def _submit(self, r: Ready) -> asyncio.Future[Outcome]:
         job = self._active.get(r.delivery.id)
