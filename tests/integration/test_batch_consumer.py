@@ -270,3 +270,50 @@ def sample(metrics: Metrics, consumer: str, outcome: str) -> float:
             ):
                 total += s.value
     return total
+
+
+async def test_a_stop_gives_up_a_batch_stuck_past_the_grace_and_it_comes_again(rig: Rig) -> None:
+    """At a stop the batch in hand gets ``stop_grace``; one stuck longer (a commit queued
+    behind a backlog) is cancelled — its transaction never commits — and, its offsets not
+    committed, it is delivered again to the next member."""
+    stuck_started = asyncio.Event()
+    cancelled: list[str] = []
+    second_run = False
+
+    async def handle(envs: Sequence[Envelope]) -> Decision[None]:
+        if not second_run:
+            stuck_started.set()
+            try:
+                await asyncio.Event().wait()
+            except asyncio.CancelledError:
+                cancelled.extend(e.key for e in envs)
+                raise
+        d: Decision[None] = Decision()
+        for i, env in enumerate(envs):
+            d.effects.insert("seen", {"key": env.key})
+            d.done(i, None)
+        return d
+
+    group = unique("g.")
+    await rig.send(submitted("G-1"))
+    c = rig.consumer(handle, group)
+    c.stop_grace = 0.5
+    await c.start()
+    try:
+        await asyncio.wait_for(stuck_started.wait(), 30)
+    finally:
+        await asyncio.wait_for(c.stop(), 30)  # bounded by the grace, not the stuck batch
+    assert cancelled == ["G-1"]
+    assert await committed_total(rig, group) == 0
+    assert await rig.db.seen.count_documents({}) == 0
+    second_run = True
+    again = rig.consumer(handle, group)
+    await again.start()
+    try:
+
+        async def handled() -> bool:
+            return await rig.db.seen.count_documents({"key": "G-1"}) == 1
+
+        await eventually(handled, timeout=60, what="the given-up record again")
+    finally:
+        await again.stop()

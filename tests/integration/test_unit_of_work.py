@@ -4,20 +4,26 @@ conflicts, split around a failing input, and the outbox handed to the relay."""
 from __future__ import annotations
 
 import asyncio
+import shutil
+import tempfile
 import time
 from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from pathlib import Path
 
 import pytest
 from pymongo import AsyncMongoClient, monitoring
 from pymongo.asynchronous.database import AsyncDatabase
+from pymongo.errors import ConnectionFailure
 
-from tests.support import unique
+from tests.support import eventually, unique
 from tongxin.contracts.envelope import Envelope
 from tongxin.contracts.events import RequestWithdrawn
+from tongxin.devstack.procs import free_port
+from tongxin.devstack.servers import SecantusServer
 from tongxin.devstack.stack import LocalStack
-from tongxin.runtime.mongo import Busy, Doc
+from tongxin.runtime.mongo import Busy, Doc, make_client
 from tongxin.runtime.outbox import MongoOutbox, OutboxRecord
 from tongxin.runtime.uow import (
     Batcher,
@@ -65,7 +71,7 @@ async def rig(stack: LocalStack) -> AsyncIterator[Rig]:
     await db.create_collection("outbox")
     outbox = MongoOutbox(db, "t.")
     handed: list[OutboxRecord] = []
-    outbox.listen(handed.extend, lambda: None)
+    outbox.listen(handed.extend)
     yield Rig(client, db, UnitOfWork(client, db.name, outbox), handed, commands)
     await client.close()
 
@@ -286,3 +292,95 @@ async def test_an_empty_decision_writes_nothing(rig: Rig) -> None:
     assert await rig.uow.run(["a"], handle) == ["nothing to do"]
     assert rig.commands.names == []
     assert not Effects()
+
+
+async def test_write_conflicts_are_decided_again_and_each_change_counts_once(rig: Rig) -> None:
+    """Concurrent batches that read and write the same document (SecantusDB also makes
+    concurrent transactions on distinct documents conflict) are decided again on fresh
+    reads: every caller succeeds, each increment counts once."""
+    await rig.db.things.insert_one({"_id": "n", "n": 0, "version": 0})
+
+    async def bump(items: Sequence[int]) -> Decision[int]:
+        doc = await rig.db.things.find_one({"_id": "n"})
+        assert doc is not None
+        await asyncio.sleep(0.01)  # overlap with the other callers
+        d: Decision[int] = Decision()
+        d.effects.replace(
+            "things",
+            {"_id": "n", "version": doc["version"]},
+            {"n": doc["n"] + 1, "version": doc["version"] + 1},
+        )
+        d.effects.insert("things", {"k": items[0]})
+        d.done(0, doc["n"] + 1)
+        return d
+
+    out = await asyncio.gather(*(rig.uow.run([i], bump) for i in range(12)))
+    assert sorted(o[0] for o in out) == list(range(1, 13))  # type: ignore[type-var]
+    assert (await rig.db.things.find_one({"_id": "n"}))["n"] == 12
+    assert await rig.db.things.count_documents({"k": {"$exists": True}}) == 12
+    assert rig.uow.stats.redecided > 0  # they did conflict
+
+
+async def test_a_batch_that_is_only_its_bulk_write_survives_a_conflict(rig: Rig) -> None:
+    """A transaction whose first command is the bulkWrite and that meets a write conflict
+    (another transaction holds the document) commits once the holder lets go — on a new
+    session each attempt, so no ``readConcern`` that SecantusDB's bulkWrite refuses rides
+    along (the cause of a request parked after a SIGKILL, CI)."""
+    await rig.db.things.insert_one({"_id": "c", "n": 0})
+    attempts = 0
+
+    async def only_writes(items: Sequence[str]) -> Decision[str]:
+        nonlocal attempts
+        attempts += 1
+        d: Decision[str] = Decision()
+        d.effects.update("things", {"_id": "c"}, {"$inc": {"n": 1}})
+        d.effects.insert("things", {"attempt": attempts})
+        d.done(0, "ok")
+        return d
+
+    async with rig.client.start_session() as holder:  # another transaction holds it
+        await holder.start_transaction()
+        await rig.db.things.update_one({"_id": "c"}, {"$set": {"held": True}}, session=holder)
+        task = asyncio.create_task(rig.uow.run(["x"], only_writes))
+
+        async def conflicted() -> bool:
+            return attempts >= 2
+
+        await eventually(conflicted, what="a conflicted attempt")
+        await holder.abort_transaction()
+    assert await asyncio.wait_for(task, 30) == ["ok"]
+    assert (await rig.db.things.find_one({"_id": "c"}))["n"] == 1
+    assert await rig.db.things.count_documents({"attempt": {"$exists": True}}) == 1
+
+
+async def test_a_stopped_database_is_reported_at_once_and_the_next_batch_commits() -> None:
+    """The database being away goes to the caller at once (HTTP answers 503) instead of
+    being retried like a conflict; once it is back, batches commit again."""
+    data = Path(tempfile.mkdtemp(prefix="tongxin-uow-"))
+    server = SecantusServer(data, free_port())
+    server.start()
+    client = make_client(server.uri, timeout_ms=2000)
+    try:
+        db = client.uow
+        uow = UnitOfWork(client, db.name, MongoOutbox(db))
+
+        async def write(items: Sequence[int]) -> Decision[int]:
+            d: Decision[int] = Decision()
+            for i, item in enumerate(items):
+                d.effects.insert("docs", {"n": item})
+                d.done(i, item)
+            return d
+
+        assert await uow.run([1], write) == [1]
+        await asyncio.to_thread(server.stop)
+        started = time.monotonic()
+        with pytest.raises(ConnectionFailure):
+            await uow.run([2, 3], write)
+        assert time.monotonic() - started < uow.conflict_retry_s  # not retried as a conflict
+        await asyncio.to_thread(server.start)
+        assert await uow.run([4, 5], write) == [4, 5]
+        assert sorted([d["n"] async for d in db.docs.find()]) == [1, 4, 5]
+    finally:
+        await client.close()
+        server.stop()
+        shutil.rmtree(data, ignore_errors=True)

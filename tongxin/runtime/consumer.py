@@ -1,10 +1,12 @@
-"""The consumer runner: handle, then commit; retry with backoff; park poison on ``<topic>.dlq``.
+"""Consumers: each poll is one unit of work; retry with backoff; park poison on ``<topic>.dlq``.
 
-Offsets are committed only after a record was handled (or parked). Handlers are
-idempotent (see ``mongo.handle_once``), so a redelivery after a crash changes nothing.
-Infrastructure errors (database or broker unreachable) are retried without limit and
-never dead-letter a good record; any other error is retried ``max_attempts`` times and
-then the record is parked with ``x-error``, ``x-attempts`` and ``x-consumer`` headers.
+Offsets are committed only after a batch committed (or its bad records were parked). A
+record's processed-event mark commits with its effects, so a redelivery after a crash
+changes nothing. Infrastructure errors (database or broker unreachable, conflicts that
+outlast the unit of work's own retries) are retried without limit and never dead-letter a
+good record; a record the domain refuses is parked at once, and a record that fails for
+any other reason is retried ``max_attempts`` times and then parked, with ``x-error``,
+``x-attempts`` and ``x-consumer`` headers.
 """
 
 from __future__ import annotations
@@ -33,11 +35,10 @@ from tongxin.contracts.envelope import Envelope, InvalidEnvelope, decode_record
 from tongxin.contracts.topics import dlq_topic
 from tongxin.runtime.kafka import PLAINTEXT, KafkaSecurity, Producer, make_consumer
 from tongxin.runtime.metrics import Metrics
+from tongxin.runtime.mongo import PROCESSED
 from tongxin.runtime.uow import Decision, Refused, Retry, UnitOfWork
 
 log = logging.getLogger(__name__)
-
-Handler = Callable[[Envelope], Awaitable[None]]
 
 TRANSIENT_ERRORS: tuple[type[BaseException], ...] = (
     ConnectionFailure,  # includes ServerSelectionTimeoutError
@@ -84,11 +85,6 @@ class RetryPolicy:
         return attempt >= self.max_attempts
 
 
-class PermanentError(Exception):
-    """A handler's verdict that the record can never be handled (invalid input from
-    another platform, say): it is parked on the DLQ at once, without retries."""
-
-
 class _Stopping(Exception):
     """Raised inside a retry wait when the runner is asked to stop."""
 
@@ -106,333 +102,9 @@ def dlq_headers(
     ]
 
 
-class ConsumerRunner:
-    """Runs one consumer group over some topics, dispatching by CloudEvents type."""
-
-    def __init__(
-        self,
-        *,
-        name: str,
-        bootstrap: str,
-        topics: Sequence[str],
-        handlers: Mapping[str, Handler],
-        producer: Producer,
-        metrics: Metrics,
-        policy: RetryPolicy | None = None,
-        group_id: str | None = None,
-        max_records: int = 200,
-        concurrency: int = 64,
-        security: KafkaSecurity = PLAINTEXT,
-        stop_grace: float = 10.0,
-    ) -> None:
-        self.name = name
-        self.topics = list(topics)
-        self.handlers = dict(handlers)
-        self.producer = producer
-        self.metrics = metrics
-        self.policy = policy or RetryPolicy()
-        self.max_records = max_records
-        self.consumer = make_consumer(
-            *self.topics,
-            bootstrap=bootstrap,
-            security=security,
-            group_id=group_id or name,
-            enable_auto_commit=False,
-            auto_offset_reset="earliest",
-            session_timeout_ms=10000,
-            heartbeat_interval_ms=3000,
-            max_poll_interval_ms=300000,
-        )
-        self.stop_grace = stop_grace
-        self._stop = asyncio.Event()
-        # resolved when the records in hand did not finish within ``stop_grace`` of a stop:
-        # they are given up (their transactions roll back) and delivered again later; one
-        # future every record's wait shares (created on first use, inside the loop)
-        self._abandoned: asyncio.Future[None] | None = None
-        self._slots = asyncio.Semaphore(max(1, concurrency))  # records handled at once
-        self._task: asyncio.Task[None] | None = None
-
-    async def start(self) -> None:
-        """Join the group and start consuming in the background."""
-        await self.consumer.start()
-        self._task = asyncio.create_task(self._run(), name=f"consumer:{self.name}")
-
-    async def stop(self) -> None:
-        """Finish the records in hand (for at most ``stop_grace`` s: under a backlog their
-        transactions can wait long for the database, and a process manager's SIGKILL comes
-        after its own grace), commit what was handled, leave the group."""
-        self._stop.set()
-        if self._task:
-            try:
-                await asyncio.wait_for(asyncio.shield(self._task), self.stop_grace)
-            except TimeoutError:
-                log.warning(
-                    "records still in hand at stop are given up; they will be delivered again",
-                    extra={"consumer": self.name, "grace_s": self.stop_grace},
-                )
-                self._abandoned_future().set_result(None)
-                await self._task
-        await self.consumer.stop()
-
-    def _abandoned_future(self) -> asyncio.Future[None]:
-        if self._abandoned is None:
-            self._abandoned = asyncio.get_running_loop().create_future()
-        return self._abandoned
-
-    async def _unless_abandoned(self, work: Awaitable[None]) -> None:
-        """Run ``work``; if the runner gives up its records meanwhile, cancel it (nothing of
-        an unfinished transaction stays) and raise ``_Stopping`` (the record is unhandled)."""
-        task = asyncio.ensure_future(work)
-        abandoned = self._abandoned_future()
-        if not abandoned.done():
-            await asyncio.wait({task, abandoned}, return_when=asyncio.FIRST_COMPLETED)
-            if task.done():
-                task.result()
-                return
-        task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await task
-        raise _Stopping
-
-    async def _run(self) -> None:
-        while not self._stop.is_set():
-            try:
-                batch = await self.consumer.getmany(timeout_ms=500, max_records=self.max_records)
-            except KafkaError as exc:
-                log.warning("poll failed", extra={"consumer": self.name, "error": repr(exc)})
-                await self._wait(1.0)
-                continue
-            if not batch:
-                continue
-            try:
-                done = await asyncio.gather(
-                    *(self._partition(tp, recs) for tp, recs in batch.items())
-                )
-                offsets = {tp: off for tp, off in done if off is not None}
-                await self._commit(offsets)
-                self._observe_lag(offsets)
-            except Exception:
-                # never let the loop die silently while the member keeps its partitions:
-                # rewind to the batch's start so nothing is skipped (handlers dedupe)
-                log.exception("consumer batch failed", extra={"consumer": self.name})
-                assigned = self.consumer.assignment()
-                for tp, recs in batch.items():
-                    if tp in assigned and recs:
-                        with contextlib.suppress(IllegalStateError, AssertionError):
-                            self.consumer.seek(tp, recs[0].offset)
-                with contextlib.suppress(_Stopping):
-                    await self._wait(1.0)
-        log.info("consumer stopped", extra={"consumer": self.name})
-
-    def _observe_lag(self, offsets: dict[TopicPartition, int]) -> None:
-        assigned = self.consumer.assignment()
-        for tp, position in offsets.items():
-            if tp not in assigned:  # moved to another member by a rebalance meanwhile
-                continue
-            try:
-                end = self.consumer.highwater(tp)
-            except (IllegalStateError, AssertionError):
-                continue
-            if end is not None:
-                self.metrics.consumer_lag.labels(self.name, tp.topic, str(tp.partition)).set(
-                    max(0, end - position)
-                )
-
-    async def _commit(self, offsets: dict[TopicPartition, int]) -> None:
-        if not offsets:
-            return
-        try:
-            await self.consumer.commit(offsets)
-        except (CommitFailedError, IllegalStateError, KafkaError) as exc:
-            # partitions moved to another member; it will redeliver and handlers dedupe
-            log.warning("commit failed", extra={"consumer": self.name, "error": repr(exc)})
-
-    async def _partition(
-        self, tp: TopicPartition, records: list[ConsumerRecord[bytes, bytes]]
-    ) -> tuple[TopicPartition, int | None]:
-        """Handle one partition's records; returns the offset to commit.
-
-        Records of one key (one request) are handled in order, one after the other; the
-        keys of a batch are handled side by side (at most ``concurrency`` records of the
-        runner at a time), so one slow or retried record does not hold up other requests
-        and the database sees fewer, larger transactions (``mongo.in_transaction``).
-        The offset committed is the end of the handled prefix of the partition's records:
-        anything after a record left unhandled (the runner stopped) is delivered again
-        and deduplicated by its handler.
-        """
-        lanes: dict[bytes | None, list[ConsumerRecord[bytes, bytes]]] = {}
-        for rec in records:
-            lanes.setdefault(rec.key, []).append(rec)
-        handled: set[int] = set()
-        if len(lanes) == 1:
-            for rec in records:
-                if self._stop.is_set():
-                    break
-                try:
-                    await self._unless_abandoned(self._handle_record(rec))
-                except _Stopping:
-                    break
-                handled.add(rec.offset)
-        else:
-            settled = {rec.offset: asyncio.Event() for rec in records}
-
-            def turn_of(offset: int) -> Callable[[], Awaitable[None]]:
-                async def turn() -> None:
-                    self._slots.release()  # waiting must not keep earlier records out
-                    try:
-                        for off, ev in settled.items():
-                            if off >= offset:
-                                break
-                            await ev.wait()
-                    finally:
-                        await self._slots.acquire()
-                    if self._stop.is_set():
-                        raise _Stopping
-
-                return turn
-
-            async def lane(recs: list[ConsumerRecord[bytes, bytes]]) -> None:
-                try:
-                    for rec in recs:
-                        if self._stop.is_set():
-                            return
-                        try:
-                            async with self._slots:
-                                await self._unless_abandoned(
-                                    self._handle_record(rec, turn_of(rec.offset))
-                                )
-                        except _Stopping:
-                            return
-                        handled.add(rec.offset)
-                        settled[rec.offset].set()
-                finally:
-                    for rec in recs:  # left unhandled: nobody waits for them
-                        settled[rec.offset].set()
-
-            results = await asyncio.gather(
-                *(lane(recs) for recs in lanes.values()), return_exceptions=True
-            )
-            for res in results:
-                if isinstance(res, BaseException):
-                    raise res
-        next_offset: int | None = None
-        for rec in records:
-            if rec.offset not in handled:
-                break
-            next_offset = rec.offset + 1
-        return tp, next_offset
-
-    async def _wait(self, seconds: float) -> None:
-        try:
-            await asyncio.wait_for(self._stop.wait(), timeout=seconds)
-        except TimeoutError:
-            return
-        raise _Stopping
-
-    async def _handle_record(
-        self,
-        rec: ConsumerRecord[bytes, bytes],
-        turn: Callable[[], Awaitable[None]] | None = None,
-    ) -> None:
-        """Handle one record (retries, then parking). ``turn`` returns once every earlier
-        record of the partition's batch is settled: records are parked in partition order."""
-        topic = rec.topic
-        try:
-            env = decode_record(rec.key, rec.value, rec.headers)
-        except InvalidEnvelope as exc:
-            await self._dead_letter(turn, rec, f"InvalidEnvelope: {exc}", 1, "?")
-            return
-        handler = self.handlers.get(env.type)
-        if handler is None:
-            self.metrics.events_consumed.labels(self.name, topic, "other", "ignored").inc()
-            return
-        started = time.perf_counter()
-        attempt = 0
-        while True:
-            try:
-                await handler(env)
-                break
-            except Exception as exc:
-                if is_transient(exc):
-                    log.warning(
-                        "infrastructure error; retrying",
-                        extra={"consumer": self.name, "event_id": env.id, "error": repr(exc)},
-                    )
-                    await self._wait(self.policy.maximum)
-                    continue
-                attempt += 1
-                if isinstance(exc, PermanentError):
-                    await self._dead_letter(
-                        turn, rec, f"{type(exc).__name__}: {exc}", attempt, env.type
-                    )
-                    return
-                self.metrics.handler_retries.labels(self.name, env.type).inc()
-                log.warning(
-                    "handler failed",
-                    extra={
-                        "consumer": self.name,
-                        "event_id": env.id,
-                        "type": env.type,
-                        "attempt": attempt,
-                        "error": repr(exc),
-                    },
-                )
-                if self.policy.exhausted(attempt):
-                    await self._dead_letter(
-                        turn, rec, f"{type(exc).__name__}: {exc}", attempt, env.type
-                    )
-                    return
-                await self._wait(self.policy.delay(attempt))
-        self.metrics.handler_seconds.labels(self.name, env.type).observe(
-            time.perf_counter() - started
-        )
-        # from the event's ce_time (when its producer committed it) to handled here
-        age = (datetime.now(UTC) - env.time).total_seconds()
-        self.metrics.event_age.labels(self.name, env.type).observe(max(0.0, age))
-        self.metrics.events_consumed.labels(self.name, topic, env.type, "handled").inc()
-
-    async def _dead_letter(
-        self,
-        turn: Callable[[], Awaitable[None]] | None,
-        rec: ConsumerRecord[bytes, bytes],
-        error: str,
-        attempts: int,
-        ce_type: str,
-    ) -> None:
-        if turn is not None:
-            await turn()
-        headers = dlq_headers(list(rec.headers), error, attempts, self.name)
-        while True:
-            try:
-                await self.producer.send_and_wait(
-                    dlq_topic(rec.topic), value=rec.value, key=rec.key, headers=headers
-                )
-                break
-            except KafkaError as exc:
-                log.warning("dead-letter publish failed", extra={"error": repr(exc)})
-                await self._wait(1.0)
-        self.metrics.dlq.labels(self.name, rec.topic).inc()
-        self.metrics.events_consumed.labels(
-            self.name, rec.topic, ce_type if ce_type != "?" else "invalid", "dead_lettered"
-        ).inc()
-        log.error(
-            "record parked on dead-letter topic",
-            extra={
-                "consumer": self.name,
-                "topic": rec.topic,
-                "partition": rec.partition,
-                "offset": rec.offset,
-                "attempts": attempts,
-                "error": error[:300],
-            },
-        )
-
-
 # — batch-native consumption (the unit of work) —
 
 BatchHandle = Callable[[Sequence[Envelope]], Awaitable[Decision[None]]]
-
-PROCESSED = "processed_events"
 
 
 class BatchConsumer:
@@ -665,7 +337,7 @@ class BatchConsumer:
         retried with backoff, then parked. Returns its final outcome."""
         attempt = 1
         while True:
-            if isinstance(exc, Refused | PermanentError):
+            if isinstance(exc, Refused):
                 await self._park(rec, f"{type(exc).__name__}: {exc}", attempt, env.type)
                 self._parked.add(mark_key(env))
                 return exc

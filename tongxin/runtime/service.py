@@ -8,11 +8,10 @@ the network at import time.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import time
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Mapping, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from typing import Annotated, Any, TypeVar
@@ -25,13 +24,7 @@ from pymongo import AsyncMongoClient
 from pymongo.asynchronous.database import AsyncDatabase
 
 from tongxin.runtime.auth import Principal, install_verifier, principal_from_header
-from tongxin.runtime.consumer import (
-    BatchConsumer,
-    BatchHandle,
-    ConsumerRunner,
-    Handler,
-    RetryPolicy,
-)
+from tongxin.runtime.consumer import BatchConsumer, BatchHandle, RetryPolicy
 from tongxin.runtime.debug import install_task_dump
 from tongxin.runtime.dlq import watch_pending
 from tongxin.runtime.errors import ApiError, install_error_handlers
@@ -47,11 +40,9 @@ from tongxin.runtime.logs import configure_logging
 from tongxin.runtime.metrics import Metrics
 from tongxin.runtime.mongo import (
     PROCESSED_INDEXES,
-    WAIT_DEADLINE,
     Busy,
     Doc,
     IndexSpec,
-    drain_transactions,
     ensure_indexes,
     make_client,
     wait_ready,
@@ -74,15 +65,13 @@ WRITE_METHODS = frozenset({"POST", "PUT", "PATCH", "DELETE"})
 
 @dataclass(frozen=True, slots=True)
 class Subscription:
-    """A consumer group of this service: contract topic names and what handles them —
-    ``handle`` a whole poll at a time for the CE ``types`` it takes (the unit of work), or
-    (older services, until they move) ``handlers`` by CE type, one record at a time."""
+    """A consumer group of this service: contract topic names, and the use case that
+    decides a whole poll at a time for the CE ``types`` it takes (one unit of work)."""
 
     name: str
     topics: Sequence[str]
-    handlers: Mapping[str, Handler] = field(default_factory=dict)
-    handle: BatchHandle | None = None
-    types: frozenset[str] = frozenset()
+    handle: BatchHandle
+    types: frozenset[str]
 
 
 @dataclass
@@ -98,7 +87,7 @@ class ServiceRuntime:
     outbox: MongoOutbox
     relay: OutboxRelay
     uow: UnitOfWork
-    consumers: list[ConsumerRunner | BatchConsumer] = field(default_factory=list)
+    consumers: list[BatchConsumer] = field(default_factory=list)
     tasks: list[asyncio.Task[None]] = field(default_factory=list)
     # set when the process stops; background loops of a service watch it
     stopping: asyncio.Event = field(default_factory=asyncio.Event)
@@ -195,37 +184,22 @@ async def start_runtime(
     )
     try:
         for sub in await setup(rt):
-            runner: ConsumerRunner | BatchConsumer
-            if sub.handle is not None:
-                runner = BatchConsumer(
-                    name=f"{name}.{sub.name}",
-                    group_id=f"{settings.topic_prefix}tongxin.{name}.{sub.name}",
-                    bootstrap=settings.kafka_bootstrap,
-                    topics=[settings.topic(t) for t in sub.topics],
-                    handle=sub.handle,
-                    types=sub.types,
-                    uow=uow,
-                    producer=producer,
-                    metrics=metrics,
-                    policy=policy,
-                    security=security,
-                    stop_grace=settings.consumer_stop_grace_s,
-                    max_records=settings.consumer_max_records,
-                    instance=settings.instance,
-                )
-            else:
-                runner = ConsumerRunner(
-                    name=f"{name}.{sub.name}",
-                    group_id=f"{settings.topic_prefix}tongxin.{name}.{sub.name}",
-                    bootstrap=settings.kafka_bootstrap,
-                    topics=[settings.topic(t) for t in sub.topics],
-                    handlers=sub.handlers,
-                    producer=producer,
-                    metrics=metrics,
-                    policy=policy,
-                    security=security,
-                    stop_grace=settings.consumer_stop_grace_s,
-                )
+            runner = BatchConsumer(
+                name=f"{name}.{sub.name}",
+                group_id=f"{settings.topic_prefix}tongxin.{name}.{sub.name}",
+                bootstrap=settings.kafka_bootstrap,
+                topics=[settings.topic(t) for t in sub.topics],
+                handle=sub.handle,
+                types=sub.types,
+                uow=uow,
+                producer=producer,
+                metrics=metrics,
+                policy=policy,
+                security=security,
+                stop_grace=settings.consumer_stop_grace_s,
+                max_records=settings.consumer_max_records,
+                instance=settings.instance,
+            )
             await runner.start()
             rt.consumers.append(runner)
         consumed = sorted({t for c in rt.consumers for t in c.topics})
@@ -265,7 +239,6 @@ async def stop_runtime(rt: ServiceRuntime) -> None:
             log.warning("close failed", extra={"error": repr(exc)})
     rt.relay.stop()
     await asyncio.gather(*rt.tasks, return_exceptions=True)
-    await drain_transactions(rt.mongo)
     await rt.producer.stop()
     await rt.mongo.close()
     log.info("service stopped", extra={"service": rt.name})
@@ -401,13 +374,10 @@ def create_service_app(
         except TimeoutError:
             raise Busy(f"no turn for a write within {budget:g} s") from None
         request.state.write_deadline = deadline  # what is left of it bounds the batch queue
-        token = WAIT_DEADLINE.set(deadline)  # what is left of it bounds the database queue
         try:
             yield
         finally:
             writes.release()
-            with contextlib.suppress(ValueError):  # the exit may run in another context
-                WAIT_DEADLINE.reset(token)
 
     app = FastAPI(title=title, version="0.1.0", lifespan=lifespan, dependencies=[Depends(admit)])
     app.state.metrics = metrics

@@ -12,7 +12,7 @@ import asyncio
 import json
 import shutil
 import tempfile
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -30,7 +30,7 @@ from tongxin.devstack.procs import free_port
 from tongxin.devstack.stack import LocalStack
 from tongxin.devstack.tls import TlsFiles, make_tls_files
 from tongxin.runtime import kafka as kafka_runtime
-from tongxin.runtime.consumer import ConsumerRunner, RetryPolicy
+from tongxin.runtime.consumer import BatchConsumer, RetryPolicy
 from tongxin.runtime.kafka import (
     KafkaAuthenticationError,
     KafkaSecurity,
@@ -40,7 +40,10 @@ from tongxin.runtime.kafka import (
     wait_broker,
 )
 from tongxin.runtime.metrics import Metrics
+from tongxin.runtime.mongo import PROCESSED_INDEXES, ensure_indexes, make_client
+from tongxin.runtime.outbox import MongoOutbox
 from tongxin.runtime.settings import REPO_ROOT, ServiceSettings
+from tongxin.runtime.uow import Decision, UnitOfWork
 
 USER = "tongxin"
 PASSWORD = "scram-test-password-Ω-1"  # non-ASCII on purpose (SCRAM normalises)
@@ -188,25 +191,36 @@ async def test_sasl_ssl_refuses_a_broker_certificate_it_cannot_verify(
         await wait_broker(secured.sasl_ssl, security=untrusting)
 
 
-async def test_consumer_runner_handles_records_over_sasl(secured: SecuredBroker) -> None:
-    from tests.integration.test_consumer_runner import submitted
+async def test_the_batch_consumer_handles_records_over_sasl(
+    secured: SecuredBroker, stack: LocalStack
+) -> None:
+    from tests.integration.test_batch_consumer import submitted
 
     security = sasl_security()
     topic = unique("sasl-runner.")
     await ensure_topics(secured.sasl, [(topic, 1), (f"{topic}.dlq", 1)], security=security)
     producer = make_producer(secured.sasl, security=security)
     await producer.start()
+    client = make_client(stack.mongodb_uri)
+    db = client[unique("sasl_")]
+    await ensure_indexes(db, PROCESSED_INDEXES)
     seen: list[str] = []
 
-    async def handle(env: Envelope) -> None:
-        seen.append(env.id)
+    async def handle(envs: Sequence[Envelope]) -> Decision[None]:
+        d: Decision[None] = Decision()
+        for i, env in enumerate(envs):
+            d.effects.on_commit(lambda env=env: seen.append(env.id))  # type: ignore[misc]
+            d.done(i, None)
+        return d
 
     env = submitted(unique("YS-"))
-    runner = ConsumerRunner(
+    runner = BatchConsumer(
         name=unique("sasl-runner-"),
         bootstrap=secured.sasl,
         topics=[topic],
-        handlers={env.type: handle},
+        handle=handle,
+        types=frozenset({env.type}),
+        uow=UnitOfWork(client, db.name, MongoOutbox(db)),
         producer=producer,
         metrics=Metrics(unique("m")),
         policy=RetryPolicy(max_attempts=2, initial=0.05, maximum=0.1),
@@ -220,6 +234,7 @@ async def test_consumer_runner_handles_records_over_sasl(secured: SecuredBroker)
     finally:
         await runner.stop()
         await producer.stop()
+        await client.close()
     assert seen == [env.id]
 
 
