@@ -46,9 +46,8 @@ from services.volunteer.service import (
     Register,
     VolunteerService,
 )
-from services.volunteer.store import now_utc
 from tongxin.contracts.enums import CareType, Skill
-from tongxin.runtime.auth import Principal, Role
+from tongxin.runtime.auth import STAFF_ROLES, Principal, Role
 from tongxin.runtime.errors import ApiError
 from tongxin.runtime.mongo import Doc
 from tongxin.runtime.service import (
@@ -82,12 +81,11 @@ def get_ctx(request: Request) -> VolunteerContext:
 
 
 CtxDep = Annotated[VolunteerContext, Depends(get_ctx)]
-STAFF = frozenset({Role.STAFF, Role.ADMIN})
 
 
 def is_staff(p: Principal) -> bool:
     """Community staff or an administrator."""
-    return p.role in STAFF
+    return p.role in STAFF_ROLES
 
 
 def require_staff(p: Principal, what: str) -> None:
@@ -291,7 +289,7 @@ async def squad_leaderboard(
     days: Annotated[int | None, Query(ge=1, le=3660, description="default: all time")] = None,
 ) -> list[dict[str, Any]]:
     """Squads ranked by hours of service (in the last ``days``, or all time)."""
-    since = now_utc() - timedelta(days=days) if days else None
+    since = ctx.service.clock() - timedelta(days=days) if days else None
     rows: list[dict[str, Any]] = [
         {
             "squad_id": s.id,
@@ -522,7 +520,7 @@ async def overdue_visits(
     confined = staff_community(principal)
     if confined and community and community != confined:
         return []
-    now = now_utc()
+    now = ctx.service.clock()
     return [
         {
             **_view(v.to_doc()),

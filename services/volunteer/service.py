@@ -18,10 +18,10 @@ import asyncio
 import copy
 import logging
 import time
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
-from typing import Any, TypeVar
+from typing import Any, Generic, Protocol, TypeVar
 
 from pydantic import ValidationError
 
@@ -55,7 +55,7 @@ from tongxin.contracts.enums import CareType
 from tongxin.contracts.envelope import Envelope
 from tongxin.contracts.events import CaseClosed, CaseResolved, CaseRouted, Event
 from tongxin.contracts.topics import VOLUNTEER_TASKS
-from tongxin.runtime.auth import Principal, Role
+from tongxin.runtime.auth import STAFF_ROLES, Principal, Role
 from tongxin.runtime.mongo import Doc
 from tongxin.runtime.scheduler import add, cancel, cancel_subject, schedule
 from tongxin.runtime.service import ServiceRuntime
@@ -66,7 +66,6 @@ log = logging.getLogger(__name__)
 OFFER_EXPIRY = "offer_expiry"
 CARE_GENERATE = "care_generate"
 CARE_OVERDUE = "care_overdue"
-STAFF = frozenset({Role.STAFF, Role.ADMIN})
 PLACE_FIELDS = ("community", "compound", "lat", "lng")
 
 Clock = Callable[[], datetime]
@@ -120,6 +119,46 @@ def _events_only(inputs: Sequence[In | Exception], decided: Decision[Out]) -> De
     return out
 
 
+class _Record(Protocol):
+    id: str
+    version: int
+
+
+R = TypeVar("R", bound=_Record)
+
+
+class _Kept(Generic[R]):
+    """Records of one kind in a batch: as loaded (their versions condition the writes),
+    as the inputs so far left them, and which were created or changed — written once each,
+    in the order they first changed."""
+
+    def __init__(self, loaded: Mapping[str, R]) -> None:
+        self.loaded = dict(loaded)
+        self.current = copy.deepcopy(self.loaded)
+        self.new: set[str] = set()
+        self.changed: list[str] = []
+
+    def get(self, rid: str) -> R | None:
+        """The record as the batch left it so far."""
+        return self.current.get(rid)
+
+    def __contains__(self, rid: str) -> bool:
+        return rid in self.current
+
+    def keep(self, record: R, *, new: bool = False) -> None:
+        """``record`` is now the batch's (``new``: it is inserted, not replaced)."""
+        self.current[record.id] = record
+        if new:
+            self.new.add(record.id)
+        if record.id not in self.changed:
+            self.changed.append(record.id)
+
+    def writes(self) -> Iterator[tuple[R, int | None]]:
+        """Each changed record with the version it was read at (None: a new one)."""
+        for rid in self.changed:
+            yield self.current[rid], None if rid in self.new else self.loaded[rid].version
+
+
 # — the task walk —
 
 
@@ -165,12 +204,9 @@ TaskInput = Route | CaseEnded | Answer | Expire
 class _TaskBatch:
     """The tasks of one batch as the inputs so far left them."""
 
-    loaded: dict[str, Task]  # as stored (their version is the condition of the write)
-    tasks: dict[str, Task]  # current state
-    pool: Pool | None  # the batch's candidates and the loads it gave them
+    tasks: _Kept[Task]
+    pool: Pool | None = None  # the batch's candidates and the loads it gave them
     pool_seconds: float = 0.0  # how long loading the candidates took
-    new: set[str] = field(default_factory=set)  # opened in this batch: inserted
-    touched: list[str] = field(default_factory=list)  # changed: written once, in order
     outcomes: list[str] = field(default_factory=list)  # metrics after the commit
     match_seconds: list[float] = field(default_factory=list)
     hours: list[float] = field(default_factory=list)
@@ -209,7 +245,7 @@ class TaskWalk:
         each input in order, write each changed task once."""
         now = self.clock()
         loaded = await self.store.tasks_by_id(_task_id(i) for i in inputs)
-        batch = _TaskBatch(loaded, copy.deepcopy(loaded), None)
+        batch = _TaskBatch(_Kept(loaded))
         skills = self._skills_to_match(inputs, loaded)
         if skills:
             started = time.perf_counter()
@@ -222,12 +258,11 @@ class TaskWalk:
                 decision.done(n, self._apply(item, batch, fx, now))
             except Rejected as exc:  # the rules turned it down: its own effects are none
                 decision.refuse(n, exc)
-        for tid in batch.touched:
-            task = batch.tasks[tid]
-            if tid in batch.new:
+        for task, read in batch.tasks.writes():
+            if read is None:
                 self.store.insert_task(fx, task)
             else:
-                self.store.save_task(fx, task, batch.loaded[tid].version)
+                self.store.save_task(fx, task, read)
         fx.on_commit(lambda: self._observe(batch))
         return decision
 
@@ -273,8 +308,9 @@ class TaskWalk:
         if not case.needs_volunteers or not case.skills:
             return None
         tid = task_id_for(case.case_id)
-        if tid in batch.tasks:  # a second case.routed for the same case (e.g. a revision)
-            return batch.tasks[tid]
+        opened = batch.tasks.get(tid)
+        if opened is not None:  # a second case.routed for the same case (e.g. a revision)
+            return opened
         lat, lng = self.places.point(case.compound)
         task = Task(
             id=tid,
@@ -293,7 +329,6 @@ class TaskWalk:
             updated_at=now,
         )
         offered = self._offer(task, batch, now)
-        batch.new.add(tid)
         self._moved(None, task, [offered], batch, fx, now)
         return task
 
@@ -301,7 +336,7 @@ class TaskWalk:
         current = batch.tasks.get(item.task_id)
         if current is None:
             raise NotFound(f"No task {item.task_id}.")
-        refusal = current.refusal(item.action, item.by.sub, item.by.role in STAFF, now)
+        refusal = current.refusal(item.action, item.by.sub, item.by.role in STAFF_ROLES, now)
         if refusal is not None:
             raise refusal.error()
         task = copy.deepcopy(current)
@@ -389,9 +424,7 @@ class TaskWalk:
     ) -> None:
         """Keep ``task`` as the batch's, move the loads, add its new offer's deadline and
         publish its events (through the outbox, in order, noted in its history)."""
-        batch.tasks[task.id] = task
-        if task.id not in batch.touched:
-            batch.touched.append(task.id)
+        batch.tasks.keep(task, new=before is None)
         if batch.pool is not None:
             batch.pool.moved(before.holder if before else None, task.holder)
         new_offer = task.status == TaskStatus.OFFERED and (
@@ -530,27 +563,12 @@ CareInput = Register | ChangeRecipient | RecordVisit | VisitDue | VisitMissed
 class _CareBatch:
     """The recipients and visits of one batch as the inputs so far left them."""
 
-    loaded_recipients: dict[str, Recipient]
-    recipients: dict[str, Recipient]
-    loaded_visits: dict[str, Visit]
-    visits: dict[str, Visit]
+    recipients: _Kept[Recipient]
+    visits: _Kept[Visit]
     volunteers: dict[str, Volunteer]  # those the batch assigns (to check they exist)
-    new: set[str] = field(default_factory=set)  # recipient or visit ids inserted
-    touched_recipients: list[str] = field(default_factory=list)
-    touched_visits: list[str] = field(default_factory=list)
     outcomes: list[str] = field(default_factory=list)
     hours: list[float] = field(default_factory=list)
     logs: list[tuple[int, str, dict[str, Any]]] = field(default_factory=list)
-
-    def keep_recipient(self, rec: Recipient) -> None:
-        self.recipients[rec.id] = rec
-        if rec.id not in self.touched_recipients:
-            self.touched_recipients.append(rec.id)
-
-    def keep_visit(self, visit: Visit) -> None:
-        self.visits[visit.id] = visit
-        if visit.id not in self.touched_visits:
-            self.touched_visits.append(visit.id)
 
 
 class CareVisits:
@@ -606,26 +624,22 @@ class CareVisits:
         rids += [i.recipient_id for i in inputs if isinstance(i, VisitDue)]
         rids += [v.recipient_id for v in visits.values()]
         recipients = await self.store.recipients_by_id(rids)
-        batch = _CareBatch(
-            recipients, copy.deepcopy(recipients), visits, copy.deepcopy(visits), volunteers
-        )
+        batch = _CareBatch(_Kept(recipients), _Kept(visits), volunteers)
         for n, item in enumerate(inputs):
             try:
                 decision.done(n, self._apply(n, item, ids, batch, fx, now))
             except Rejected as exc:
                 decision.refuse(n, exc)
-        for rid in batch.touched_recipients:
-            rec = batch.recipients[rid]
-            if rid in batch.new:
+        for rec, read in batch.recipients.writes():
+            if read is None:
                 self.store.insert_recipient(fx, rec)
             else:
-                self.store.save_recipient(fx, rec, batch.loaded_recipients[rid].version)
-        for vid in batch.touched_visits:
-            visit = batch.visits[vid]
-            if vid in batch.new:
+                self.store.save_recipient(fx, rec, read)
+        for visit, read in batch.visits.writes():
+            if read is None:
                 self.store.insert_visit(fx, visit)
             else:
-                self.store.save_visit(fx, visit, batch.loaded_visits[vid].version)
+                self.store.save_visit(fx, visit, read)
         fx.on_commit(lambda: self._observe(batch))
         return decision
 
@@ -686,8 +700,7 @@ class CareVisits:
         rec = Recipient.from_doc(doc)
         rec.created_at = rec.updated_at = now
         rec.active, rec.next_seq = True, 1
-        batch.new.add(rid)
-        batch.keep_recipient(rec)
+        batch.recipients.keep(rec, new=True)
         add(
             fx,
             generate_deadline_id(rid, 1),
@@ -710,15 +723,15 @@ class CareVisits:
             self._check_assigned(item.changes["assigned_volunteers"], batch)
         rec = copy.deepcopy(current)
         moved = rec.change(item.changes, now, self.settings.care_cadence)
-        batch.keep_recipient(rec)
+        batch.recipients.keep(rec)
         if moved.stopped:
             cancel_subject(fx, generate_subject(rec.id), now)
             cancel_subject(fx, overdue_subject(rec.id), now)
-            for visit in list(batch.visits.values()):
+            for visit in list(batch.visits.current.values()):
                 if visit.recipient_id == rec.id and visit.status == VisitStatus.OPEN:
                     stopped = copy.deepcopy(visit)
                     stopped.cancel(now)
-                    batch.keep_visit(stopped)
+                    batch.visits.keep(stopped)
         elif moved.next_due is not None:
             cancel_subject(fx, generate_subject(rec.id), now)
             self._schedule_generation(fx, rec.id, rec.next_seq, moved.next_due)
@@ -732,20 +745,20 @@ class CareVisits:
         visit = copy.deepcopy(current)
         volunteer = visit.record(
             by=item.by.sub,
-            by_staff=item.by.role in STAFF,
+            by_staff=item.by.role in STAFF_ROLES,
             by_volunteer=item.by.role == Role.VOLUNTEER,
             hours=item.hours,
             note=item.note,
             visited_at=item.visited_at,
             now=now,
         )
-        batch.keep_visit(visit)
+        batch.visits.keep(visit)
         cancel(fx, overdue_deadline_id(visit.id), now)
         rec = batch.recipients.get(visit.recipient_id)
         if rec is not None:
             rec = copy.deepcopy(rec)
             rec.last_visit_at = visit.visited_at
-            batch.keep_recipient(rec)
+            batch.recipients.keep(rec)
         if volunteer:
             self.store.add_hours(
                 fx,
@@ -774,10 +787,9 @@ class CareVisits:
         visit = rec.visit_falls_due(
             item.seq, item.due, cadence, self.settings.care_visit_window, now
         )
-        batch.keep_recipient(rec)
+        batch.recipients.keep(rec)
         if visit.id not in batch.visits:
-            batch.new.add(visit.id)
-            batch.keep_visit(visit)
+            batch.visits.keep(visit, new=True)
         schedule(
             fx,
             overdue_deadline_id(visit.id),
@@ -801,7 +813,7 @@ class CareVisits:
         event = visit.overdue(now, list(rec.assigned_volunteers) if rec else [])
         env = Envelope.wrap(event, self.source)
         visit.alert_event_id = env.id
-        batch.keep_visit(visit)
+        batch.visits.keep(visit)
         fx.emit(VOLUNTEER_TASKS.name, env)
         batch.outcomes.append("overdue")
         batch.logs.append((logging.WARNING, "care visit overdue", {"visit": visit.id}))
@@ -943,15 +955,10 @@ RegistryRecord = Volunteer | Squad | Brigade
 
 @dataclass
 class _RegistryBatch:
-    loaded: dict[str, Volunteer]
-    volunteers: dict[str, Volunteer]
-    loaded_squads: dict[str, Squad]
-    squads: dict[str, Squad]
+    volunteers: _Kept[Volunteer]
+    squads: _Kept[Squad]
     loaded_brigade: Brigade | None
-    brigade: Brigade | None
-    new: set[str] = field(default_factory=set)  # volunteer or squad ids inserted
-    touched: list[str] = field(default_factory=list)
-    touched_squads: list[str] = field(default_factory=list)
+    brigade: Brigade | None = None
     brigade_changed: bool = False
 
 
@@ -998,31 +1005,22 @@ class Registry:
             self.store.squads_by_id(squad_ids.values()),
             self.store.get_brigade() if wants_brigade else _none(),
         )
-        batch = _RegistryBatch(
-            volunteers,
-            copy.deepcopy(volunteers),
-            squads,
-            copy.deepcopy(squads),
-            brigade,
-            copy.deepcopy(brigade),
-        )
+        batch = _RegistryBatch(_Kept(volunteers), _Kept(squads), brigade, copy.deepcopy(brigade))
         for n, item in enumerate(inputs):
             try:
                 decision.done(n, self._apply(item, ids.get(n) or squad_ids.get(n), batch, now))
             except Rejected as exc:
                 decision.refuse(n, exc)
-        for vid in batch.touched:
-            vol = batch.volunteers[vid]
-            if vid in batch.new:
+        for vol, read in batch.volunteers.writes():
+            if read is None:
                 self.store.insert_volunteer(fx, vol)
             else:
-                self.store.save_volunteer(fx, vol, batch.loaded[vid].version)
-        for sid in batch.touched_squads:
-            squad = batch.squads[sid]
-            if sid in batch.new:
+                self.store.save_volunteer(fx, vol, read)
+        for squad, read in batch.squads.writes():
+            if read is None:
                 self.store.insert_squad(fx, squad)
             else:
-                self.store.save_squad(fx, squad, batch.loaded_squads[sid].version)
+                self.store.save_squad(fx, squad, read)
         if batch.brigade_changed and batch.brigade is not None:
             read = batch.loaded_brigade.version if batch.loaded_brigade else None
             self.store.save_brigade(fx, batch.brigade, read)
@@ -1066,9 +1064,7 @@ class Registry:
             raise Conflict("already_exists", f"Volunteer {vid} exists.")
         vol = Volunteer.from_doc({**f, "_id": vid, "lat": lat, "lng": lng})
         vol.created_at = vol.updated_at = now
-        batch.new.add(vid)
-        batch.volunteers[vid] = vol
-        batch.touched.append(vid)
+        batch.volunteers.keep(vol, new=True)
         return vol
 
     def _edit_volunteer(
@@ -1095,9 +1091,7 @@ class Registry:
             }
         vol = copy.deepcopy(current)
         vol.change(changes, now)
-        batch.volunteers[vol.id] = vol
-        if vol.id not in batch.touched:
-            batch.touched.append(vol.id)
+        batch.volunteers.keep(vol)
         return vol
 
     def _captain(self, captain: str | None, skill: str, batch: _RegistryBatch) -> None:
@@ -1115,9 +1109,7 @@ class Registry:
         if sid in batch.squads:
             raise Conflict("already_exists", f"Squad {sid} exists.")
         squad = Squad.from_doc({**item.fields, "_id": sid, "created_at": now})
-        batch.new.add(sid)
-        batch.squads[sid] = squad
-        batch.touched_squads.append(sid)
+        batch.squads.keep(squad, new=True)
         return squad
 
     def _edit_squad(self, item: EditSquad, batch: _RegistryBatch) -> Squad:
@@ -1131,9 +1123,7 @@ class Registry:
             return current
         squad = copy.deepcopy(current)
         squad.change(item.changes)
-        batch.squads[squad.id] = squad
-        if squad.id not in batch.touched_squads:
-            batch.touched_squads.append(squad.id)
+        batch.squads.keep(squad)
         return squad
 
     def _edit_brigade(self, item: EditBrigade, batch: _RegistryBatch) -> Brigade:
