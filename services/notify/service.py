@@ -257,7 +257,7 @@ class NotifyService:
             contact, case = ahead.after(inc.event)
             audience += self.planner.recipient_ids(_facts(inc, contact, case))
             ahead.keep(contact, case)
-        prefs = await self.store.preferences(audience)
+        prefs = {rid: p.preference for rid, p in (await self.store.preferences(audience)).items()}
         read = set(audience)
 
         decision: Decision[list[Ready]] = Decision()
@@ -272,12 +272,13 @@ class NotifyService:
             else:
                 unread = [r for r in self.planner.recipient_ids(facts) if r not in read]
                 if unread:  # an earlier event of the batch was refused: another audience
-                    prefs |= await self.store.preferences(unread)
+                    more = await self.store.preferences(unread)
+                    prefs |= {rid: p.preference for rid, p in more.items()}
                     read.update(unread)
                 try:
                     plans = self.planner.plan(
                         facts,
-                        {rid: p.preference for rid, p in prefs.items()},
+                        prefs,
                         now,
                         emergency=contact is not None
                         and contact.urgency == Urgency.EMERGENCY.value,
