@@ -58,7 +58,7 @@ from tongxin.contracts.events import (
     parse_event,
 )
 from tongxin.contracts.topics import PUBLIC_STATUS, REQUESTS
-from tongxin.runtime.auth import Principal, Role
+from tongxin.runtime.auth import STAFF_ROLES, Principal, Role
 from tongxin.runtime.errors import ApiError
 from tongxin.runtime.mongo import Doc
 from tongxin.runtime.service import ServiceRuntime
@@ -66,7 +66,8 @@ from tongxin.runtime.uow import Decision, Effects, Refused
 
 log = logging.getLogger(__name__)
 
-STAFF_ROLES = frozenset({Role.STAFF, Role.ADMIN, Role.PLATFORM})
+# who reads requests whole (each within its scope): staff, and platforms their own
+READERS = STAFF_ROLES | {Role.PLATFORM}
 # compared against when a request does not exist, so a miss costs the same as a wrong code
 _DUMMY_HASH = hash_code("no-such-request")
 
@@ -93,7 +94,7 @@ def pydantic_errors(exc: ValidationError, prefix: Sequence[str | int]) -> list[d
 
 def is_staff(p: Principal | None) -> bool:
     """Staff, admins and platforms read requests whole (each within its scope)."""
-    return p is not None and p.role in STAFF_ROLES
+    return p is not None and p.role in READERS
 
 
 def submitter_tag(p: Principal | None) -> str | None:

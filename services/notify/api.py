@@ -21,7 +21,7 @@ from services.notify.service import (
     UnknownRecipient,
 )
 from tongxin.contracts.enums import NotifyChannel
-from tongxin.runtime.auth import Principal, Role
+from tongxin.runtime.auth import STAFF_ROLES, Principal, Role
 from tongxin.runtime.errors import ApiError
 from tongxin.runtime.service import CurrentPrincipal, ServiceRuntime, WriteDeadline
 
@@ -52,7 +52,7 @@ RecipientPath = Annotated[str, Path(min_length=3, max_length=128, pattern=r"^[a-
 
 def _own_recipients(p: Principal) -> list[str] | None:
     """Recipients a caller may see; None means all (staff, admin)."""
-    if p.role in (Role.STAFF, Role.ADMIN):
+    if p.role in STAFF_ROLES:
         return None
     if p.role is Role.DEPARTMENT and p.unit:
         return [p.unit, f"liaison:{p.unit}"]

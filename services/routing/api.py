@@ -34,7 +34,7 @@ from services.routing.domain.units import UnitKind, UnitRegistry
 from services.routing.service import CaseNotFound, Change, RoutingService
 from services.routing.store import CaseStore
 from tongxin.contracts.enums import Tier
-from tongxin.runtime.auth import Principal, Role
+from tongxin.runtime.auth import STAFF_ROLES, UNIT_ROLES, Principal, Role
 from tongxin.runtime.errors import ApiError
 from tongxin.runtime.mongo import Doc
 from tongxin.runtime.service import (
@@ -70,9 +70,9 @@ def get_ctx(request: Request) -> RoutingContext:
 
 CtxDep = Annotated[RoutingContext, Depends(get_ctx)]
 
-CASE_READERS = {Role.STAFF, Role.ADMIN, Role.DEPARTMENT, Role.PLATFORM}
-UNIT_BOUND = {Role.DEPARTMENT, Role.PLATFORM}
-COORDINATORS = {Role.STAFF, Role.ADMIN}
+CASE_READERS = STAFF_ROLES | UNIT_ROLES
+UNIT_BOUND = UNIT_ROLES
+COORDINATORS = STAFF_ROLES
 
 
 def _community_staff(p: Principal) -> str | None:

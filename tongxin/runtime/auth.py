@@ -51,6 +51,13 @@ class Role(StrEnum):
     PLATFORM = "platform"
 
 
+# The role sets every service authorizes with, defined once:
+# who runs the platform — town, county and community staff, and admins (coordinators)
+STAFF_ROLES = frozenset({Role.STAFF, Role.ADMIN})
+# who acts as the unit its token names — a department's or another platform's system
+UNIT_ROLES = frozenset({Role.DEPARTMENT, Role.PLATFORM})
+
+
 @dataclass(frozen=True, slots=True)
 class Principal:
     """The authenticated caller."""

@@ -125,15 +125,15 @@ async def services(stack: LocalStack, request: pytest.FixtureRequest) -> AsyncIt
     for name in ("communities.json", "units.json"):
         shutil.copy(REPO_ROOT / "deploy" / "seed" / name, seed_dir)
     (seed_dir / "volunteers.json").write_text(json.dumps(SEED, ensure_ascii=False), "utf-8")
-    base = common(stack, run)
+    # the seeds are copies; the policy (routing decides with it, intake shows it) is the repo's
+    base = {
+        **common(stack, run),
+        "routing_policy_file": REPO_ROOT / "deploy" / "policy" / "routing.json",
+    }
     extra = getattr(request.module, "INTAKE_SETTINGS", {})
     settings = {
         "intake": IntakeSettings(**base, seed_dir=seed_dir, **extra),
-        "routing": RoutingSettings(
-            **base,
-            routing_policy_file=REPO_ROOT / "deploy" / "policy" / "routing.json",
-            routing_deadline_tick_s=0.2,
-        ),
+        "routing": RoutingSettings(**base, routing_deadline_tick_s=0.2),
         "volunteer": VolunteerSettings(**base, seed_dir=seed_dir, deadline_tick_s=0.2),
         "notify": NotifySettings(**base),
     }
