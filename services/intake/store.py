@@ -37,6 +37,12 @@ INDEXES = [
 CONTACT_FIELDS = ("submitter.name", "submitter.phone", "address", "location")
 
 
+def similar_filter(compound: str, category: str, since: datetime) -> Doc:
+    """A place's requests since ``since`` (served by the compound/category/submitted_at
+    index; the open ones are picked from them after)."""
+    return {"compound": compound, "category": category, "submitted_at": {"$gte": since}}
+
+
 def _aware(t: datetime) -> datetime:
     return t if t.tzinfo else t.replace(tzinfo=UTC)
 
@@ -122,47 +128,41 @@ class RequestStore:
         statuses: Sequence[str],
         per_place: int,
     ) -> dict[tuple[str, str], list[Doc]]:
-        """Per (compound, category): its newest ``per_place`` open requests since ``since``
-        (one query for all of them; duplicate detection)."""
-        wanted = set(places)
-        if not wanted:
-            return {}
-        cursor = (
-            self.requests.find(
-                {
-                    "compound": {"$in": sorted({p for p, _ in wanted})},
-                    "category": {"$in": sorted({c for _, c in wanted})},
-                    "submitted_at": {"$gte": since},
-                    "status": {"$in": list(statuses)},
-                },
-                {
-                    "title": 1,
-                    "description": 1,
-                    "submitted_at": 1,
-                    "duplicate_of": 1,
-                    "compound": 1,
-                    "category": 1,
-                },
-            )
-            .sort("submitted_at", DESCENDING)
-            .limit(per_place * len(wanted))
-        )
+        """Per (compound, category): its newest open requests since ``since``, from its
+        newest ``per_place`` (duplicate detection). One query per place, each answered by
+        the (compound, category, submitted_at) index: a single query with ``$in`` over the
+        places, or a ``$in`` over statuses, makes SecantusDB scan every request."""
+        wanted = set(statuses)
         out: dict[tuple[str, str], list[Doc]] = {}
-        async for d in cursor:
-            key = (d["compound"], d["category"])
-            if key in wanted and len(out.setdefault(key, [])) < per_place:
-                out[key].append(d)
+        for compound, category in dict.fromkeys(places):
+            cursor = (
+                self.requests.find(
+                    similar_filter(compound, category, since),
+                    {
+                        "title": 1,
+                        "description": 1,
+                        "submitted_at": 1,
+                        "duplicate_of": 1,
+                        "status": 1,
+                    },
+                )
+                .sort("submitted_at", DESCENDING)
+                .limit(per_place)
+            )
+            out[(compound, category)] = [d async for d in cursor if d.get("status") in wanted]
         return out
 
     async def external_ids(self, pairs: Sequence[tuple[str, str]]) -> set[tuple[str, str]]:
-        """Which (source, event id) of other platforms already made a request (one query)."""
-        if not pairs:
-            return set()
-        cursor = self.requests.find(
-            {"external.id": {"$in": sorted({i for _, i in pairs})}}, {"external": 1}
-        )
-        found = {(d["external"]["source"], d["external"]["id"]) async for d in cursor}
-        return found & set(pairs)
+        """Which (source, event id) of other platforms already made a request (one indexed
+        query per pair: other platforms' submissions are few)."""
+        found: set[tuple[str, str]] = set()
+        for source, event_id in dict.fromkeys(pairs):
+            hit = await self.requests.find_one(
+                {"external.source": source, "external.id": event_id}, {"_id": 1}
+            )
+            if hit is not None:
+                found.add((source, event_id))
+        return found
 
     # — writes, as effects —
 

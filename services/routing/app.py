@@ -54,6 +54,7 @@ def create_app(settings: RoutingSettings | None = None) -> FastAPI:
         store = CaseStore(rt.db)
         metrics = RoutingMetrics(rt.metrics.registry, units.units)
         service = RoutingService(rt, store, policy, metrics)
+        await service.prepare()
         rt.extra["ctx"] = api.RoutingContext(rt, settings, store, policy, units, service)
         scheduler = BatchScheduler(
             rt.db,

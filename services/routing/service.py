@@ -22,6 +22,7 @@ from pydantic import ValidationError
 from services.routing.domain import lifecycle
 from services.routing.domain.classify import ClassifyInput, classify
 from services.routing.domain.lifecycle import (
+    OPEN_STATES,
     Action,
     Case,
     NotAssigned,
@@ -48,7 +49,7 @@ from tongxin.contracts.topics import CASES
 from tongxin.runtime.mongo import Doc
 from tongxin.runtime.scheduler import add, cancel, schedule
 from tongxin.runtime.service import ServiceRuntime
-from tongxin.runtime.uow import Batcher, Decision, Effects, Refused
+from tongxin.runtime.uow import Batcher, Decision, Effects, Refused, events_only
 
 log = logging.getLogger(__name__)
 
@@ -127,6 +128,12 @@ class RoutingService:
         self.clock = clock
         self.actions: Batcher[Input, Case | None] = rt.batcher("case-actions", self.decide)
 
+    async def prepare(self) -> None:
+        """At start-up, before anything consumes: the open-cases counters of a database
+        from before them are counted once."""
+        if places := await self.store.ensure_open_counts():
+            log.info("open cases counted per place", extra={"places": places})
+
     # — the one decision —
 
     async def decide(self, inputs: Sequence[Input]) -> Decision[Case | None]:
@@ -159,8 +166,13 @@ class RoutingService:
             case = batch.cases[cid]
             if cid in batch.new:
                 self.store.insert(fx, case)
+                was_open = False
             else:
                 self.store.save(fx, case, batch.loaded[cid].version)
+                was_open = batch.loaded[cid].status in OPEN_STATES
+            delta = int(case.status in OPEN_STATES) - int(was_open)
+            if delta and case.compound:
+                self.store.count_open(fx, case.compound, case.category.value, delta)
         observed = batch.observed
         fx.on_commit(lambda: self._observe(observed))
         return decision
@@ -258,7 +270,7 @@ class RoutingService:
         inputs: list[Input] = []
         for env in envs:
             inputs.append(self._request_input(env))
-        return _unit(await self.decide(inputs), len(envs))
+        return events_only(inputs, await self.decide(inputs))
 
     def _request_input(self, env: Envelope) -> Input:
         policy = self.policy
@@ -289,24 +301,7 @@ class RoutingService:
                 inputs.append(CommandRefused(f"invalid command: {exc}"))
         valid = [i for i in inputs if not isinstance(i, Exception)]
         decided = await self.decide(valid) if valid else Decision[Case | None]()
-        out: Decision[None] = Decision(decided.effects)
-        j = 0
-        for n, item in enumerate(inputs):
-            if isinstance(item, Exception):
-                out.refuse(n, item)
-                continue
-            outcome = decided.outcomes[j]
-            j += 1
-            if isinstance(outcome, TransitionError):
-                allowed = ", ".join(outcome.allowed) or "none"
-                out.refuse(n, CommandRefused(f"refused: {outcome}; allowed now: {allowed}"))
-            elif isinstance(outcome, NotAssigned):
-                out.refuse(n, CommandRefused(f"refused: {outcome}"))
-            elif isinstance(outcome, Exception):
-                out.refuse(n, outcome)
-            else:
-                out.done(n, None)
-        return out
+        return events_only(inputs, decided, _as_command_refusal)
 
     def _command(self, env: Envelope) -> Change:
         model, action = COMMAND_ACTIONS[env.type]
@@ -346,7 +341,7 @@ class RoutingService:
                 return lifecycle.on_deadline(case, kind, did, policy, now)
 
             inputs.append(Change(str(doc["subject"]), op, missing_ok=True))
-        return _unit(await self.decide(inputs), len(docs))
+        return events_only(inputs, await self.decide(inputs))
 
     # — HTTP —
 
@@ -360,13 +355,11 @@ class RoutingService:
         return case
 
 
-def _unit(decided: Decision[Case | None], n: int) -> Decision[None]:
-    """A decision on cases as one on events (the outcome a consumer needs is none)."""
-    out: Decision[None] = Decision(decided.effects)
-    for i in range(n):
-        outcome = decided.outcomes[i]
-        if isinstance(outcome, Exception):
-            out.refuse(i, outcome)
-        else:
-            out.done(i, None)
-    return out
+def _as_command_refusal(outcome: Exception) -> Exception:
+    """A domain error as the reason a department system's command is parked."""
+    if isinstance(outcome, TransitionError):
+        allowed = ", ".join(outcome.allowed) or "none"
+        return CommandRefused(f"refused: {outcome}; allowed now: {allowed}")
+    if isinstance(outcome, NotAssigned):
+        return CommandRefused(f"refused: {outcome}")
+    return outcome

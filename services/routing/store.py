@@ -15,6 +15,7 @@ from tongxin.runtime.uow import Effects
 
 CASES = "cases"
 MEETINGS = "meetings"
+OPEN_BY_PLACE = "open_by_place"  # open cases per (compound, category): repeat detection
 OPEN = [s.value for s in OPEN_STATES]
 
 INDEXES = [
@@ -28,6 +29,11 @@ INDEXES = [
 ]
 
 
+def place_key(compound: str, category: str) -> str:
+    """The ``_id`` of a place's open-cases counter."""
+    return f"{compound}|{category}"
+
+
 class CaseStore:
     """The only module that touches routing's collections: typed reads, and writes as
     effects of a unit of work."""
@@ -35,6 +41,7 @@ class CaseStore:
     def __init__(self, db: AsyncDatabase[Doc]) -> None:
         self.cases = db[CASES]
         self.meetings = db[MEETINGS]
+        self.open_by_place = db[OPEN_BY_PLACE]
 
     # — reads for a batch —
 
@@ -48,26 +55,30 @@ class CaseStore:
     async def open_similar_counts(
         self, keys: Sequence[tuple[str, str]]
     ) -> dict[tuple[str, str], int]:
-        """Open cases per (compound, category) among ``keys`` (one query; repeat detection)."""
-        wanted = set(keys)
+        """Open cases per (compound, category) among ``keys`` (repeat detection): one read
+        of their counters by ``_id`` (a query over cases with ``$in`` makes SecantusDB scan
+        every case)."""
+        wanted = {place_key(c, k): (c, k) for c, k in keys}
         if not wanted:
             return {}
-        compounds = sorted({c for c, _ in wanted})
-        categories = sorted({k for _, k in wanted})
-        counts: dict[tuple[str, str], int] = {}
-        cursor = self.cases.find(
-            {
-                "compound": {"$in": compounds},
-                "category": {"$in": categories},
-                "status": {"$in": OPEN},
-            },
-            {"compound": 1, "category": 1, "_id": 0},
-        )
-        async for d in cursor:
-            key = (d["compound"], d["category"])
-            if key in wanted:
+        cursor = self.open_by_place.find({"_id": {"$in": list(wanted)}})
+        return {wanted[d["_id"]]: int(d.get("n", 0)) async for d in cursor}
+
+    async def ensure_open_counts(self) -> int:
+        """Count the open cases per place once, when the counters do not exist yet (a
+        database from before them): at start-up, before anything consumes."""
+        if await self.open_by_place.find_one({}) is not None:
+            return 0
+        if await self.cases.find_one({"status": {"$in": OPEN}}, {"_id": 1}) is None:
+            return 0
+        counts: dict[str, int] = {}
+        async for d in self.cases.find({"status": {"$in": OPEN}}, {"compound": 1, "category": 1}):
+            if d.get("compound"):
+                key = place_key(d["compound"], d["category"])
                 counts[key] = counts.get(key, 0) + 1
-        return counts
+        for key, n in counts.items():
+            await self.open_by_place.update_one({"_id": key}, {"$set": {"n": n}}, upsert=True)
+        return len(counts)
 
     # — writes, as effects —
 
@@ -80,6 +91,15 @@ class CaseStore:
         (else the batch is decided again)."""
         case.version = read_version + 1
         fx.replace(CASES, {"_id": case.id, "version": read_version}, case.to_doc())
+
+    def count_open(self, fx: Effects, compound: str, category: str, delta: int) -> None:
+        """A case of this place opened (+1) or left the open states (-1)."""
+        fx.update(
+            OPEN_BY_PLACE,
+            {"_id": place_key(compound, category)},
+            {"$inc": {"n": delta}},
+            upsert=True,
+        )
 
     def record_decision(self, fx: Effects, meeting_id: str, at: datetime, decision: Doc) -> None:
         """Add a decision to a meeting's minutes."""

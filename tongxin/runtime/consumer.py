@@ -300,14 +300,11 @@ class BatchConsumer:
 
     async def _decide(self, batch: Sequence[Envelope]) -> Decision[object]:
         """Skip what was handled before, let the service decide the rest, add the marks."""
-        seen = {
-            d["event_id"]
-            async for d in self.marks.find(
-                {"consumer": self.name, "event_id": {"$in": [mark_key(e) for e in batch]}},
-                {"event_id": 1, "_id": 0},
-            )
-        }
-        fresh = [i for i, e in enumerate(batch) if mark_key(e) not in seen]
+        # looked up by _id (the consumer and the event's identity): a query every server
+        # answers from the primary key, however many marks pile up
+        ids = [self._mark_id(e) for e in batch]
+        seen = {d["_id"] async for d in self.marks.find({"_id": {"$in": ids}}, {"_id": 1})}
+        fresh = [i for i, mid in enumerate(ids) if mid not in seen]
         decision: Decision[object] = Decision()
         if fresh:
             inner = await self.handle([batch[i] for i in fresh])
@@ -318,13 +315,23 @@ class BatchConsumer:
                     decision.outcomes[i] = outcome
                     continue
                 decision.effects.insert(
-                    PROCESSED, {"consumer": self.name, "event_id": mark_key(batch[i])}
+                    PROCESSED,
+                    {
+                        "_id": ids[i],
+                        "consumer": self.name,
+                        "event_id": mark_key(batch[i]),
+                        "at": datetime.now(UTC),
+                    },
                 )
                 decision.outcomes[i] = None
         for i in range(len(batch)):
             if i not in decision.outcomes:
                 decision.outcomes[i] = _REPEAT
         return decision
+
+    def _mark_id(self, env: Envelope) -> str:
+        """The ``_id`` of this consumer's processed-event mark of ``env``."""
+        return f"{self.name}|{mark_key(env)}"
 
     async def _settle(
         self,

@@ -109,7 +109,8 @@ class Busy(Exception):
     client gave up, and nothing half-done is left behind)."""
 
 
-# processed-event marks: a consumer records each event it handled under a unique index, in
-# the transaction of its effects (``tongxin.runtime.consumer.BatchConsumer``)
+# processed-event marks: a consumer records each event it handled, in the transaction of its
+# effects (``tongxin.runtime.consumer.BatchConsumer``); the ``_id`` is the consumer and the
+# event's identity, so a mark is found by primary key and a second one cannot be written
 PROCESSED = "processed_events"
-PROCESSED_INDEXES = [IndexSpec(PROCESSED, [("consumer", 1), ("event_id", 1)], unique=True)]
+PROCESSED_INDEXES = [IndexSpec(PROCESSED, [("at", 1)])]

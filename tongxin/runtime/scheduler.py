@@ -18,6 +18,7 @@ from collections.abc import Awaitable, Callable, Mapping, Sequence
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+from pymongo import UpdateOne
 from pymongo.asynchronous.database import AsyncDatabase
 
 from tongxin.runtime.mongo import Doc, IndexSpec
@@ -32,6 +33,15 @@ DEADLINE_INDEXES = [
 ]
 
 PENDING, FIRED, CANCELLED = "pending", "fired", "cancelled"
+
+
+def due_filter(now: datetime) -> Doc:
+    """The pending deadlines due at ``now`` (served by the ``due`` index)."""
+    return {"status": PENDING, "due_at": {"$lte": now}}
+
+
+def _aware(t: datetime) -> datetime:
+    return t if t.tzinfo else t.replace(tzinfo=UTC)
 
 
 class LeaseLost(Exception):
@@ -143,29 +153,36 @@ class BatchScheduler:
         self._stop = asyncio.Event()
 
     async def claim(self, now: datetime) -> list[Doc]:
-        """Lease up to ``batch`` due deadlines nobody holds; those this replica won."""
-        free = {"$or": [{"lease_until": None}, {"lease_until": {"$lt": now}}]}
-        cursor = (
-            self.col.find({"status": PENDING, "due_at": {"$lte": now}, **free}, {"_id": 1})
-            .sort("due_at", 1)
-            .limit(self.batch)
-        )
-        ids = [d["_id"] async for d in cursor]
-        if not ids:
+        """Lease up to ``batch`` due deadlines nobody holds; those this replica won.
+
+        Every query is one an index answers on any server: the due ones by (status,
+        due_at), a lease held by another replica skipped here rather than in the query
+        (a ``$or`` of free leases made SecantusDB scan the collection), the leases taken by
+        ``_id`` one by one in one command, conditional on the lease as it was read.
+        """
+        cursor = self.col.find(due_filter(now)).sort("due_at", 1).limit(2 * self.batch)
+        free = [
+            d
+            async for d in cursor
+            if d.get("lease_until") is None or _aware(d["lease_until"]) < now
+        ][: self.batch]
+        if not free:
             return []
         token = uuid.uuid4().hex
-        await self.col.update_many(
-            {"_id": {"$in": ids}, "status": PENDING, **free},
-            {
-                "$set": {
-                    "lease_owner": self.owner,
-                    "lease_until": now + self.lease,
-                    "lease_token": token,
-                }
-            },
+        lease = {"lease_owner": self.owner, "lease_until": now + self.lease, "lease_token": token}
+        await self.col.bulk_write(
+            [
+                UpdateOne(
+                    {"_id": d["_id"], "status": PENDING, "lease_until": d.get("lease_until")},
+                    {"$set": lease},
+                )
+                for d in free
+            ],
+            ordered=False,
         )
-        won = self.col.find({"_id": {"$in": ids}, "lease_token": token}).sort("due_at", 1)
-        return [d async for d in won]
+        cursor = self.col.find({"_id": {"$in": [d["_id"] for d in free]}})
+        won = [d async for d in cursor if d.get("lease_token") == token]
+        return sorted(won, key=lambda d: _aware(d["due_at"]))
 
     async def fire_due(self) -> int:
         """Claim and fire one batch of due deadlines; how many fired."""
