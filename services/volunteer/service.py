@@ -59,7 +59,7 @@ from tongxin.runtime.auth import STAFF_ROLES, Principal, Role
 from tongxin.runtime.mongo import Doc
 from tongxin.runtime.scheduler import add, cancel, cancel_subject, schedule
 from tongxin.runtime.service import ServiceRuntime
-from tongxin.runtime.uow import Batcher, Decision, Effects, Refused
+from tongxin.runtime.uow import Batcher, Decision, Effects, Refused, events_only
 
 log = logging.getLogger(__name__)
 
@@ -69,8 +69,6 @@ CARE_OVERDUE = "care_overdue"
 PLACE_FIELDS = ("community", "compound", "lat", "lng")
 
 Clock = Callable[[], datetime]
-In = TypeVar("In")
-Out = TypeVar("Out")
 
 
 def generate_subject(rid: str) -> str:
@@ -99,24 +97,6 @@ class InvalidEvent(Refused):
 
 class UnknownDeadline(Refused):
     """A deadline of a kind nobody fires (given back and tried again later)."""
-
-
-def _events_only(inputs: Sequence[In | Exception], decided: Decision[Out]) -> Decision[None]:
-    """A decision on the valid ``inputs`` as one on all of them, outcomes dropped (what a
-    consumer or the scheduler needs); inputs that are exceptions are refused with them."""
-    out: Decision[None] = Decision(decided.effects)
-    j = 0
-    for n, item in enumerate(inputs):
-        if isinstance(item, Exception):
-            out.refuse(n, item)
-            continue
-        outcome = decided.outcomes[j]
-        j += 1
-        if isinstance(outcome, Exception):
-            out.refuse(n, outcome)
-        else:
-            out.done(n, None)
-    return out
 
 
 class _Record(Protocol):
@@ -1226,7 +1206,7 @@ class VolunteerService:
                 inputs.append(InvalidEvent(f"{env.type}: {exc}"))
         valid = [i for i in inputs if not isinstance(i, Exception)]
         decided = await self.tasks.decide(valid) if valid else Decision[Task | None]()
-        return _events_only(inputs, decided)
+        return events_only(inputs, decided)
 
     async def on_deadlines(self, docs: Sequence[Doc]) -> Decision[None]:
         """Due deadlines: an offer's accept deadline (→ the next candidate), a care visit

@@ -173,6 +173,31 @@ class Decision(Generic[Out]):
         self.outcomes[index] = outcome
 
 
+def events_only(
+    inputs: Sequence[object],
+    decided: Decision[Out],
+    refusal: Callable[[Exception], Exception] = lambda exc: exc,
+) -> Decision[None]:
+    """``decided``, a decision on the valid ones of ``inputs`` (those that are not
+    exceptions, in order), as a decision on all of them with the outcomes dropped — what a
+    consumer or the scheduler needs. An input that is an exception is refused with it; a
+    refused outcome refuses its input with ``refusal(outcome)`` (e.g. a domain error
+    worded as a DLQ reason)."""
+    out: Decision[None] = Decision(decided.effects)
+    j = 0
+    for n, item in enumerate(inputs):
+        if isinstance(item, Exception):
+            out.refuse(n, item)
+            continue
+        outcome = decided.outcomes[j]
+        j += 1
+        if isinstance(outcome, Exception):
+            out.refuse(n, refusal(outcome))
+        else:
+            out.done(n, None)
+    return out
+
+
 Handle = Callable[[Sequence[In]], Awaitable[Decision[Out]]]
 # what becomes of an input that failed alone (its outcome, or the exception that stays)
 Settle = Callable[[In, Exception], Awaitable[Out | Exception]]
