@@ -229,10 +229,12 @@ class RequestStore:
         """Remove contact details of requests closed or withdrawn before ``cutoff``.
 
         Removed: the submitter's name and phone, the street address and the exact
-        location, the request's outbox records (the sent ``request.submitted`` carried the
-        contact); phone numbers in the free text are masked. Kept, for statistics: every
-        other field, the timeline and the ratings. Each request is a conditional update:
-        idempotent, safe with several replicas, nothing lost across restarts.
+        location; phone numbers in the free text are masked. Kept, for statistics: every
+        other field, the timeline and the ratings. The request's outbox records (the
+        ``request.submitted`` carried the contact) are deleted by the relay an hour after
+        they were published (``MongoOutbox.keep_sent``), long before this; a request with
+        a record still waiting is left for a later sweep. Each request is a conditional
+        update: idempotent, safe with several replicas, nothing lost across restarts.
         """
         outbox = self.db[OUTBOX]
         due = {
@@ -246,12 +248,10 @@ class RequestStore:
         cursor = self.requests.find(due, {"title": 1, "description": 1}).limit(limit)
         async for doc in cursor:
             rid = doc["_id"]
-            if await outbox.count_documents({"key": rid.encode(), "sent": False}, limit=1):
+            if await outbox.find_one({"sent": False, "keys": rid.encode()}, {"_id": 1}):
                 # an event of it not yet published (or its mark not yet written): the next
                 # sweep comes back, so none of its records outlives the purge
                 continue
-            # the outbox first: if the update below fails, the next sweep comes back to it
-            await outbox.delete_many({"key": rid.encode(), "sent": True})
             res = await self.requests.update_one(
                 {"_id": rid, "contact_purged_at": {"$exists": False}},
                 {

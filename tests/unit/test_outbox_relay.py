@@ -5,12 +5,14 @@ from __future__ import annotations
 import asyncio
 from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import asynccontextmanager
+from dataclasses import replace
+from datetime import datetime
 
 import pytest
 from prometheus_client import CollectorRegistry
 
 from tongxin.runtime.metrics import Metrics
-from tongxin.runtime.outbox import OutboxRecord, OutboxRelay, OutboxStore, Publisher
+from tongxin.runtime.outbox import OutboxRecord, OutboxRelay, OutboxStore, Publisher, _whole_entries
 
 WAIT = 2.0  # generous upper bound for something that should happen at once
 IDLE_POLL = 60.0  # a poll interval no test waits for: progress must come from nudge/stop
@@ -59,6 +61,7 @@ class FakeOutbox:
         self.pending_limits: list[int] = []
         self.mark_calls: list[list[str]] = []
         self.after_read: Callable[[], None] | None = None  # runs as a read returns
+        self.purges = 0
 
     def commit(self, relay: OutboxRelay, *records: OutboxRecord) -> None:
         """What a transaction's commit does: the records are stored and handed off."""
@@ -70,12 +73,12 @@ class FakeOutbox:
         self.changes.notify()
 
     def pending_ids(self) -> list[str]:
-        return [r.id for r in self.records if r.id not in self.sent]
+        return [r.id for r in self.records if r.entry_id not in self.sent]
 
     async def pending(self, limit: int) -> list[OutboxRecord]:
         self.pending_limits.append(limit)
         self.changes.notify()
-        found = [r for r in self.records if r.id not in self.sent][:limit]
+        found = [r for r in self.records if r.entry_id not in self.sent][:limit]
         if self.after_read:
             self.after_read()
         return found
@@ -84,6 +87,10 @@ class FakeOutbox:
         self.mark_calls.append(list(ids))
         self.sent.extend(i for i in ids if i not in self.sent)
         self.changes.notify()
+
+    async def purge_sent(self, now: datetime) -> int:
+        self.purges += 1
+        return 0
 
 
 class FakePublisher:
@@ -497,3 +504,37 @@ async def test_a_relay_without_the_lease_drops_its_hand_offs(
         lease.held = True  # taken over: the store is read, not the dropped hand-off
         await changes.wait_until(lambda: store.sent == ["a"])
     assert store.pending_limits  # found by reading
+
+
+def entry(eid: str, *rids: str) -> list[OutboxRecord]:
+    """Records kept in one outbox document (one committed batch)."""
+    return [replace(record(r), entry=eid) for r in rids]
+
+
+async def test_an_entry_is_marked_once_all_its_records_went_out(
+    store: FakeOutbox, publisher: FakePublisher
+) -> None:
+    store.add(*entry("batch-1", "a", "b", "c"), *entry("batch-2", "d"))
+    publisher.fail_times = {"b": 1}
+    relay = OutboxRelay(store, publisher)
+    with pytest.raises(BrokerDown):
+        await relay.relay_once()
+    assert store.sent == ["batch-2"]  # "a" and "c" went out, but "b" did not: not marked
+    assert await relay.relay_once() == 3  # the whole entry again (consumers skip repeats)
+    assert store.sent == ["batch-2", "batch-1"]
+    assert publisher.published_ids.count("a") == 2
+
+
+def test_a_pass_takes_whole_entries() -> None:
+    records = [*entry("e1", "a", "b"), *entry("e2", "c", "d", "e"), *entry("e3", "f")]
+    assert [r.id for r in _whole_entries(records, 3)] == ["a", "b", "c", "d", "e"]
+    assert [r.id for r in _whole_entries(records, 2)] == ["a", "b"]
+    assert [r.id for r in _whole_entries(records, 10)] == [r.id for r in records]
+
+
+async def test_the_lease_holder_purges_published_entries(
+    store: FakeOutbox, publisher: FakePublisher, changes: Changes
+) -> None:
+    relay = OutboxRelay(store, publisher, poll_interval=0.01, purge_interval=0.05)
+    async with running(relay):
+        await changes.wait_until(lambda: store.purges >= 2)

@@ -19,6 +19,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+import uuid
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -38,12 +39,16 @@ log = logging.getLogger(__name__)
 
 OUTBOX = "outbox"
 RELAY_LEASE = "outbox_relay_lease"
-OUTBOX_INDEXES = [IndexSpec(OUTBOX, [("sent", 1), ("seq", 1)], name="pending_in_order")]
+OUTBOX_INDEXES = [
+    IndexSpec(OUTBOX, [("sent", 1), ("seq", 1)], name="pending_in_order"),
+    IndexSpec(OUTBOX, [("sent_at", 1)]),
+]
 
 
 @dataclass(frozen=True, slots=True)
 class OutboxRecord:
-    """One encoded event waiting to be published."""
+    """One encoded event waiting to be published; ``entry`` is the outbox document it is
+    kept in (a committed batch's records share one; empty: a document of its own)."""
 
     id: str
     topic: str
@@ -51,17 +56,28 @@ class OutboxRecord:
     value: bytes
     headers: Headers
     type: str
+    entry: str = ""
+
+    @property
+    def entry_id(self) -> str:
+        """The outbox document this record is marked sent with."""
+        return self.entry or self.id
 
 
 class OutboxStore(Protocol):
     """Where pending records wait (port)."""
 
     async def pending(self, limit: int) -> list[OutboxRecord]:
-        """The oldest unsent records, in insertion order."""
+        """The oldest unsent records, in insertion order: about ``limit`` of them, never
+        part of an entry's."""
         ...
 
-    async def mark_sent(self, ids: Sequence[str]) -> None:
-        """Mark these records as published."""
+    async def mark_sent(self, entries: Sequence[str]) -> None:
+        """Mark these entries (every record in them) as published."""
+        ...
+
+    async def purge_sent(self, now: datetime) -> int:
+        """Delete entries published long enough ago; how many."""
         ...
 
 
@@ -95,23 +111,41 @@ def _next_seq() -> int:
     return _last_seq
 
 
-def _record(d: Doc) -> OutboxRecord:
-    return OutboxRecord(
-        id=d["_id"],
-        topic=d["topic"],
-        key=bytes(d["key"]),
-        value=bytes(d["value"]),
-        headers=[(k, bytes(v)) for k, v in d["headers"]],
-        type=d["type"],
-    )
+def _records(d: Doc) -> list[OutboxRecord]:
+    """The records of one outbox document, in order."""
+    return [
+        OutboxRecord(
+            id=r["id"],
+            topic=r["topic"],
+            key=bytes(r["key"]),
+            value=bytes(r["value"]),
+            headers=[(k, bytes(v)) for k, v in r["headers"]],
+            type=r["type"],
+            entry=d["_id"],
+        )
+        for r in d["records"]
+    ]
 
 
 class MongoOutbox:
-    """The outbox collection of one service's database (real ``OutboxStore``)."""
+    """The outbox collection of one service's database (real ``OutboxStore``).
 
-    def __init__(self, db: AsyncDatabase[Doc], topic_prefix: str = "") -> None:
+    A committed batch's events are one document (``records`` in order): one insert with
+    the batch's other writes and one mark once they are all published, however many
+    events the batch emitted — on SecantusDB each document written costs more than the
+    bytes in it. Published documents are deleted ``keep_sent`` after their mark.
+    """
+
+    def __init__(
+        self,
+        db: AsyncDatabase[Doc],
+        topic_prefix: str = "",
+        *,
+        keep_sent: timedelta = timedelta(hours=1),
+    ) -> None:
         self.col = db[OUTBOX]
         self.topic_prefix = topic_prefix
+        self.keep_sent = keep_sent
         # the relay's hand-off: records whose transaction committed (``listen``)
         self._committed: Callable[[Sequence[OutboxRecord]], None] | None = None
 
@@ -126,49 +160,73 @@ class MongoOutbox:
         return OUTBOX
 
     def documents(self, events: Sequence[Emit]) -> list[Doc]:
-        """The outbox documents of ``events``, in order (written by the unit of work with
+        """The outbox document of a batch's ``events`` (written by the unit of work with
         the batch's other writes)."""
-        docs: list[Doc] = []
-        now = datetime.now(UTC)
+        if not events:
+            return []
+        records: list[Doc] = []
         for e in events:
             key, value, headers = encode_record(e.envelope)
-            docs.append(
+            records.append(
                 {
-                    "_id": e.envelope.id,
+                    "id": e.envelope.id,
                     "topic": self.topic_prefix + e.topic,
                     "key": key,
                     "value": value,
                     "headers": [[k, v] for k, v in headers],
                     "type": e.envelope.type,
-                    "seq": _next_seq(),
-                    "sent": False,
-                    "created_at": now,
                 }
             )
-        return docs
+        return [
+            {
+                "_id": uuid.uuid4().hex,
+                "seq": _next_seq(),
+                "sent": False,
+                "created_at": datetime.now(UTC),
+                "keys": sorted({r["key"] for r in records}),
+                "records": records,
+            }
+        ]
 
     def committed(self, docs: Sequence[Doc]) -> None:
         """The transaction of these documents committed: hand them to the relay."""
         if self._committed is not None:
-            self._committed([_record(d) for d in docs])
+            self._committed([r for d in docs for r in _records(d)])
 
     async def pending(self, limit: int) -> list[OutboxRecord]:
-        cursor = self.col.find({"sent": False}).sort("seq", 1).limit(limit)
-        return [_record(d) async for d in cursor]
+        out: list[OutboxRecord] = []
+        async for d in self.col.find({"sent": False}).sort("seq", 1).limit(limit):
+            out += _records(d)
+            if len(out) >= limit:
+                break
+        return out
 
-    async def mark_sent(self, ids: Sequence[str]) -> None:
-        # one update per record by _id, in one command: the work grows with the batch, not
-        # the collection (SecantusDB answers an update_many on ``_id $in`` with a scan)
-        if ids:
+    async def mark_sent(self, entries: Sequence[str]) -> None:
+        # one update per document by _id, in one command: the work grows with the batch,
+        # not the collection (SecantusDB answers an update_many on ``_id $in`` with a scan)
+        if entries:
             now = datetime.now(UTC)
             await self.col.bulk_write(
-                [UpdateOne({"_id": i}, {"$set": {"sent": True, "sent_at": now}}) for i in ids],
+                [UpdateOne({"_id": i}, {"$set": {"sent": True, "sent_at": now}}) for i in entries],
                 ordered=False,
             )
 
+    async def purge_sent(self, now: datetime) -> int:
+        """Delete documents published more than ``keep_sent`` ago (nothing reads them;
+        bounded storage). An index on ``sent_at`` serves it."""
+        res = await self.col.delete_many({"sent_at": {"$lt": now - self.keep_sent}})
+        return res.deleted_count
+
+    async def holds_unsent(self, key: bytes) -> bool:
+        """Whether an unpublished record of this key (a request) is still waiting."""
+        return await self.col.find_one({"sent": False, "keys": key}, {"_id": 1}) is not None
+
     async def count_pending(self) -> int:
         """How many records wait (for metrics and tests)."""
-        return await self.col.count_documents({"sent": False})
+        total = 0
+        async for d in self.col.find({"sent": False}, {"records.id": 1}):
+            total += len(d.get("records", []))
+        return total
 
 
 class MongoRelayLease:
@@ -227,6 +285,7 @@ class OutboxRelay:
         linger: float = 0.02,
         idle_poll_max: float = 1.0,
         mark_interval: float = 0.25,
+        purge_interval: float = 60.0,
     ) -> None:
         self.store = store
         self.publisher = publisher
@@ -253,6 +312,8 @@ class OutboxRelay:
         self._reading = False
         self._read_at = -1e9
         self._unmarked: list[str] = []  # published, mark not yet written
+        self.purge_interval = purge_interval  # published entries deleted this often
+        self._purge_at = 0.0
         self._unmarked_at = 0.0
 
     def nudge(self) -> None:
@@ -296,8 +357,8 @@ class OutboxRelay:
         if read or not self._clean:
             records = await self._read()
         else:
-            records = self._fresh[: self.batch_size]
-            del self._fresh[: self.batch_size]
+            records = _whole_entries(self._fresh, self.batch_size)
+            del self._fresh[: len(records)]
         if not records:
             return 0
         results = await asyncio.gather(
@@ -307,9 +368,13 @@ class OutboxRelay:
         failed = [res for res in results if isinstance(res, BaseException)]
         if failed:
             self._forget()  # the failed ones wait in the store
-        if done and not self._unmarked:
+        # an entry is marked once every record of it went out (the others of a partly
+        # failed entry go out again with it: consumers skip them by event id)
+        lost = {r.entry_id for r, res in zip(records, results, strict=True) if res is not None}
+        entries = list(dict.fromkeys(r.entry_id for r in done if r.entry_id not in lost))
+        if entries and not self._unmarked:
             self._unmarked_at = time.monotonic()
-        self._unmarked.extend(r.id for r in done)
+        self._unmarked.extend(entries)
         if mark or len(self._unmarked) >= self.batch_size:
             await self.flush_marks()
         if self.metrics:
@@ -357,6 +422,9 @@ class OutboxRelay:
                     idle = self.poll_interval if n else min(idle * 2, self.idle_poll_max)
                     if n:
                         published_at = time.monotonic()
+                    if time.monotonic() >= self._purge_at:  # the lease holder keeps it small
+                        self._purge_at = time.monotonic() + self.purge_interval
+                        await self.store.purge_sent(datetime.now(UTC))
                 backoff = idle
             except Exception as exc:
                 log.warning("outbox relay pass failed", extra={"error": repr(exc)})
@@ -389,6 +457,17 @@ class OutboxRelay:
         """Ask ``run()`` to drain and return."""
         self._stopping = True
         self._wake.set()
+
+
+def _whole_entries(records: Sequence[OutboxRecord], size: int) -> list[OutboxRecord]:
+    """At least ``size`` of ``records`` (all, when fewer), ending where an entry ends:
+    an entry is published in one pass, so it can be marked."""
+    if len(records) <= size:
+        return list(records)
+    end = size
+    while end < len(records) and records[end].entry_id == records[end - 1].entry_id:
+        end += 1
+    return list(records[:end])
 
 
 class KafkaPublisher:

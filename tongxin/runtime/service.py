@@ -14,6 +14,7 @@ import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
+from datetime import timedelta
 from typing import Annotated, Any, TypeVar
 
 from fastapi import APIRouter, Depends, FastAPI, Request, Response, Security
@@ -165,12 +166,14 @@ async def start_runtime(
     except BaseException:
         await mongo.close()
         raise
-    outbox = MongoOutbox(db, settings.topic_prefix)
+    keep_sent = settings.outbox_keep_sent_s
+    outbox = MongoOutbox(db, settings.topic_prefix, keep_sent=timedelta(seconds=keep_sent))
     relay = OutboxRelay(
         outbox,
         KafkaPublisher(producer),
         metrics=metrics,
         poll_interval=settings.outbox_poll_interval_s,
+        purge_interval=min(60.0, keep_sent),
         lease=MongoRelayLease(db, f"{name}-{uuid.uuid4().hex[:8]}"),
     )
     outbox.listen(relay.handoff)

@@ -94,6 +94,8 @@ class ServiceSettings(BaseSettings):
     # once instead of after the killed one's session timed out. Unset: dynamic membership.
     instance: str | None = None
     outbox_poll_interval_s: float = Field(default=0.5, gt=0)
+    # how long published outbox records are kept before the relay deletes them
+    outbox_keep_sent_s: float = Field(default=3600.0, gt=0)
     # How often each service counts the records waiting on the DLQs of what it consumes.
     dlq_watch_interval_s: float = Field(default=30.0, gt=0)
     # Under overload: writes (POST/PUT/PATCH/DELETE) handled at once per process, and how
