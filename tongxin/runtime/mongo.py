@@ -113,4 +113,4 @@ class Busy(Exception):
 # effects (``tongxin.runtime.consumer.BatchConsumer``); the ``_id`` is the consumer and the
 # event's identity, so a mark is found by primary key and a second one cannot be written
 PROCESSED = "processed_events"
-PROCESSED_INDEXES = [IndexSpec(PROCESSED, [("at", 1)])]
+PROCESSED_INDEXES: list[IndexSpec] = []  # the _id is the only index: each one costs a write
