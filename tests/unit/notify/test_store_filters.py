@@ -1,6 +1,8 @@
-"""Delivery writes filter on ``_id`` (one id, or ``$in`` a chunk's ids) plus plain
-conditions: the database finds the documents by primary key (SecantusDB scans the whole
-collection for a top-level ``$or``, and answers ``findAndModify`` by a scan too)."""
+"""Delivery writes filter on ``_id`` first (one id, or ``$in`` a chunk's ids), then plain
+conditions: SecantusDB finds a filter's documents by the first clause an index serves, so
+the primary key, and scans the whole collection for a top-level ``$or`` and for a
+``findAndModify``. (Its ``explain`` reads no update's filter; the reads are explained in
+``tests/integration/notify/test_query_plans.py``.)"""
 
 from __future__ import annotations
 
