@@ -2,13 +2,17 @@
 and visits, counters (plus the kernel's outbox, processed events and deadlines).
 
 The only module that touches them: typed records in and out. Reads for a batch take every
-id the batch needs at once (``$in``); writes are effects of a unit of work — a changed
-record is replaced on the version it was read at (anyone in between: the batch is decided
-again).
+id the batch needs at once, in shapes SecantusDB serves from an index: its planner scans
+the whole collection for a ``$in`` on any field but ``_id`` (unless it follows equalities
+on an index's leading fields, or is alone on an index's first field) and for a top-level
+``$or``, a cost that grows with every task, visit and hour ever recorded. Writes are
+effects of a unit of work — a changed record is replaced on the version it was read at
+(anyone in between: the batch is decided again).
 """
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -43,11 +47,15 @@ OPEN = [s.value for s in OPEN_STATES]
 INDEXES = [
     *DEADLINE_INDEXES,
     IndexSpec(VOLUNTEERS, [("skills", 1), ("active", 1)]),
+    # a batch's candidates: active, with any of its skills
+    IndexSpec(VOLUNTEERS, [("active", 1), ("skills", 1)]),
     IndexSpec(VOLUNTEERS, [("community", 1), ("compound", 1)]),
     IndexSpec(SQUADS, [("skill", 1)]),
     # one task per case
     IndexSpec(TASKS, [("case_id", 1)], unique=True),
     IndexSpec(TASKS, [("volunteer_id", 1), ("status", 1)]),
+    # the candidates' open tasks, one open status at a time; the open-tasks gauge
+    IndexSpec(TASKS, [("status", 1), ("volunteer_id", 1)]),
     IndexSpec(TASKS, [("request_id", 1)]),
     IndexSpec(HOURS, [("volunteer_id", 1), ("at", -1)]),
     IndexSpec(HOURS, [("skill", 1), ("at", -1)]),
@@ -144,19 +152,26 @@ class VolunteerStore:
         wanted = sorted(set(skills))
         if not wanted:
             return []
-        cursor = self.volunteers.find({"skills": {"$in": wanted}, "active": True})
+        cursor = self.volunteers.find(candidates_filter(wanted))
         return [Volunteer.from_doc(d) async for d in cursor]
 
     async def open_counts(self, ids: Sequence[str]) -> dict[str, int]:
-        """Open (offered or accepted) tasks per volunteer among ``ids`` (one aggregate)."""
+        """Open (offered or accepted) tasks per volunteer among ``ids``: one query per open
+        status, each served by the ``status_1_volunteer_id_1`` index (a ``$in`` on both
+        fields makes SecantusDB scan every task)."""
+        wanted = sorted(set(ids))
         out: dict[str, int] = {}
-        if not ids:
+        if not wanted:
             return out
-        match: Doc = {"status": {"$in": OPEN}, "volunteer_id": {"$in": list(ids)}}
-        async for row in await self.tasks.aggregate(
-            [{"$match": match}, {"$group": {"_id": "$volunteer_id", "n": {"$sum": 1}}}]
-        ):
-            out[row["_id"]] = int(row["n"])
+        found = await asyncio.gather(
+            *(
+                self.tasks.find(open_tasks_filter(status, wanted), {"volunteer_id": 1}).to_list()
+                for status in OPEN
+            )
+        )
+        for docs in found:
+            for d in docs:
+                out[d["volunteer_id"]] = out.get(d["volunteer_id"], 0) + 1
         return out
 
     async def recent_work(
@@ -205,18 +220,22 @@ class VolunteerStore:
         return {d["_id"]: Recipient.from_doc(d) async for d in cursor}
 
     async def visits_for(self, ids: Iterable[str], open_of: Iterable[str]) -> dict[str, Visit]:
-        """The visits among ``ids`` and the open visits of the recipients ``open_of``
-        (one query)."""
+        """The visits among ``ids`` and the open visits of the recipients ``open_of``.
+
+        One query by ``_id``; and, for recipients being stopped (rare), one by
+        ``recipient_id`` on its index, of which the open visits are kept — a ``$or`` of the
+        two, or a status next to the ``$in``, makes SecantusDB scan every visit."""
         wanted, recipients = sorted(set(ids)), sorted(set(open_of))
-        clauses: list[Doc] = []
-        if wanted:
-            clauses.append({"_id": {"$in": wanted}})
-        if recipients:
-            clauses.append({"recipient_id": {"$in": recipients}, "status": VisitStatus.OPEN.value})
-        if not clauses:
-            return {}
-        flt = clauses[0] if len(clauses) == 1 else {"$or": clauses}
-        return {d["_id"]: Visit.from_doc(d) async for d in self.visits.find(flt)}
+        by_id, of_recipients = await asyncio.gather(
+            self._visits({"_id": {"$in": wanted}}) if wanted else _no_visits(),
+            self._visits({"recipient_id": {"$in": recipients}}) if recipients else _no_visits(),
+        )
+        out = {v.id: v for v in of_recipients if v.status == VisitStatus.OPEN}
+        out.update((v.id, v) for v in by_id)
+        return out
+
+    async def _visits(self, flt: Doc) -> list[Visit]:
+        return [Visit.from_doc(d) async for d in self.visits.find(flt)]
 
     # --- writes, as effects -----------------------------------------------------------------
 
@@ -345,7 +364,7 @@ class VolunteerStore:
         wanted = sorted(set(skills))
         if not wanted:
             return []
-        cursor = self.volunteers.find({"skills": {"$in": wanted}, "active": True}).sort("_id", 1)
+        cursor = self.volunteers.find(candidates_filter(wanted)).sort("_id", 1)
         return [Volunteer.from_doc(d) async for d in cursor]
 
     async def list_squads(self) -> list[Squad]:
@@ -428,7 +447,9 @@ class VolunteerStore:
         return [Visit.from_doc(d) async for d in cursor]
 
     async def utilisation(self) -> tuple[int, int, int]:
-        """(active volunteers, open tasks, total capacity)."""
+        """(active volunteers, open tasks, total capacity): the volunteers on the
+        ``active_1_skills_1`` index, the open tasks counted on ``status_1_volunteer_id_1``
+        (a ``$in`` alone on an index's first field is served by it)."""
         active = 0
         capacity = 0
         async for v in self.volunteers.find({"active": True}, {"max_tasks": 1}):
@@ -440,6 +461,21 @@ class VolunteerStore:
     async def count_overdue(self) -> int:
         """Visits currently overdue."""
         return await self.visits.count_documents({"status": VisitStatus.OVERDUE.value})
+
+
+def candidates_filter(skills: Sequence[str]) -> Doc:
+    """Active volunteers with any of ``skills`` (the ``active_1_skills_1`` index)."""
+    return {"active": True, "skills": {"$in": list(skills)}}
+
+
+def open_tasks_filter(status: str, volunteer_ids: Sequence[str]) -> Doc:
+    """The tasks in ``status`` held by any of ``volunteer_ids``: an equality on the index's
+    first field and a ``$in`` on its second (``status_1_volunteer_id_1``)."""
+    return {"status": status, "volunteer_id": {"$in": list(volunteer_ids)}}
+
+
+async def _no_visits() -> list[Visit]:
+    return []
 
 
 def _only(**conditions: Any) -> Doc:
