@@ -40,6 +40,7 @@ def create_app(settings: VolunteerSettings | None = None) -> FastAPI:
     async def setup(rt: ServiceRuntime) -> list[Subscription]:
         metrics = holder["metrics"]
         service = VolunteerService(rt, VolunteerStore(rt.db), settings, places, metrics)
+        await service.prepare()
         added = await service.seed(seed, recipients)
         log.info("volunteer seed loaded", extra={"added": added})
         rt.extra["ctx"] = api.VolunteerContext(rt, settings, service)

@@ -69,6 +69,19 @@ CARE_OVERDUE = "care_overdue"
 PLACE_FIELDS = ("community", "compound", "lat", "lng")
 
 Clock = Callable[[], datetime]
+# recent hours are kept a day longer than the fairness window: a replica whose clock is
+# behind the one that recorded an entry still finds every entry of its window
+RECENT_MARGIN_DAYS = 1
+
+
+def recent_hours_days(settings: VolunteerSettings) -> int:
+    """How many days of hours each volunteer's recent hours hold."""
+    return settings.fairness_window_days + RECENT_MARGIN_DAYS
+
+
+def recent_hours_from(settings: VolunteerSettings, now: datetime) -> datetime:
+    """The oldest instant whose hours a volunteer's recent hours keep."""
+    return now - timedelta(days=recent_hours_days(settings))
 
 
 def generate_subject(rid: str) -> str:
@@ -344,6 +357,7 @@ class TaskWalk:
                     at=now,
                     note=item.note,
                 ),
+                recent_hours_from(self.settings, now),
             )
             if batch.pool is not None:
                 batch.pool.worked(worker, item.hours)
@@ -752,6 +766,7 @@ class CareVisits:
                     at=now,
                     note=item.note,
                 ),
+                recent_hours_from(self.settings, now),
             )
             batch.hours.append(item.hours)
         batch.outcomes.append("completed_late" if visit.late else "completed")
@@ -1189,10 +1204,18 @@ class VolunteerService:
     ) -> None:
         self.rt = rt
         self.store = store
+        self.settings = settings
         self.clock = clock
         self.tasks = TaskWalk(rt, store, settings, places, metrics, clock)
         self.care = CareVisits(rt, store, settings, places, metrics, clock)
         self.registry = Registry(rt, store, settings, places, clock)
+
+    async def prepare(self) -> None:
+        """At start-up, before anything consumes: volunteers' recent hours are filled in
+        from the hours once, for a database from before them or a longer fairness window."""
+        days = recent_hours_days(self.settings)
+        if filled := await self.store.ensure_recent_hours(days, self.clock()):
+            log.info("recent hours filled in", extra={"volunteers": filled, "days": days})
 
     async def on_cases(self, envs: Sequence[Envelope]) -> Decision[None]:
         """``tongxin.cases.v1``: ``case.routed`` needing volunteers opens and offers a task;

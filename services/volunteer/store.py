@@ -1,5 +1,6 @@
-"""Volunteer's own collections: volunteers, squads, brigade, tasks, hours, care recipients
-and visits, counters (plus the kernel's outbox, processed events and deadlines).
+"""Volunteer's own collections: volunteers, squads, brigade, tasks, hours (and each
+volunteer's recent ones), care recipients and visits, counters (plus the kernel's outbox,
+processed events and deadlines).
 
 The only module that touches them: typed records in and out. Reads for a batch take every
 id the batch needs at once, in shapes SecantusDB serves from an index: its planner scans
@@ -13,9 +14,10 @@ effects of a unit of work — a changed record is replaced on the version it was
 from __future__ import annotations
 
 import asyncio
+import math
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from pymongo import UpdateOne
@@ -39,6 +41,10 @@ SQUADS = "squads"
 BRIGADE = "brigade"
 TASKS = "tasks"
 HOURS = "service_hours"
+# per volunteer (_id): their hours entries of the fairness window, kept with each entry
+RECENT_HOURS = "recent_hours"
+# the counter saying how many days of entries recent_hours holds (set at start-up)
+RECENT_HOURS_DAYS = "recent_hours_days"
 RECIPIENTS = "care_recipients"
 VISITS = "care_visits"
 COUNTERS = "counters"
@@ -107,6 +113,7 @@ class VolunteerStore:
         self.brigade = db[BRIGADE]
         self.tasks = db[TASKS]
         self.hours = db[HOURS]
+        self.recent_hours = db[RECENT_HOURS]
         self.recipients = db[RECIPIENTS]
         self.visits = db[VISITS]
         self.counters = db[COUNTERS]
@@ -177,17 +184,19 @@ class VolunteerStore:
     async def recent_work(
         self, ids: Sequence[str], since: datetime
     ) -> dict[str, tuple[int, float]]:
-        """(completed tasks and visits, hours) per volunteer among ``ids`` since ``since``."""
+        """(completed tasks and visits, hours) per volunteer among ``ids`` since ``since``:
+        one read of their ``recent_hours`` by ``_id`` (the hours themselves, by volunteer
+        and time, take one query per volunteer — a ``$in`` next to the range makes
+        SecantusDB scan every entry ever recorded)."""
+        wanted = sorted(set(ids))
         out: dict[str, tuple[int, float]] = {}
-        if not ids:
+        if not wanted:
             return out
-        async for row in await self.hours.aggregate(
-            [
-                {"$match": {"volunteer_id": {"$in": list(ids)}, "at": {"$gte": since}}},
-                {"$group": {"_id": "$volunteer_id", "n": {"$sum": 1}, "h": {"$sum": "$hours"}}},
-            ]
-        ):
-            out[row["_id"]] = (int(row["n"]), float(row["h"]))
+        since = _stored(since)
+        async for d in self.recent_hours.find({"_id": {"$in": wanted}}):
+            hours = [e["hours"] for e in d.get("entries", []) if e["at"] >= since]
+            if hours:
+                out[d["_id"]] = (len(hours), math.fsum(hours))
         return out
 
     async def squads_by_id(self, ids: Iterable[str]) -> dict[str, Squad]:
@@ -277,9 +286,16 @@ class VolunteerStore:
         flt = {"_id": BRIGADE_ID, "version": _read_at(read_version)}
         fx.replace(BRIGADE, flt, brigade.to_doc())
 
-    def add_hours(self, fx: Effects, entry: ServiceHours) -> None:
-        """Hours of one completed task or visit (its id is the entry's: once each)."""
+    def add_hours(self, fx: Effects, entry: ServiceHours, keep_from: datetime) -> None:
+        """Hours of one completed task or visit (its id is the entry's: once each), added to
+        its volunteer's recent hours, whose entries before ``keep_from`` go."""
         fx.insert(HOURS, entry.to_doc())
+        if not entry.volunteer_id:
+            return
+        flt = {"_id": entry.volunteer_id}
+        fx.update(RECENT_HOURS, flt, {"$pull": {"entries": {"at": {"$lt": keep_from}}}})
+        recent = _recent_entry(entry.id, entry.at, entry.hours)
+        fx.update(RECENT_HOURS, flt, {"$addToSet": {"entries": recent}}, upsert=True)
 
     def insert_recipient(self, fx: Effects, rec: Recipient) -> None:
         """A newly registered care recipient."""
@@ -306,6 +322,40 @@ class VolunteerStore:
             fx.insert(COUNTERS, {"_id": kind, "n": value})
         else:
             fx.update(COUNTERS, {"_id": kind, "n": read}, {"$set": {"n": value}}, must_match=True)
+
+    # --- at start-up ---------------------------------------------------------------------
+
+    async def ensure_recent_hours(self, days: int, now: datetime) -> int:
+        """Make ``recent_hours`` hold the last ``days`` days of entries: when it held fewer
+        (a database from before it, or a longer fairness window than it was kept for),
+        the hours of those days are read (one scan of the hours, at start-up, that once)
+        and added — each entry with its id, so an entry a replica records meanwhile is not
+        added twice. Hours a replica of an older version records after this are not (deploy
+        every replica). How many volunteers were filled."""
+        held = (await self.counter_values([RECENT_HOURS_DAYS])).get(RECENT_HOURS_DAYS)
+        filled = 0
+        if held is None or held < days:
+            entries: dict[str, list[Doc]] = {}
+            cursor = self.hours.find(
+                {"at": {"$gte": now - timedelta(days=days)}},
+                {"volunteer_id": 1, "at": 1, "hours": 1},
+            )
+            async for d in cursor:
+                if d.get("volunteer_id"):
+                    recent = _recent_entry(d["_id"], d["at"], d["hours"])
+                    entries.setdefault(d["volunteer_id"], []).append(recent)
+            ops = [
+                UpdateOne({"_id": vid}, {"$addToSet": {"entries": {"$each": e}}}, upsert=True)
+                for vid, e in entries.items()
+            ]
+            if ops:
+                await self.recent_hours.bulk_write(ops, ordered=False)
+            filled = len(ops)
+        if held != days:  # fewer days from now on, if the window shrank
+            await self.counters.update_one(
+                {"_id": RECENT_HOURS_DAYS}, {"$set": {"n": days}}, upsert=True
+            )
+        return filled
 
     # --- reads for the API and the gauges ---------------------------------------------------
 
@@ -472,6 +522,17 @@ def open_tasks_filter(status: str, volunteer_ids: Sequence[str]) -> Doc:
     """The tasks in ``status`` held by any of ``volunteer_ids``: an equality on the index's
     first field and a ``$in`` on its second (``status_1_volunteer_id_1``)."""
     return {"status": status, "volunteer_id": {"$in": list(volunteer_ids)}}
+
+
+def _recent_entry(entry_id: str, at: datetime, hours: float) -> Doc:
+    """An entry of ``recent_hours`` (always built here: ``$addToSet`` compares whole
+    entries, field order included)."""
+    return {"id": entry_id, "at": at, "hours": float(hours)}
+
+
+def _stored(at: datetime) -> datetime:
+    """``at`` as the database compares it: to the millisecond, truncated."""
+    return at.replace(microsecond=at.microsecond - at.microsecond % 1000)
 
 
 async def _no_visits() -> list[Visit]:
