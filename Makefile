@@ -51,7 +51,7 @@ bench: $(STAMP) kafka-jars
 
 ## Fault injection under load (kill, restart, poison, rebalance, SIGTERM) with a report table.
 faults: $(STAMP) kafka-jars
-	TONGXIN_BROKER=kafka TONGXIN_FAULTS_RATE=$${TONGXIN_FAULTS_RATE:-10} \
+	TONGXIN_BROKER=kafka TONGXIN_FAULTS_RATE=$${TONGXIN_FAULTS_RATE:-20} \
 	TONGXIN_FAULTS_DURATION=$${TONGXIN_FAULTS_DURATION:-60} $(BIN)/pytest tests/faults -m faults -p no:cacheprovider
 
 clean:

@@ -49,8 +49,10 @@ def pytest_runtest_makereport(
 
 
 def _logs(root: Path) -> list[Path]:
-    """Every log a fault run writes: services (and extra replicas), database, broker."""
-    return sorted(p for p in root.rglob("*.log") if p.is_file())
+    """Every log a fault run writes: services (and extra replicas), database, broker (its
+    own log, not its partitions' ``.log`` segments)."""
+    found = [*root.glob("logs*/*.log"), *root.glob("db/*.log"), *root.glob("broker/*.log")]
+    return sorted(p for p in found if p.is_file())
 
 
 @pytest.fixture(autouse=True)
