@@ -24,6 +24,7 @@ def subscriptions(service: IntakeService) -> list[Subscription]:
             [CASES.name, VOLUNTEER_TASKS.name],
             handle=service.on_timeline,
             types=TIMELINE_TYPES,
+            mark=False,  # an applied event's id is in the request's timeline
         ),
         Subscription(
             "inbound",

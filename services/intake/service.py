@@ -666,7 +666,10 @@ class IntakeService:
     async def on_timeline(self, envs: Sequence[Envelope]) -> Decision[None]:
         """``case.*`` and ``task.*`` events: a timeline entry each, maybe a status change
         (with its masked ``request.status``). Events of requests that are not ours (a
-        care visit's key, another deployment's request) change nothing."""
+        care visit's key, another deployment's request) change nothing. An event is
+        applied once: its entry carries its id, and an event whose entry is there already
+        (delivered again after a crash, or published twice) changes nothing — so this
+        consumer needs no processed-event marks."""
         out: Decision[None] = Decision()
         parsed = []
         for n, env in enumerate(envs):
@@ -687,6 +690,8 @@ class IntakeService:
             if event is None or event.request_id not in batch.current:
                 continue
             req = batch.current[event.request_id]
+            if any(e.get("event_id") == env.id for e in req.timeline):
+                continue  # delivered again: its entry (and any status it moved) is there
             at = getattr(event, "at", None) or env.time
             change = apply_event(
                 State(status=Status(req.status), resolution_round=req.resolution_round),

@@ -54,9 +54,10 @@ class Rig:
     uow: UnitOfWork
     metrics: Metrics
 
-    def consumer(self, handle, group: str | None = None) -> BatchConsumer:  # type: ignore[no-untyped-def]
+    def consumer(self, handle, group: str | None = None, mark: bool = True) -> BatchConsumer:  # type: ignore[no-untyped-def]
         group = group or unique("g.")
         return BatchConsumer(
+            mark=mark,
             name=group,
             group_id=group,
             bootstrap=self.stack.bootstrap,
@@ -317,3 +318,37 @@ async def test_a_stop_gives_up_a_batch_stuck_past_the_grace_and_it_comes_again(r
         await eventually(handled, timeout=60, what="the given-up record again")
     finally:
         await again.stop()
+
+
+async def test_a_consumer_whose_use_case_knows_repeats_writes_no_marks(rig: Rig) -> None:
+    """``mark=False``: no processed-event marks are read or written — the use case itself
+    recognises an event it applied (here: by its id under a unique index)."""
+    applied: list[str] = []
+
+    async def idempotent(envs: Sequence[Envelope]) -> Decision[None]:
+        d: Decision[None] = Decision()
+        known = {x["_id"] async for x in rig.db.seen.find({"_id": {"$in": [e.id for e in envs]}})}
+        for i, env in enumerate(envs):
+            if env.id not in known:
+                d.effects.insert("seen", {"_id": env.id, "key": env.key})
+                d.effects.on_commit(lambda env=env: applied.append(env.id))  # type: ignore[misc]
+            d.done(i, None)
+        return d
+
+    group = unique("g.")
+    env = submitted("N-1")
+    c = rig.consumer(idempotent, group, mark=False)
+    await c.start()
+    try:
+        for n in (1, 2):  # the same event again later (a relay's repeat): another poll
+            await rig.send(env)
+
+            async def handled(n: int = n) -> bool:
+                return sample(rig.metrics, group, "handled") == n
+
+            await eventually(handled, timeout=60, what=f"record {n} handled")
+    finally:
+        await c.stop()
+    assert applied == [env.id]
+    assert await rig.db.seen.count_documents({}) == 1
+    assert await rig.db[PROCESSED].count_documents({"consumer": group}) == 0

@@ -73,6 +73,9 @@ class Subscription:
     topics: Sequence[str]
     handle: BatchHandle
     types: frozenset[str]
+    # False when ``handle`` recognises a repeated event itself (the consumer then writes
+    # no processed-event marks; see BatchConsumer)
+    mark: bool = True
 
 
 @dataclass
@@ -202,6 +205,7 @@ async def start_runtime(
                 stop_grace=settings.consumer_stop_grace_s,
                 max_records=settings.consumer_max_records,
                 instance=settings.instance,
+                mark=sub.mark,
             )
             await runner.start()
             rt.consumers.append(runner)
