@@ -94,6 +94,11 @@ def create_app(settings: NotifySettings | None = None) -> FastAPI:
         # closers run in reverse: the dispatch stops before the channel clients close (the
         # attempts under way are recorded first), after the scheduler and the sweep
         rt.closers.append(dispatch.stop)
+        # as the process begins to stop, no new chunk is sent: the batch in hand ends with
+        # what is under way (the rest stays pending for the next start), within the grace
+        rt.run_in_background(
+            "stop-sending", lambda: dispatch.stop_sending(rt.stopping), lambda: None
+        )
         service = NotifyService(
             rt,
             store,

@@ -561,6 +561,14 @@ class Dispatch:
 
     # — stopping —
 
+    async def stop_sending(self, stopping: asyncio.Event) -> None:
+        """Once ``stopping`` is set, take no new chunk (what is queued is left pending for
+        the next start or another replica); the attempts under way finish."""
+        await stopping.wait()
+        self.stopping = True
+        for lane in self.lanes.values():
+            lane.kick()  # queued jobs are settled as stopped
+
     async def stop(self, grace: float | None = None) -> None:
         """Take no new chunk; hand the deliveries between attempts back; wait (bounded) for
         the attempts under way to be recorded, so they are not left uncertain, before the

@@ -93,7 +93,7 @@ class ServiceRuntime:
     uow: UnitOfWork
     consumers: list[BatchConsumer] = field(default_factory=list)
     tasks: list[asyncio.Task[None]] = field(default_factory=list)
-    # set when the process stops; background loops of a service watch it
+    # set when the process begins to stop; a service's loops and sends watch it
     stopping: asyncio.Event = field(default_factory=asyncio.Event)
     extra: dict[str, Any] = field(default_factory=dict)
     # closed after the consumers stopped, in reverse order (e.g. a service's HTTP clients)
@@ -232,13 +232,17 @@ async def start_runtime(
 
 
 async def stop_runtime(rt: ServiceRuntime) -> None:
-    """Stop in reverse: consumers (commit), relay (drain), producer (flush), database."""
+    """Stop in reverse: consumers (commit), relay (drain), producer (flush), database.
+
+    ``rt.stopping`` is set first: work that watches it (a service sending what a batch
+    planned, background loops) takes nothing new, so the batch in hand ends within the
+    consumers' grace instead of being given up and done again after the restart."""
+    rt.stopping.set()
     for c in reversed(rt.consumers):
         try:
             await c.stop()
         except Exception as exc:
             log.warning("consumer stop failed", extra={"consumer": c.name, "error": repr(exc)})
-    rt.stopping.set()
     for close in reversed(rt.closers):
         try:
             await close()
