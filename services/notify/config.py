@@ -53,7 +53,7 @@ class NotifySettings(ServiceSettings):
     notify_backoff_initial_s: float = Field(default=1.0, ge=0)
     notify_backoff_max_s: float = Field(default=30.0, ge=0)
     notify_timeout_s: float = Field(default=10.0, gt=0)
-    notify_concurrency: int = Field(default=8, ge=1)
+    notify_concurrency: int = Field(default=32, ge=1)
     notify_channel_timeouts: dict[NotifyChannel, float] = Field(default_factory=dict)
     notify_channel_concurrency: dict[NotifyChannel, int] = Field(default_factory=dict)
     # A delivery between attempts is held by its process until its next attempt plus this
