@@ -17,6 +17,7 @@ from services.intake.service import IntakeService
 from services.intake.store import INDEXES, RequestStore
 from tongxin import console
 from tongxin.contracts.enums import Category
+from tongxin.runtime.openapi import serve_docs
 from tongxin.runtime.service import ServiceRuntime, Subscription, create_service_app
 
 log = logging.getLogger(__name__)
@@ -68,6 +69,7 @@ def create_app(settings: IntakeSettings | None = None) -> FastAPI:
         indexes=INDEXES,
         setup=setup,
     )
+    serve_docs(app)  # /docs and /redoc with their assets served here, not from a CDN
     app.add_middleware(BodyLimitMiddleware, max_bytes=settings.intake_max_body_bytes)
     if settings.anonymous_limit_enabled:
         app.state.anonymous_limiter = TokenBucketLimiter(

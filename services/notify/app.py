@@ -23,6 +23,7 @@ from services.notify.metrics import NotifyMetrics
 from services.notify.service import NotifyService
 from services.notify.store import INDEXES, NotifyStore
 from tongxin.contracts.enums import NotifyChannel
+from tongxin.runtime.openapi import serve_docs
 from tongxin.runtime.scheduler import BatchScheduler
 from tongxin.runtime.service import ServiceRuntime, Subscription, create_service_app
 
@@ -114,7 +115,7 @@ def create_app(settings: NotifySettings | None = None) -> FastAPI:
         rt.run_in_background("resume", service.run_sweeper, service.stop_sweeper)
         return subscriptions(service)
 
-    return create_service_app(
+    app = create_service_app(
         name="notify",
         title="Tongxin notify 消息通知",
         settings=settings,
@@ -122,3 +123,5 @@ def create_app(settings: NotifySettings | None = None) -> FastAPI:
         indexes=INDEXES,
         setup=setup,
     )
+    serve_docs(app)  # /docs and /redoc with their assets served here, not from a CDN
+    return app

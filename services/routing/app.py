@@ -17,6 +17,7 @@ from services.routing.handlers import subscriptions
 from services.routing.metrics import GaugeRefresher, RoutingMetrics
 from services.routing.service import RoutingService
 from services.routing.store import INDEXES, CaseStore
+from tongxin.runtime.openapi import serve_docs
 from tongxin.runtime.scheduler import BatchScheduler
 from tongxin.runtime.service import ServiceRuntime, Subscription, create_service_app
 
@@ -81,4 +82,5 @@ def create_app(settings: RoutingSettings | None = None) -> FastAPI:
         indexes=INDEXES,
         setup=setup,
     )
+    serve_docs(app)  # /docs and /redoc with their assets served here, not from a CDN
     return app

@@ -16,6 +16,7 @@ from services.volunteer.handlers import subscriptions
 from services.volunteer.metrics import GaugeRefresher, VolunteerMetrics
 from services.volunteer.service import VolunteerService
 from services.volunteer.store import INDEXES, VolunteerStore
+from tongxin.runtime.openapi import serve_docs
 from tongxin.runtime.scheduler import BatchScheduler
 from tongxin.runtime.service import ServiceRuntime, Subscription, create_service_app
 
@@ -64,5 +65,6 @@ def create_app(settings: VolunteerSettings | None = None) -> FastAPI:
         indexes=INDEXES,
         setup=setup,
     )
+    serve_docs(app)  # /docs and /redoc with their assets served here, not from a CDN
     holder["metrics"] = VolunteerMetrics(app.state.metrics.registry)
     return app

@@ -19,13 +19,31 @@ each route that does not document them itself, the SPEC error shape
 
 A route's own ``responses=`` entries win, so a route with other answers (429, 413, …)
 documents them next to its decorator.
+
+:func:`serve_docs` serves the interactive docs (``/docs``: Swagger UI, ``/redoc``: ReDoc)
+with their scripts and styles from the service itself, under ``/docs-assets/``: on an
+intranet without the public internet FastAPI's defaults (a public CDN, Google Fonts) leave a
+blank page. The assets come from the ``fastapi-standalone-docs`` package (its static files
+only; its patching of FastAPI is not used).
 """
 
 from __future__ import annotations
 
+import base64
+import hashlib
+import re
+from importlib.resources import files
+from pathlib import Path
 from typing import Any
 
-from fastapi import FastAPI
+from fastapi import FastAPI, Request
+from fastapi.openapi.docs import (
+    get_redoc_html,
+    get_swagger_ui_html,
+    get_swagger_ui_oauth2_redirect_html,
+)
+from fastapi.responses import HTMLResponse
+from fastapi.staticfiles import StaticFiles
 from pydantic import BaseModel
 
 WRITES = {"POST", "PUT", "PATCH", "DELETE"}
@@ -122,3 +140,93 @@ def add_error_responses(spec: dict[str, Any]) -> None:
 def _is_fastapi_validation_error(response: dict[str, Any]) -> bool:
     schema = response.get("content", {}).get("application/json", {}).get("schema", {})
     return bool(schema.get("$ref", "").endswith("/HTTPValidationError"))
+
+
+DOCS_ASSETS = "/docs-assets"
+_INLINE_SCRIPT = re.compile(r"<script>(.*?)</script>", re.S)
+
+
+def _assets_dir() -> Path:
+    """The package's ``static/`` folder: ``swagger/``, ``redoc/`` and ``fastapi/`` (favicon)."""
+    return Path(str(files("fastapi_standalone_docs") / "static"))
+
+
+def docs_security_headers(html: str) -> dict[str, str]:
+    """A docs page may run its own inline script (Swagger UI's set-up, by its hash) and what
+    the service serves, and talk only to its own origin. ReDoc injects its styles and starts
+    its search worker from a ``blob:``; Swagger UI's icons are ``data:`` images."""
+    hashes = " ".join(
+        f"'sha256-{base64.b64encode(hashlib.sha256(body.encode()).digest()).decode()}'"
+        for body in _INLINE_SCRIPT.findall(html)
+    )
+    return {
+        "content-security-policy": (
+            f"default-src 'none'; script-src 'self' {hashes}; style-src 'self' 'unsafe-inline'; "
+            "img-src 'self' data:; font-src 'self' data:; connect-src 'self'; "
+            "worker-src 'self' blob:; base-uri 'none'; form-action 'none'; "
+            "frame-ancestors 'none'"
+        ),
+        "x-content-type-options": "nosniff",
+        "referrer-policy": "no-referrer",
+    }
+
+
+def _page(response: HTMLResponse) -> HTMLResponse:
+    response.headers.update(docs_security_headers(bytes(response.body).decode()))
+    return response
+
+
+def serve_docs(app: FastAPI) -> None:
+    """Serve ``app``'s ``/docs`` and ``/redoc`` with assets from the service itself (see the
+    module docstring), in place of the FastAPI routes that load them from a public CDN."""
+    docs_url, redoc_url = app.docs_url, app.redoc_url
+    oauth2_url = app.swagger_ui_oauth2_redirect_url
+    replaced = {docs_url, redoc_url, oauth2_url} - {None}
+    app.router.routes[:] = [
+        r for r in app.router.routes if getattr(r, "path", None) not in replaced
+    ]
+    app.mount(DOCS_ASSETS, StaticFiles(directory=_assets_dir()), name="docs-assets")
+    openapi_url = app.openapi_url or "/openapi.json"
+
+    def root(request: Request) -> str:
+        return str(request.scope.get("root_path", "")).rstrip("/")
+
+    if docs_url:
+
+        async def swagger_ui(request: Request) -> HTMLResponse:
+            base = root(request)
+            return _page(
+                get_swagger_ui_html(
+                    openapi_url=base + openapi_url,
+                    title=f"{app.title} - Swagger UI",
+                    swagger_js_url=f"{base}{DOCS_ASSETS}/swagger/swagger-ui-bundle.js",
+                    swagger_css_url=f"{base}{DOCS_ASSETS}/swagger/swagger-ui.css",
+                    swagger_favicon_url=f"{base}{DOCS_ASSETS}/fastapi/favicon.png",
+                    oauth2_redirect_url=base + oauth2_url if oauth2_url else None,
+                    init_oauth=app.swagger_ui_init_oauth,
+                    swagger_ui_parameters=app.swagger_ui_parameters,
+                )
+            )
+
+        app.add_route(docs_url, swagger_ui, include_in_schema=False)
+        if oauth2_url:
+
+            async def swagger_ui_redirect(request: Request) -> HTMLResponse:
+                return _page(get_swagger_ui_oauth2_redirect_html())
+
+            app.add_route(oauth2_url, swagger_ui_redirect, include_in_schema=False)
+    if redoc_url:
+
+        async def redoc(request: Request) -> HTMLResponse:
+            base = root(request)
+            return _page(
+                get_redoc_html(
+                    openapi_url=base + openapi_url,
+                    title=f"{app.title} - ReDoc",
+                    redoc_js_url=f"{base}{DOCS_ASSETS}/redoc/redoc.standalone.js",
+                    redoc_favicon_url=f"{base}{DOCS_ASSETS}/fastapi/favicon.png",
+                    with_google_fonts=False,
+                )
+            )
+
+        app.add_route(redoc_url, redoc, include_in_schema=False)
