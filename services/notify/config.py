@@ -5,12 +5,34 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, model_validator
 
 from tongxin.contracts.enums import NotifyChannel
 from tongxin.runtime.settings import REPO_ROOT, ServiceSettings
 
 NOTIFY_DIR = REPO_ROOT / "deploy" / "notify"
+
+SmsProvider = Literal["gateway", "aliyun", "tencent"]
+
+
+class SmsTemplateMap(BaseModel):
+    """A message's SMS template as registered with the provider: its id there, and which of
+    the message's parameters (``sms.params`` in templates.yaml) fill it, in its order."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    # Aliyun TemplateCode (``SMS_123456789``) or Tencent TemplateId (``1234567``)
+    id: str = Field(min_length=1)
+    # the provider's parameter name → ours, in the template's order; a list names ours and
+    # sends them under the same names. Unset: ours as they are (Aliyun only — Tencent's
+    # parameters are positional, so their order must be written down).
+    params: dict[str, str] | list[str] | None = None
+
+    def named(self) -> dict[str, str] | None:
+        """Provider parameter name → ours, in order (None: ours as they are)."""
+        if self.params is None or isinstance(self.params, dict):
+            return self.params
+        return {p: p for p in self.params}
 
 
 class NotifySettings(ServiceSettings):
@@ -40,10 +62,22 @@ class NotifySettings(ServiceSettings):
     notify_smtp_security: Literal["none", "starttls", "tls"] = "none"
     notify_smtp_from: str = "noreply@tongxin.example.gov.cn"
     notify_smtp_from_name: str = "同心平台"
-    # SMS gateway adapter (Aliyun SendSms shape); signed like the webhook when a secret is set.
+    # SMS: through a generic HTTP gateway adapter (Aliyun SendSms shape, signed like the
+    # webhook when a secret is set), or Alibaba Cloud SMS / Tencent Cloud SMS through their SDKs.
+    notify_sms_provider: SmsProvider = "gateway"
     notify_sms_gateway_url: str | None = None
     notify_sms_sign_name: str = "同心平台"
-    notify_sms_secret: str | None = None
+    notify_sms_secret: SecretStr | None = None
+    # Aliyun AccessKey ID / Secret, or Tencent SecretId / SecretKey
+    notify_sms_access_key_id: SecretStr | None = None
+    notify_sms_access_key_secret: SecretStr | None = None
+    notify_sms_app_id: str | None = None  # Tencent SmsSdkAppId (1400…)
+    notify_sms_region: str | None = None  # Tencent: ap-guangzhou; Aliyun: cn-hangzhou
+    # The provider's API endpoint as a URL (default https://dysmsapi.aliyuncs.com,
+    # https://sms.tencentcloudapi.com); tests point it at a local fake.
+    notify_sms_endpoint: str | None = None
+    # The templates' SMS codes (templates.yaml ``sms.code``) → the provider's templates.
+    notify_sms_templates: dict[str, SmsTemplateMap] = Field(default_factory=dict)
     # The console channel (logs); with fallback, a recipient no channel can reach gets it.
     notify_console: bool = True
     notify_console_fallback: bool = True
@@ -69,6 +103,27 @@ class NotifySettings(ServiceSettings):
             raise ValueError("TONGXIN_NOTIFY_CHANNEL_TIMEOUTS values must be positive")
         if any(v < 1 for v in self.notify_channel_concurrency.values()):
             raise ValueError("TONGXIN_NOTIFY_CHANNEL_CONCURRENCY values must be at least 1")
+        return self
+
+    @model_validator(mode="after")
+    def _sms_provider_credentials(self) -> NotifySettings:
+        provider = self.notify_sms_provider
+        if provider == "gateway":
+            return self
+        need = ["ACCESS_KEY_ID", "ACCESS_KEY_SECRET"] + (
+            ["APP_ID"] if provider == "tencent" else []
+        )
+        missing = [n for n in need if not getattr(self, f"notify_sms_{n.lower()}")]
+        if missing:
+            names = ", ".join(f"TONGXIN_NOTIFY_SMS_{n}" for n in missing)
+            raise ValueError(f"TONGXIN_NOTIFY_SMS_PROVIDER={provider} needs {names}")
+        if provider == "tencent":
+            unordered = [c for c, t in self.notify_sms_templates.items() if t.params is None]
+            if unordered:
+                raise ValueError(
+                    "Tencent SMS parameters are positional: name them in order (params) for "
+                    + ", ".join(unordered)
+                )
         return self
 
     @property

@@ -1,6 +1,7 @@
 """Delivery channels — each a real protocol client in a module of its own: a signed generic
-webhook, the WeCom (企业微信) and DingTalk (钉钉) group robots, SMTP email, an SMS gateway
-adapter (template code + params, the Aliyun shape) and the development console.
+webhook, the WeCom (企业微信) and DingTalk (钉钉) group robots, SMTP email, SMS (approved
+template code + params, through a gateway adapter, Alibaba Cloud SMS or Tencent Cloud SMS:
+``sms.py``, ``aliyun_sms.py``, ``tencent_sms.py``) and the development console.
 
 Adding a channel: a module with its sender and a :class:`Plug` (enabled by which settings,
 how its sender is built), and its line in ``PLUGS`` below (plus its name in the contract's
