@@ -5,13 +5,38 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: up test lint fmt demo kafka-jars system-deps bench faults clean
+LOCKS  := requirements
+# uv writes the locks (`make lock`), from a venv of its own: not a dependency of the project
+LOCK_VENV  := .cache/lock-venv
+UV_VERSION := 0.13.10
 
-$(STAMP): pyproject.toml constraints.txt
+.PHONY: up test lint fmt demo kafka-jars system-deps bench faults clean lock
+
+## Every dependency from the hashed locks (pip refuses anything whose hash differs): pip and the
+## build backend first, then the tests' lock (the runtime, the `local` stack's broker and
+## database, the `dev` tools), then the project itself, editable, adding nothing.
+$(STAMP): pyproject.toml $(LOCKS)/build.lock $(LOCKS)/dev.lock
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
-	$(BIN)/python -m pip install -q --upgrade pip
-	$(BIN)/python -m pip install -q -c constraints.txt -e '.[dev]'
+	$(BIN)/python -m pip install -q --require-hashes -r $(LOCKS)/build.lock
+	$(BIN)/python -m pip install -q --require-hashes -r $(LOCKS)/dev.lock
+	$(BIN)/python -m pip install -q --no-deps --no-build-isolation -e .
 	@touch $(STAMP)
+
+## Rewrite the locks from pyproject.toml: dev.lock (runtime + `dev` + `local`, what make installs),
+## prod.lock (runtime only, what deploy/Dockerfile installs, the same versions) and build.lock.
+## Pins already in a lock are kept; move them with UPGRADE=--upgrade or
+## UPGRADE='--upgrade-package fastapi'.
+lock:
+	@test -x $(LOCK_VENV)/bin/uv || { $(PYTHON) -m venv $(LOCK_VENV) \
+		&& $(LOCK_VENV)/bin/pip install -q uv==$(UV_VERSION); }
+	UV_CUSTOM_COMPILE_COMMAND="make lock" $(LOCK_VENV)/bin/uv pip compile -q $(UPGRADE) \
+		--generate-hashes --python-version 3.11 pyproject.toml --extra dev --extra local \
+		-o $(LOCKS)/dev.lock
+	UV_CUSTOM_COMPILE_COMMAND="make lock" $(LOCK_VENV)/bin/uv pip compile -q \
+		--generate-hashes --python-version 3.11 pyproject.toml -c $(LOCKS)/dev.lock \
+		-o $(LOCKS)/prod.lock
+	UV_CUSTOM_COMPILE_COMMAND="make lock" $(LOCK_VENV)/bin/uv pip compile -q $(UPGRADE) \
+		--generate-hashes --python-version 3.11 $(LOCKS)/build.in -o $(LOCKS)/build.lock
 
 kafka-jars: $(STAMP)
 	$(BIN)/tongxin devstack fetch-kafka

@@ -37,7 +37,7 @@ def _validate(path: Path) -> subprocess.CompletedProcess[str]:
         import check_jsonschema  # noqa: F401
     except ImportError:
         pytest.fail(
-            "check-jsonschema is not installed: pip install -e '.[dev]' -c constraints.txt",
+            "check-jsonschema is not installed: make .venv/.installed (requirements/dev.lock)",
             pytrace=False,
         )
     return subprocess.run(

@@ -164,11 +164,56 @@ def test_dockerfile_runs_as_non_root_and_exposes_service_ports() -> None:
     assert users and users[-1].split(":")[0] not in {"root", "0"}
     assert re.search(r"^EXPOSE 8001 8002 8003 8004$", text, re.M)
     assert 'CMD ["tongxin", "serve", "intake"]' in text
-    assert "-c constraints.txt" in text
     # Installed into site-packages, the package cannot find deploy/seed relative to itself.
     seed = re.search(r"TONGXIN_SEED_DIR=(\S+)", text)
     assert seed and seed.group(1) == "/app/deploy/seed"
     assert (DEPLOY / "seed").is_dir()
+
+
+def _pip_installs(text: str) -> list[str]:
+    """The ``pip install …`` commands of a Dockerfile or Makefile, continuation lines joined."""
+    joined = re.sub(r"\\\n\s*", " ", text)
+    return [m.group(0).strip() for m in re.finditer(r"pip install[^&\n]*", joined)]
+
+
+def test_the_image_installs_the_production_lock_with_hashes_and_no_extras() -> None:
+    """No Docker engine here: the build's install lines are read instead (issue 20)."""
+    text = (DEPLOY / "Dockerfile").read_text(encoding="utf-8")
+    installs = _pip_installs(text)
+    assert installs
+    locks = [i for i in installs if " -r " in i]
+    assert [i.split(" -r ")[1].split()[0] for i in locks] == [
+        "requirements/build.lock",
+        "requirements/prod.lock",
+    ]
+    assert all("--require-hashes" in i for i in locks), locks
+    assert re.search(
+        r"^COPY requirements/build\.lock requirements/prod\.lock requirements/$", text, re.M
+    )
+    # the project itself: adding nothing the lock did not (no extras, no dependencies)
+    project = [i for i in installs if " -r " not in i]
+    assert len(project) == 1, project
+    assert project[0].split()[-1] == "."
+    assert "--no-deps" in project[0] and "[" not in project[0]
+    # nothing else decides versions: no unhashed constraints, no dev or local lock
+    steps = "\n".join(ln for ln in text.lower().splitlines() if not ln.lstrip().startswith("#"))
+    for stale in ("constraints.txt", "dev.lock", "[dev", "[local", "secantus", "calfkit"):
+        assert stale not in steps, stale
+
+
+def test_make_installs_the_dev_lock_with_hashes_then_the_project_without_dependencies() -> None:
+    makefile = (ROOT / "Makefile").read_text(encoding="utf-8")
+    stamp = re.search(r"^\$\(STAMP\):(.*?)\n\n", makefile, re.M | re.S)
+    assert stamp
+    assert "$(LOCKS)/dev.lock" in stamp.group(1).splitlines()[0]
+    installs = _pip_installs(stamp.group(1))
+    assert installs == [
+        "pip install -q --require-hashes -r $(LOCKS)/build.lock",
+        "pip install -q --require-hashes -r $(LOCKS)/dev.lock",
+        "pip install -q --no-deps --no-build-isolation -e .",
+    ]
+    assert re.search(r"^LOCKS\s*:=\s*requirements$", makefile, re.M)
+    assert not (ROOT / "constraints.txt").exists()
 
 
 def test_dashboard_panels_have_unique_ids_and_do_not_overlap() -> None:
