@@ -203,8 +203,8 @@ class TencentSmsSender:
             raise refusal(PROVIDER, code, exc.message, verdict(code), phone) from None
         except httpx.TimeoutException:
             raise DeliveryError("tencent sms timed out", retryable=True) from None
-        except (httpx.HTTPError, ValueError, KeyError) as exc:  # no answer, or a garbled one
-            # (the text of the error may carry the request: never kept)
+        except Exception as exc:  # no answer, or a garbled one (its text may carry the
+            # request, the number in it: never kept)
             raise DeliveryError(
                 f"tencent sms failed: {type(exc).__name__}", retryable=True
             ) from None

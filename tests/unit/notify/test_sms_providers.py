@@ -4,6 +4,8 @@ and how each provider's answer codes map to retry / give up (the table docs/noti
 from __future__ import annotations
 
 import re
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -157,3 +159,22 @@ def test_docs_show_each_provider_table(module: object) -> None:
         want = {c for c, v in table.items() if v is verdict}
         want |= {f"{p}*" for p, v in prefixes if v is verdict}
         assert listed == want, (verdict, sorted(listed ^ want))
+
+
+def test_the_service_starts_without_the_sdks_when_the_gateway_is_used() -> None:
+    """The SDKs are imported only when their provider is chosen."""
+    code = (
+        "import sys\n"
+        "from services.notify import app\n"
+        "from services.notify.channels import PLUGS\n"
+        "from services.notify.config import NotifySettings\n"
+        "from tongxin.contracts.enums import NotifyChannel\n"
+        "import httpx\n"
+        "s = NotifySettings(notify_sms_gateway_url='http://127.0.0.1:1/sms')\n"
+        "PLUGS[NotifyChannel.SMS].build(s, lambda c: httpx.AsyncClient())\n"
+        "sdks = [m for m in sys.modules if m.startswith(('alibabacloud', 'tencentcloud'))]\n"
+        "assert not sdks, sdks\n"
+    )
+    root = Path(__file__).resolve().parents[3]
+    run = subprocess.run([sys.executable, "-c", code], cwd=root, capture_output=True, text=True)
+    assert run.returncode == 0, run.stderr[-2000:]
