@@ -5,7 +5,15 @@ from __future__ import annotations
 import json
 import logging
 
-from tongxin.runtime.logs import JsonFormatter, RepeatFilter, redact
+import pytest
+
+from tongxin.runtime.logs import (
+    BenignErrorFilter,
+    JsonFormatter,
+    RepeatFilter,
+    configure_logging,
+    redact,
+)
 
 
 def test_redact_masks_mobile_numbers_and_nothing_else() -> None:
@@ -73,3 +81,46 @@ def test_the_memory_of_templates_is_bounded() -> None:
     for i in range(100):
         assert f.filter(_rec("aiokafka.conn", f"preformatted {i}"))
     assert len(f._seen) <= 10
+
+
+def test_a_coordinator_not_yet_available_at_start_is_written_at_info_other_errors_stay() -> None:
+    from aiokafka import errors
+
+    f = BenignErrorFilter()
+    name, template = "aiokafka.consumer.group_coordinator", "Group Coordinator Request failed: %s"
+    for err in (
+        errors.GroupCoordinatorNotAvailableError(),
+        errors.CoordinatorLoadInProgressError(),
+    ):
+        rec = _rec(name, template, err)
+        assert f.filter(rec) and rec.levelno == logging.INFO and rec.levelname == "INFO"
+        assert json.loads(JsonFormatter("routing").format(rec))["level"] == "info"
+    real = [
+        _rec(name, template, errors.NodeNotReadyError("node 1")),  # the broker is down
+        _rec(name, template, errors.GroupAuthorizationFailedError()),
+        _rec(name, "Heartbeat session expired - marking coordinator dead"),
+        _rec("tongxin.runtime.consumer", template, errors.GroupCoordinatorNotAvailableError()),
+    ]
+    for rec in real:
+        assert f.filter(rec) and rec.levelno == logging.ERROR, rec.getMessage()
+
+
+def test_the_service_handler_lowers_benign_errors_before_it_counts_repeats(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    from aiokafka import errors
+
+    root = logging.getLogger()
+    saved = root.handlers[:], root.level
+    try:
+        configure_logging("intake")
+        log = logging.getLogger("aiokafka.consumer.group_coordinator")
+        log.error(
+            "Group Coordinator Request failed: %s", errors.GroupCoordinatorNotAvailableError()
+        )
+        log.error("Group Coordinator Request failed: %s", errors.NodeNotReadyError("node 1"))
+    finally:
+        root.handlers[:], level = saved
+        root.setLevel(level)
+    lines = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    assert [line["level"] for line in lines] == ["info", "error"]

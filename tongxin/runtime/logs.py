@@ -9,6 +9,11 @@ Library loggers that repeat themselves while a dependency is away (aiokafka logs
 failed reconnect: thousands of lines a second per service while the broker restarted) pass
 through :class:`RepeatFilter`: one line per message and ``window`` seconds, the next one
 saying how many were left out.
+
+A few library errors are part of every normal start: aiokafka asks the broker for its
+group's coordinator before the broker has loaded its offsets topic, and logs the broker's
+"not available (yet)" answer at ERROR although it simply asks again.
+:class:`BenignErrorFilter` writes exactly those at INFO; every other error stays an error.
 """
 
 from __future__ import annotations
@@ -20,7 +25,7 @@ import sys
 import time
 from collections.abc import Callable
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, ClassVar
 
 from tongxin.runtime.settings import redact_uri
 
@@ -92,10 +97,36 @@ class RepeatFilter(logging.Filter):
         return True
 
 
+class BenignErrorFilter(logging.Filter):
+    """Lowers the known-benign library errors to INFO: a group coordinator lookup answered
+    "not available" or "loading" (the broker's first seconds, or a coordinator moving) —
+    the consumer retries it and joins. Matched by logger, message template and error type,
+    so a lookup that fails any other way (the broker is down, authorization) stays ERROR."""
+
+    BENIGN: ClassVar[dict[tuple[str, str], frozenset[str]]] = {
+        ("aiokafka.consumer.group_coordinator", "Group Coordinator Request failed: %s"): (
+            frozenset({"GroupCoordinatorNotAvailableError", "GroupLoadInProgressError"})
+        ),
+    }
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        errors = self.BENIGN.get((record.name, str(record.msg)))
+        if (
+            errors is not None
+            and record.levelno > logging.INFO
+            and isinstance(record.args, tuple)
+            and record.args
+            and type(record.args[0]).__name__ in errors
+        ):
+            record.levelno, record.levelname = logging.INFO, "INFO"
+        return True
+
+
 def configure_logging(service: str, level: str = "INFO") -> None:
     """Route all logging to stdout as JSON lines tagged with the service name."""
     handler = logging.StreamHandler(sys.stdout)
     handler.setFormatter(JsonFormatter(service))
+    handler.addFilter(BenignErrorFilter())
     handler.addFilter(RepeatFilter())
     root = logging.getLogger()
     root.handlers[:] = [handler]
