@@ -12,12 +12,14 @@ import subprocess
 import sys
 import threading
 import time
+from collections import deque
 from pathlib import Path
 from typing import Annotated, Any
 
 import httpx
 import typer
 
+from tongxin.devstack.procs import CrashLoop, Supervised, Supervisor
 from tongxin.runtime.auth import Role, mint_token
 from tongxin.runtime.settings import REPO_ROOT, ServiceSettings, redact_uri
 
@@ -76,17 +78,21 @@ def fetch_kafka() -> None:
 
 
 class _Prefixer(threading.Thread):
-    """Copies a child's output to ours, each line prefixed with the service name."""
+    """Copies a child's output to ours, each line prefixed with the service name; the last
+    lines are kept in ``tail`` when given."""
 
-    def __init__(self, name: str, stream: Any) -> None:
+    def __init__(self, name: str, stream: Any, tail: deque[str] | None = None) -> None:
         super().__init__(daemon=True)
         self.prefix = f"{name:<9}| "
         self.stream = stream
+        self.tail = tail
 
     def run(self) -> None:
         for raw in iter(self.stream.readline, b""):
-            line = raw.decode(errors="replace").rstrip()
-            sys.stdout.write(self.prefix + _pretty(line) + "\n")
+            line = _pretty(raw.decode(errors="replace").rstrip())
+            if self.tail is not None:
+                self.tail.append(line)
+            sys.stdout.write(self.prefix + line + "\n")
             sys.stdout.flush()
 
 
@@ -110,23 +116,36 @@ def start_services(
     Their output is streamed to ours with a name prefix, or appended to
     ``log_dir/<name>.log`` when ``log_dir`` is given.
     """
-    procs: dict[str, subprocess.Popen[bytes]] = {}
-    for name in names or list(SERVICES):
-        out: Any = subprocess.PIPE
-        if log_dir is not None:
-            log_dir.mkdir(parents=True, exist_ok=True)
-            out = open(log_dir / f"{name}.log", "ab")  # noqa: SIM115 - the child owns it
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "tongxin.cli", "serve", name],
-            env=env,
-            stdout=out,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
-        if log_dir is None:
-            _Prefixer(name, proc.stdout).start()
-        procs[name] = proc
-    return procs
+    return {name: start_service(env, name, log_dir) for name in names or list(SERVICES)}
+
+
+def start_service(
+    env: dict[str, str], name: str, log_dir: Path | None = None, tail: deque[str] | None = None
+) -> subprocess.Popen[bytes]:
+    """Start one service (see :func:`start_services`); its last output lines go to ``tail``."""
+    out: Any = subprocess.PIPE
+    if log_dir is not None:
+        log_dir.mkdir(parents=True, exist_ok=True)
+        out = open(log_dir / f"{name}.log", "ab")  # noqa: SIM115 - the child owns it
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "tongxin.cli", "serve", name],
+        env=env,
+        stdout=out,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )
+    if log_dir is None:
+        _Prefixer(name, proc.stdout, tail).start()
+    return proc
+
+
+def service_ready(env: dict[str, str], name: str, timeout: float = 2.0) -> bool:
+    """The service answers ``/readyz`` with 200 (its broker and database are reachable)."""
+    try:
+        url = f"http://127.0.0.1:{service_port(name, env)}/readyz"
+        return httpx.get(url, timeout=timeout).status_code == 200
+    except httpx.HTTPError:
+        return False
 
 
 def wait_ready(env: dict[str, str], names: list[str], timeout: float = 90.0) -> None:
@@ -135,12 +154,8 @@ def wait_ready(env: dict[str, str], names: list[str], timeout: float = 90.0) -> 
     pending = set(names)
     while pending and time.monotonic() < deadline:
         for name in list(pending):
-            try:
-                r = httpx.get(f"http://127.0.0.1:{service_port(name, env)}/readyz", timeout=2)
-                if r.status_code == 200:
-                    pending.discard(name)
-            except httpx.HTTPError:
-                pass
+            if service_ready(env, name):
+                pending.discard(name)
         time.sleep(0.3)
     if pending:
         raise TimeoutError(f"not ready after {timeout:.0f}s: {', '.join(sorted(pending))}")
@@ -160,6 +175,16 @@ def stop_services(procs: dict[str, subprocess.Popen[bytes]], timeout: float = 30
             p.wait()
 
 
+def _supervised_service(env: dict[str, str], name: str) -> Supervised:
+    tail: deque[str] = deque(maxlen=50)
+    return Supervised(
+        name,
+        launch=lambda: start_service(env, name, tail=tail),
+        ready=lambda: service_ready(env, name, timeout=1.0),
+        tail=lambda n: list(tail)[-n:],
+    )
+
+
 @app.command()
 def up(
     data_dir: Annotated[
@@ -168,7 +193,8 @@ def up(
     kafka_port: int = 9092,
     mongo_port: int = 27017,
 ) -> None:
-    """Start the local stack and the four services; Ctrl-C stops everything cleanly."""
+    """Start the local stack and the four services and keep them running: one that exits is
+    restarted (backoff 1 s doubling to 30 s); Ctrl-C stops everything cleanly."""
     from tongxin.devstack.stack import LocalStack, StackConfig
 
     stack = LocalStack(StackConfig.from_env(data_dir, kafka_port=kafka_port, mongo_port=mongo_port))
@@ -180,31 +206,49 @@ def up(
 
     signal.signal(signal.SIGINT, _on_signal)
     signal.signal(signal.SIGTERM, _on_signal)
-    stack.start()
-    procs: dict[str, subprocess.Popen[bytes]] = {}
+    stack.start(progress=typer.echo)
+    env = {**os.environ, **stack.service_env()}
+    names = list(SERVICES)
+    supervisor = Supervisor(
+        [*stack.supervised(), *(_supervised_service(env, n) for n in names)],
+        echo=lambda line: typer.echo(f"supervisor| {line}"),
+        status_path=data_dir / "supervisor.json",
+    )
+    failed = False
     try:
-        env = {**os.environ, **stack.service_env()}
         typer.echo(f"broker: {stack.broker_kind} at {stack.bootstrap}")
         typer.echo(f"database: SecantusDB at {redact_uri(stack.mongodb_uri)}")
-        procs = start_services(env)
-        wait_ready(env, list(procs))
-        typer.echo("\nTongxin is up:")
-        for name in procs:
-            url = f"http://127.0.0.1:{service_port(name, env)}"
-            typer.echo(f"  {name:<9} {url}  (docs {url}/docs, metrics {url}/metrics)")
-        typer.echo("Press Ctrl-C to stop.\n")
+        supervisor.launch(names)
+        announced = False
         while not stopping.is_set():
-            for name, p in procs.items():
-                if p.poll() is not None:
-                    typer.echo(f"{name} exited with code {p.returncode}; stopping", err=True)
-                    stopping.set()
-            stopping.wait(0.5)
+            supervisor.step()
+            if not announced and supervisor.ready(names):
+                announced = True
+                _announce(env, names)
+            stopping.wait(0.2)
+    except CrashLoop as loop:
+        failed = True
+        typer.echo(f"\n{loop}. The end of its log:", err=True)
+        for line in loop.tail:
+            typer.echo(f"  {loop.name:<9}| {line}", err=True)
     finally:
         typer.echo("stopping services …")
-        stop_services(procs)
+        stop_services(supervisor.procs(names))
         typer.echo("stopping broker and database …")
         stack.stop()
-        typer.echo("stopped.")
+        typer.echo(f"stopped; {supervisor.summary()}.")
+    if failed:
+        raise typer.Exit(1)
+
+
+def _announce(env: dict[str, str], names: list[str]) -> None:
+    intake = f"http://127.0.0.1:{service_port('intake', env)}"
+    typer.echo("\nTongxin is up:")
+    typer.echo(f"  console   {intake}/console/  (staff: sign in with `tongxin token --role staff`)")
+    for name in names:
+        url = f"http://127.0.0.1:{service_port(name, env)}"
+        typer.echo(f"  {name:<9} {url}  (docs {url}/docs, metrics {url}/metrics)")
+    typer.echo("Press Ctrl-C to stop.\n")
 
 
 @app.command()

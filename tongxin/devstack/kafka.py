@@ -206,6 +206,12 @@ class KafkaBroker:
             "transaction.state.log.min.isr": "1",
             "share.coordinator.state.topic.replication.factor": "1",
             "group.initial.rebalance.delay.ms": "0",
+            # a broker restarted after a SIGKILL serves only once the controller has let its
+            # previous registration's session lapse (9 s by default; broker and controller
+            # are one process here, so a lapse is a restart, not a slow network): 3 s, so
+            # `tongxin up` has a killed broker back in ~11 s, not ~17 s (docs/operations.md)
+            "broker.session.timeout.ms": "3000",
+            "broker.heartbeat.interval.ms": "1000",
             "auto.create.topics.enable": "false",
             **(self.security.properties() if self.security else {}),
         }
@@ -229,6 +235,18 @@ class KafkaBroker:
 
     def start(self, timeout: float = 90.0) -> None:
         """Format storage (first time only), start the broker, wait until it answers."""
+        proc = self.launch()
+        wait_until(self.ready, timeout, "Apache Kafka", proc)
+
+    def ready(self) -> bool:
+        """Every client listener accepts connections."""
+        ports = [self.port]
+        if self.security is not None and self.security.tls_port is not None:
+            ports.append(self.security.tls_port)
+        return all(port_open(p) for p in ports)
+
+    def launch(self) -> subprocess.Popen[bytes]:
+        """Format storage (first time only) and start the broker without waiting for it."""
         jars = ensure_jars()
         self.data_dir.mkdir(parents=True, exist_ok=True)
         config = self._config()
@@ -249,10 +267,7 @@ class KafkaBroker:
                 capture_output=True,
             )
         self.proc = spawn(self._java(jars, "kafka.Kafka", str(config)), self.log_path)
-        ports = [self.port]
-        if self.security is not None and self.security.tls_port is not None:
-            ports.append(self.security.tls_port)
-        wait_until(lambda: all(port_open(p) for p in ports), timeout, "Apache Kafka", self.proc)
+        return self.proc
 
     def stop(self) -> None:
         """Controlled shutdown (SIGTERM), SIGKILL if it hangs."""

