@@ -196,6 +196,7 @@ class OwnPlatform:
             "TONGXIN_TOPIC_PREFIX": target.topic_prefix,
             "TONGXIN_DB_PREFIX": target.db_prefix,
             "TONGXIN_NOTIFY_WEBHOOK_URL": self.sink.url,
+            "TONGXIN_INTAKE_ANONYMOUS_LIMIT": "false",  # on by default; the load is anonymous
             **{f"TONGXIN_{name.upper()}_PORT": str(free_port()) for name in SERVICES},
             **self.extra_env,
         }

@@ -30,6 +30,7 @@ def platform_env(
         "TONGXIN_NOTIFY_WEBHOOK_URL": sink.url,
         "TONGXIN_OUTBOX_POLL_INTERVAL_S": "0.2",
         "TONGXIN_DLQ_WATCH_INTERVAL_S": "1",
+        "TONGXIN_INTAKE_ANONYMOUS_LIMIT": "false",  # on by default; tests submit in bulk
         **{f"TONGXIN_{name.upper()}_PORT": str(free_port()) for name in SERVICES},
         **extra,
     }

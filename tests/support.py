@@ -123,6 +123,7 @@ def on_stack(stack: LocalStack, run: str) -> dict[str, Any]:
     (for ``ServiceSettings`` and every service's settings class)."""
     return {
         "env": "test",
+        "intake_anonymous_limit": False,  # on by default; tests submit in bulk
         "kafka_bootstrap": stack.bootstrap,
         "mongodb_uri": stack.mongodb_uri,
         "kafka_idempotence": stack.broker_kind != "tansu",

@@ -1,6 +1,9 @@
 """Intake settings (env prefix ``TONGXIN_``)."""
 
-from pydantic import Field
+from typing import Annotated, Any
+
+from pydantic import Field, SecretStr, field_validator
+from pydantic_settings import NoDecode
 
 from tongxin.runtime.settings import ServiceSettings
 
@@ -15,9 +18,11 @@ class IntakeSettings(ServiceSettings):
     intake_max_body_bytes: int = Field(default=64 * 1024, ge=1024)
     # Anonymous submissions (no bearer token) per client: a token bucket of
     # ``intake_anonymous_burst`` refilled at ``intake_anonymous_per_minute``; over it, 429
-    # with Retry-After. Unset ``intake_anonymous_limit``: on in production, off otherwise.
-    # The buckets live in the process: per replica (see docs/security.md).
-    intake_anonymous_limit: bool | None = None
+    # with Retry-After. On in every environment (the local platform is a real deployment);
+    # the test platform and the bench turn it off. Anonymous Open311 reads have a bucket of
+    # their own at five times the rate. The buckets live in the process: per replica (see
+    # docs/security.md).
+    intake_anonymous_limit: bool = True
     intake_anonymous_per_minute: float = Field(default=10.0, gt=0)
     intake_anonymous_burst: int = Field(default=20, ge=1)
     # Behind a reverse proxy, the client is the last X-Forwarded-For address (the one the
@@ -36,6 +41,12 @@ class IntakeSettings(ServiceSettings):
     feedback_window_s: float = Field(default=7 * 24 * 3600, gt=0)
     # Open311 posts with only a lat/long: the nearest compound within this distance.
     open311_nearest_km: float = Field(default=1.5, gt=0)
+    # Keys a GeoReport client must send as ``api_key`` to post (comma-separated in the
+    # environment); a caller with a bearer token needs none. Empty: no check. A client with
+    # a valid key is accountable and not held to the anonymous limit.
+    intake_open311_api_keys: Annotated[list[SecretStr], NoDecode] = Field(
+        default_factory=list, repr=False
+    )
     # The staff console (/console/) reaches routing and volunteer through intake's
     # same-origin proxy (/console/api/{service}/...). By default they run on this host at
     # their own ports (the same TONGXIN_ROUTING_PORT / TONGXIN_VOLUNTEER_PORT they listen
@@ -51,12 +62,21 @@ class IntakeSettings(ServiceSettings):
         """The feedback window after ``TONGXIN_DEADLINE_SCALE``."""
         return self.feedback_window_s * self.deadline_scale
 
+    @field_validator("intake_open311_api_keys", mode="before")
+    @classmethod
+    def _split_keys(cls, v: Any) -> Any:
+        if isinstance(v, str):
+            return [k.strip() for k in v.split(",") if k.strip()]
+        return v
+
     @property
     def anonymous_limit_enabled(self) -> bool:
-        """Whether anonymous submissions are rate-limited (default: in production)."""
-        if self.intake_anonymous_limit is None:
-            return self.env == "production"
+        """Whether anonymous clients are rate-limited (default: yes, in every environment)."""
         return self.intake_anonymous_limit
+
+    def open311_api_keys(self) -> list[str]:
+        """The configured Open311 keys in the clear (empty: posts need none)."""
+        return [k.get_secret_value() for k in self.intake_open311_api_keys]
 
     def console_upstreams(self) -> dict[str, str]:
         """Base URLs of the services the console's proxy forwards to."""

@@ -1,5 +1,6 @@
 """Abuse limits: oversize bodies get 413 before anything parses them (an ASGI middleware);
-anonymous submissions are rate-limited per client (a token bucket, 429 with Retry-After)."""
+anonymous submissions and Open311 reads are rate-limited per client (token buckets, 429
+with Retry-After)."""
 
 from __future__ import annotations
 
@@ -20,6 +21,10 @@ Message = MutableMapping[str, Any]
 Receive = Callable[[], Awaitable[Message]]
 Send = Callable[[Message], Awaitable[None]]
 ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
+
+# An anonymous read costs this much of a token, from a bucket of its own: five times the
+# submission rate and burst (a GeoReport client polls; a read writes nothing).
+READ_COST = 0.2
 
 
 def _once(message: Message) -> Receive:
@@ -126,16 +131,17 @@ class TokenBucketLimiter:
         self.clock = clock
         self._buckets: OrderedDict[str, tuple[float, float]] = OrderedDict()
 
-    def take(self, client: str) -> float:
-        """Spend one token of ``client``: 0 when allowed, else seconds until one is back."""
+    def take(self, client: str, cost: float = 1.0) -> float:
+        """Spend ``cost`` tokens of ``client``: 0 when allowed, else seconds until they are
+        back."""
         now = self.clock()
         tokens, at = self._buckets.pop(client, (self.burst, now))
         tokens = min(self.burst, tokens + (now - at) * self.rate)
         wait = 0.0
-        if tokens >= 1.0:
-            tokens -= 1.0
+        if tokens >= cost - 1e-9:  # fractional costs leave a little float drift behind
+            tokens = max(0.0, tokens - cost)
         else:
-            wait = (1.0 - tokens) / self.rate
+            wait = (cost - tokens) / self.rate
         self._buckets[client] = (tokens, now)
         while len(self._buckets) > self.max_clients:
             self._buckets.popitem(last=False)
@@ -152,20 +158,29 @@ def client_address(request: Request, trust_forwarded_for: bool) -> str:
     return request.client.host if request.client else "unknown"
 
 
+def limit_anonymous(request: Request, *, read: bool = False) -> None:
+    """429 (with Retry-After) when this anonymous client submits — or, ``read``, reads —
+    too fast; nothing when the limit is off. The caller decides who is anonymous."""
+    limiter: TokenBucketLimiter | None = getattr(request.app.state, "anonymous_limiter", None)
+    if limiter is None:
+        return
+    trust = bool(getattr(request.app.state, "trust_forwarded_for", False))
+    client = client_address(request, trust)
+    wait = limiter.take(f"read:{client}", READ_COST) if read else limiter.take(client)
+    if wait > 0:
+        retry_after = max(1, math.ceil(wait))
+        what = "reads" if read else "submissions"
+        raise HTTPException(
+            429,
+            f"Too many {what} from this client; try again in {retry_after} s.",
+            headers={"Retry-After": str(retry_after)},
+        )
+
+
 async def anonymous_limit(request: Request, principal: OptionalPrincipal) -> None:
     """FastAPI dependency: 429 (with Retry-After) when an anonymous client submits too fast.
 
     Callers with a token (staff, platforms) are accountable and not limited here.
     """
-    limiter: TokenBucketLimiter | None = getattr(request.app.state, "anonymous_limiter", None)
-    if limiter is None or principal is not None:
-        return
-    trust = bool(getattr(request.app.state, "trust_forwarded_for", False))
-    wait = limiter.take(client_address(request, trust))
-    if wait > 0:
-        retry_after = max(1, math.ceil(wait))
-        raise HTTPException(
-            429,
-            f"Too many submissions from this client; try again in {retry_after} s.",
-            headers={"Retry-After": str(retry_after)},
-        )
+    if principal is None:
+        limit_anonymous(request)

@@ -512,6 +512,13 @@ class IntakeService:
             raise not_found
         return req, False
 
+    async def read_public(self, request_id: str) -> StoredRequest:
+        """A request for its public view, which anyone may read (Open311); 404 if none."""
+        req = await self.store.get(request_id)
+        if req is None:
+            raise ApiError(404, "not_found", "No such request.")
+        return req
+
     async def page(self, flt: Doc, limit: int) -> list[Doc]:
         """Requests matching ``flt`` (already scoped to the caller), newest first, for lists."""
         return await self.store.page(flt, limit)

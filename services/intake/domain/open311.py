@@ -1,10 +1,12 @@
 """Open311 GeoReport v2 mapping: the catalogue as services, form posts as requests, and
-stored requests in GeoReport's shape (status ``open``/``closed``)."""
+stored requests in GeoReport's shape (status ``open``/``closed``): the public view anyone
+may read, and the views of the resident (tracking code) and of staff."""
 
 from __future__ import annotations
 
+import hmac
 import re
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from datetime import datetime
 from typing import Any
 
@@ -73,7 +75,9 @@ def form_to_body(
 
     ``address_id`` names a compound (``compound:jinyuan``); without it a lat/long picks
     the nearest compound. ``community``, ``title``, ``urgency``, ``vulnerable`` and
-    ``party_member`` are accepted as extensions.
+    ``party_member`` are accepted as extensions. What else GeoReport clients send is
+    neither needed nor kept: ``email``, ``device_id`` and ``account_id`` (residents are
+    reached by phone; collect no more than is used), ``api_key`` (checked by the caller).
     """
     origin: dict[str, str] = {}
     attributes: dict[str, Any] = {}
@@ -153,26 +157,32 @@ def _iso(t: datetime | None) -> str | None:
     return t.astimezone(CST).isoformat() if t else None
 
 
-def request_view(
-    doc: Mapping[str, Any], unit_names: Mapping[str, str], *, full: bool
-) -> dict[str, Any]:
-    """One stored request in GeoReport's shape; ``full`` adds text and place (staff)."""
+def api_key_valid(given: str | None, keys: Sequence[str]) -> bool:
+    """Is ``given`` one of the configured keys? Compared in constant time with each of them
+    (no early exit), so the answer's timing tells nothing about a key."""
+    if not given:
+        return False
+    offered = given.encode()
+    found = False
+    for key in keys:
+        found |= hmac.compare_digest(offered, key.encode())
+    return found
+
+
+def public_view(doc: Mapping[str, Any], unit_names: Mapping[str, str]) -> dict[str, Any]:
+    """What anyone may read of a request (GeoReport reads are public): where it stands and
+    who handles it. Built from these fields only — no text, place, contact or media — and
+    ``status_notes`` is the status's fixed name, never a note someone wrote."""
     status = str(doc.get("status", ""))
-    timeline = [e for e in doc.get("timeline") or [] if e.get("public", True)]
-    notes = sorted(timeline, key=lambda e: e["at"])[-1]["note"] if timeline else None
     units = list(doc.get("units") or [])
     if doc.get("escalated_to"):
         units.append(doc["escalated_to"])
     agency = "、".join(dict.fromkeys(unit_names.get(u, u) for u in units)) or None
-    try:
-        status_name = STATUS_NAMES_ZH[Status(status)]
-    except ValueError:
-        status_name = status
     updated = doc.get("status_changed_at") or doc.get("submitted_at")
-    out: dict[str, Any] = {
+    return {
         "service_request_id": doc["_id"],
         "status": "closed" if status in CLOSED else "open",
-        "status_notes": f"{status_name}：{notes}" if notes else status_name,
+        "status_notes": _status_name(status),
         "service_name": CATEGORY_NAMES_ZH.get(Category(doc["category"]), doc["category"]),
         "service_code": doc["category"],
         "agency_responsible": agency,
@@ -180,8 +190,28 @@ def request_view(
         "requested_datetime": _iso(doc.get("submitted_at")),
         "updated_datetime": _iso(updated),
         "expected_datetime": _iso(doc.get("resolve_by")),
-        "address_id": doc.get("compound"),
     }
+
+
+def _status_name(status: str) -> str:
+    try:
+        return STATUS_NAMES_ZH[Status(status)]
+    except ValueError:
+        return status
+
+
+def request_view(
+    doc: Mapping[str, Any], unit_names: Mapping[str, str], *, full: bool
+) -> dict[str, Any]:
+    """One stored request for its resident (tracking code) or, ``full``, for staff: the
+    public view, the compound, the newest public timeline note in ``status_notes``, and
+    for staff the text, place and media."""
+    out = public_view(doc, unit_names)
+    timeline = [e for e in doc.get("timeline") or [] if e.get("public", True)]
+    if timeline:
+        note = sorted(timeline, key=lambda e: e["at"])[-1]["note"]
+        out["status_notes"] = f"{out['status_notes']}：{note}"
+    out["address_id"] = doc.get("compound")
     if full:
         loc = doc.get("location") or {}
         media = doc.get("attachments") or []

@@ -103,6 +103,7 @@ def common(stack: LocalStack, run: str) -> dict[str, Any]:
     env = stack.service_env()
     return {
         "env": "test",
+        "intake_anonymous_limit": False,  # on by default; a module may turn it on
         "jwt_secret": SECRET,
         "kafka_bootstrap": env["TONGXIN_KAFKA_BOOTSTRAP"],
         "mongodb_uri": env["TONGXIN_MONGODB_URI"],
@@ -132,7 +133,7 @@ async def services(stack: LocalStack, request: pytest.FixtureRequest) -> AsyncIt
     }
     extra = getattr(request.module, "INTAKE_SETTINGS", {})
     settings = {
-        "intake": IntakeSettings(**base, seed_dir=seed_dir, **extra),
+        "intake": IntakeSettings(**{**base, "seed_dir": seed_dir, **extra}),
         "routing": RoutingSettings(**base, routing_deadline_tick_s=0.2),
         "volunteer": VolunteerSettings(**base, seed_dir=seed_dir, deadline_tick_s=0.2),
         "notify": NotifySettings(**base),

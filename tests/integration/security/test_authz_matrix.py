@@ -49,6 +49,9 @@ PUBLIC = {
         ("GET", "/open311/v2/services.json"),
         ("GET", "/open311/v2/services/{service_code}.json"),
         ("POST", "/open311/v2/requests.json"),
+        # GeoReport reads are public: the public view, no text, place or contact
+        ("GET", "/open311/v2/requests.json"),
+        ("GET", "/open311/v2/requests/{request_id}.json"),
         # a resident with the tracking code: a body without a rating is 422 before the code
         # is looked at; with one and no code it is 401 (the deny rows above)
         ("POST", "/v1/requests/{request_id}/feedback"),
@@ -58,7 +61,7 @@ PUBLIC = {
     "notify": {("GET", "/v1/channels")},  # channel configuration and health, no recipients
 }
 # at least this many routes of each service need a token (the schema was really read)
-GUARDED_AT_LEAST = {"intake": 5, "routing": 5, "volunteer": 5, "notify": 3}
+GUARDED_AT_LEAST = {"intake": 4, "routing": 5, "volunteer": 5, "notify": 3}
 OPERATIONS = {"/healthz", "/readyz", "/metrics"}
 
 
@@ -158,9 +161,6 @@ DENIES: list[Row] = [
     ("anon", "intake", "DELETE", "/v1/requests/{req}/duplicate-link", None, 401),
     ("vol_a", "intake", "DELETE", "/v1/requests/{req}/duplicate-link", None, 403),
     ("staff_chengdong", "intake", "DELETE", "/v1/requests/{req}/duplicate-link", None, 404),
-    ("anon", "intake", "GET", "/open311/v2/requests.json", None, 401),
-    ("vol_a", "intake", "GET", "/open311/v2/requests.json", None, 403),
-    ("anon", "intake", "GET", "/open311/v2/requests/{req}.json", None, 401),
     ("staff_chengdong", "intake", "GET", "/open311/v2/requests/{req}.json", None, 404),
     # --- routing: cases -------------------------------------------------------------------
     ("anon", "routing", "GET", "/v1/cases", None, 401),
@@ -422,6 +422,19 @@ async def test_intake_reads_are_scoped(services: Services, world: World) -> None
     assert {ids["req"], ids["req_cd"], ids["req_p1"]} <= lists["staff_town"]
     r = await s.intake.get("/open311/v2/requests.json", headers=s.auth("staff_chengdong"))
     assert {x["service_request_id"] for x in r.json()} == {ids["req_cd"]}
+    # Open311 without credentials (or with a token that reads no requests): the public view
+    for who in ("anon", "vol_a"):
+        one = await s.intake.get(f"/open311/v2/requests/{ids['req']}.json", headers=s.auth(who))
+        listed = await s.intake.get(
+            "/open311/v2/requests.json",
+            params={"service_request_id": f"{ids['req']},{ids['req_cd']}"},
+            headers=s.auth(who),
+        )
+        assert one.status_code == listed.status_code == 200, (who, one.text, listed.text)
+        assert {x["service_request_id"] for x in listed.json()} == {ids["req"], ids["req_cd"]}
+        for text in (one.text, listed.text):
+            assert "description" not in text and "13812341234" not in text, who
+            assert BODY["description"] not in text and "compound:" not in text, who
 
 
 async def test_routing_reads_are_scoped(services: Services, world: World) -> None:

@@ -70,19 +70,21 @@ def test_forwarded_for_is_ignored_unless_trusted() -> None:
     ("env", "explicit", "enabled"),
     [
         ("production", None, True),
-        ("development", None, False),
-        ("test", None, False),
-        ("test", True, True),
+        ("development", None, True),
+        ("test", None, True),
+        ("test", False, False),
+        ("development", False, False),
         ("production", False, False),
     ],
 )
-def test_the_anonymous_limit_is_on_in_production_by_default(
+def test_the_anonymous_limit_is_on_in_every_environment_by_default(
     env: str, explicit: bool | None, enabled: bool
 ) -> None:
+    given = {} if explicit is None else {"intake_anonymous_limit": explicit}
     s = IntakeSettings(
         env=env,  # type: ignore[arg-type]
         jwt_secret="a-real-production-secret-of-enough-length",
-        intake_anonymous_limit=explicit,
+        **given,
     )
     assert s.anonymous_limit_enabled is enabled
 
