@@ -14,7 +14,7 @@ import threading
 import time
 from collections import deque
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any, cast
 
 import httpx
 import typer
@@ -22,6 +22,9 @@ import typer
 from tongxin.devstack.procs import CrashLoop, Supervised, Supervisor
 from tongxin.runtime.auth import Role, mint_token
 from tongxin.runtime.settings import REPO_ROOT, ServiceSettings, redact_uri
+
+if TYPE_CHECKING:
+    from tongxin.runtime.kafka import Producer
 
 app = typer.Typer(help="Tongxin 同心 — community governance service platform", no_args_is_help=True)
 devstack_app = typer.Typer(help="The local broker and database.", no_args_is_help=True)
@@ -244,7 +247,8 @@ def up(
 def _announce(env: dict[str, str], names: list[str]) -> None:
     intake = f"http://127.0.0.1:{service_port('intake', env)}"
     typer.echo("\nTongxin is up:")
-    typer.echo(f"  console   {intake}/console/  (staff: sign in with `tongxin token --role staff`)")
+    token = "tongxin token --role staff --unit town:yongbei"
+    typer.echo(f"  console   {intake}/console/  (sign in with a token: `{token}`)")
     for name in names:
         url = f"http://127.0.0.1:{service_port(name, env)}"
         typer.echo(f"  {name:<9} {url}  (docs {url}/docs, metrics {url}/metrics)")
@@ -325,9 +329,14 @@ def dlq_replay(
             settings.kafka_bootstrap, idempotence=settings.kafka_idempotence, security=security
         )
         await producer.start()
+        typer.echo(f"reading the parked records of {settings.topic(topic)} …")
+        progress = _ReplayProgress(producer)
         try:
             done = await replay(
-                settings.kafka_bootstrap, settings.topic(topic), producer, security=security
+                settings.kafka_bootstrap,
+                settings.topic(topic),
+                cast("Producer", progress),  # sends through, counting
+                security=security,
             )
         finally:
             await producer.stop()
@@ -336,6 +345,22 @@ def dlq_replay(
         return len(done)
 
     typer.echo(f"{asyncio.run(run())} record(s) replayed")
+
+
+class _ReplayProgress:
+    """A producer's ``send_and_wait`` that says every ``every`` records how many were sent."""
+
+    def __init__(self, producer: Producer, every: int = 100) -> None:
+        self.producer = producer
+        self.every = every
+        self.sent = 0
+
+    async def send_and_wait(self, *args: Any, **kwargs: Any) -> Any:
+        result = await self.producer.send_and_wait(*args, **kwargs)
+        self.sent += 1
+        if self.sent % self.every == 0:
+            typer.echo(f"  {self.sent} record(s) put back …")
+        return result
 
 
 @app.command()
@@ -404,14 +429,19 @@ def demo(
     settings = ServiceSettings()
     staff = mint_token(settings.jwt_secret, sub="demo", role=Role.STAFF)
     auth = {"Authorization": f"Bearer {staff}"}
+    total, routed = len(DEMO_REQUESTS), 0
+    typer.echo(f"submitting {total} sample requests to {intake_url}, one at a time …")
     with httpx.Client(timeout=10) as http:
-        for body in DEMO_REQUESTS:
+        for i, body in enumerate(DEMO_REQUESTS, 1):
             r = http.post(f"{intake_url}/v1/requests", json=body)
             if r.status_code != 201:
                 typer.echo(f"submit failed: {r.status_code} {r.text}", err=True)
                 raise typer.Exit(1)
             rid = r.json()["id"]
-            typer.echo(f"\n■ {rid}  {body['title']}  ({body['category']})")
+            typer.echo(f"\n■ [{i}/{total}] {rid}  {body['title']}  ({body['category']})")
+            typer.echo(
+                f"  submitted; following it through routing, volunteer, notify (≤ {wait:g} s) …"
+            )
             deadline = time.monotonic() + wait
             case: dict[str, Any] | None = None
             tasks: list[dict[str, Any]] = []
@@ -434,6 +464,7 @@ def demo(
             if not case:
                 typer.echo("  routing has not opened a case yet")
                 continue
+            routed += 1
             cls = case["classification"]
             typer.echo(f"  routed   tier={case['tier']}  rule={cls['rule']}  units={case['units']}")
             typer.echo(f"           {cls['reason']}")
@@ -444,6 +475,7 @@ def demo(
                 )
             for n in notes:
                 typer.echo(f"  notified {n['recipient']} via {n['channel']}: {n['status']}")
+    typer.echo(f"\n{total} submitted, {routed} routed within {wait:g} s each.")
 
 
 def main() -> None:

@@ -13,6 +13,7 @@ import re
 import shutil
 import subprocess
 import uuid
+from collections import deque
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
@@ -41,7 +42,8 @@ def java_available() -> bool:
 
 
 def ensure_jars(verbose: bool = True) -> Path:
-    """Fetch the Kafka jars once (idempotent); returns the directory holding them."""
+    """Fetch the Kafka jars once (idempotent); returns the directory holding them. With
+    ``verbose``, a line per jar Maven downloads (name and size)."""
     dest = CACHE / kafka_version()
     marker = dest / ".complete"
     if marker.exists():
@@ -52,25 +54,49 @@ def ensure_jars(verbose: bool = True) -> Path:
         print(f"fetching Apache Kafka {kafka_version()} jars from Maven Central into {dest} …")
     tmp = dest.with_name(dest.name + ".partial")
     shutil.rmtree(tmp, ignore_errors=True)
-    subprocess.run(
-        [
-            "mvn",
-            "-q",
-            "-B",
-            "-f",
-            str(POM),
-            "dependency:copy-dependencies",
-            f"-DoutputDirectory={tmp}",
-            "-DincludeScope=runtime",
-        ],
-        check=True,
-    )
+    cmd = [
+        "mvn",
+        "-B",
+        "-Dstyle.color=never",
+        "-f",
+        str(POM),
+        "dependency:copy-dependencies",
+        f"-DoutputDirectory={tmp}",
+        "-DincludeScope=runtime",
+    ]
+    tail: deque[str] = deque(maxlen=40)
+    fetched = 0
+    with subprocess.Popen(
+        cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, errors="replace"
+    ) as mvn:
+        assert mvn.stdout is not None
+        for line in mvn.stdout:
+            tail.append(line.rstrip())
+            jar = downloaded_jar(line)
+            if verbose and jar is not None:
+                fetched += 1
+                print(f"  [{fetched}] {jar}", flush=True)
+    if mvn.returncode != 0:
+        raise RuntimeError("fetching the Kafka jars failed; Maven said:\n" + "\n".join(tail))
     shutil.rmtree(dest, ignore_errors=True)
     tmp.rename(dest)
     marker.touch()
     if verbose:
-        print(f"Kafka jars ready ({len(list(dest.glob('*.jar')))} jars)")
+        jars = len(list(dest.glob("*.jar")))
+        print(f"Kafka jars ready ({jars} jars; {fetched} downloaded, the rest from ~/.m2)")
     return dest
+
+
+_DOWNLOADED = re.compile(r"Downloaded from [^:]+: (\S+) \(([^)]*?)(?: at [^)]*)?\)")
+
+
+def downloaded_jar(line: str) -> str | None:
+    """``kafka-clients-4.1.1.jar (12 MB)`` for Maven's line about a downloaded jar, else
+    ``None``."""
+    m = _DOWNLOADED.search(line)
+    if m is None or not m.group(1).endswith(".jar"):
+        return None
+    return f"{m.group(1).rsplit('/', 1)[-1]} ({m.group(2)})"
 
 
 BROKER_USER = "tongxin-broker"  # the SCRAM user the broker authenticates to itself as
