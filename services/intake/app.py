@@ -15,7 +15,7 @@ from services.intake.limits import BodyLimitMiddleware, TokenBucketLimiter
 from services.intake.metrics import IntakeMetrics
 from services.intake.service import IntakeService
 from services.intake.store import INDEXES, RequestStore
-from tongxin import console
+from tongxin import accounts, console, resident
 from tongxin.contracts.enums import Category
 from tongxin.runtime.openapi import serve_docs
 from tongxin.runtime.service import ServiceRuntime, Subscription, create_service_app
@@ -59,16 +59,18 @@ def create_app(settings: IntakeSettings | None = None) -> FastAPI:
         rt.extra["ctx"] = api.IntakeContext(rt, settings, store, registry, service)
         service.start_housekeeping(PURGE_INTERVAL_S)
         console.start(rt, settings.console_upstreams(), settings.console_upstream_timeout_s)
+        accounts.start(rt, settings, frozenset(names))
         return subscriptions(service)
 
     app = create_service_app(
         name="intake",
         title="Tongxin intake 诉求受理",
         settings=settings,
-        routers=[api.router, open311.router, console.router],
-        indexes=INDEXES,
+        routers=[api.router, open311.router, console.router, resident.router, *accounts.routers],
+        indexes=[*INDEXES, *accounts.INDEXES],
         setup=setup,
     )
+    accounts.enable_sessions(app)  # the console's sign-in cookie authenticates here too
     serve_docs(app)  # /docs and /redoc with their assets served here, not from a CDN
     app.add_middleware(BodyLimitMiddleware, max_bytes=settings.intake_max_body_bytes)
     if settings.anonymous_limit_enabled:

@@ -5,11 +5,11 @@ from typing import Annotated, Any
 from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import NoDecode
 
-from tongxin.runtime.settings import ServiceSettings
+from tongxin.accounts.config import AccountSettings
 
 
-class IntakeSettings(ServiceSettings):
-    """What intake needs beyond the shared settings."""
+class IntakeSettings(AccountSettings):
+    """What intake needs beyond the shared settings (and the accounts' it mounts)."""
 
     intake_port: int = 8001
     request_id_prefix: str = Field(default="YS", pattern=r"^[A-Z]{1,8}$")

@@ -121,3 +121,32 @@ def test_the_check_sees_a_collection_reached_outside_the_store() -> None:
 def test_every_module_is_seen() -> None:
     seen = {p for s in SERVICES for p in modules(s)}
     assert len(seen) > 40 and all(isinstance(p, Path) for p in seen)
+
+
+ACCOUNTS = REPO_ROOT / "tongxin" / "accounts"
+
+
+def test_the_accounts_keep_the_same_anatomy() -> None:
+    """tongxin/accounts (mounted by intake) has a service's roles: only its store touches
+    collections, its domain is pure."""
+    present = {p.name for p in ACCOUNTS.glob("*.py")}
+    assert present >= {"api.py", "service.py", "store.py", "config.py"}
+    offenders: dict[str, list[str]] = {}
+    for path in sorted(ACCOUNTS.rglob("*.py")):
+        tree = ast.parse(path.read_text(encoding="utf-8"))
+        names = imported(tree)
+        bad = []
+        if path.name != "store.py":
+            bad += [f"imports {m}" for m in names if m.split(".")[0] in ("pymongo", "bson")]
+            if path.name != "cli.py" and path.name != "__init__.py":  # wiring hands rt.db over
+                bad += database_reaches(tree)
+        if path.parent.name == "domain":
+            bad += sorted(
+                n
+                for n in names
+                if n.split(".")[0] in IO_LIBRARIES
+                or n.startswith(("tongxin.runtime", "asyncio", "argon2"))
+            )
+        if bad:
+            offenders[str(path.relative_to(ACCOUNTS))] = bad
+    assert not offenders, offenders

@@ -7,8 +7,11 @@ door) mounts :data:`router` and calls :func:`start` in its lifespan with the ups
 The proxy forwards ``/console/api/{routing|volunteer}/v1/...`` with the caller's own
 ``Authorization`` header: routing and volunteer authorize every call exactly as they
 would a direct one; the proxy adds no privilege of its own. Only ``/v1/`` paths are
-forwarded (never ``/metrics`` or health endpoints). When an upstream cannot be reached
-or times out, the answer is the SPEC error shape with 502/504.
+forwarded (never ``/metrics`` or health endpoints). A signed-in browser sends no header but
+the session cookie (tongxin.accounts): the proxy then forwards the cookie's token as the
+bearer — only for a same-site request, and for a write only with the session's CSRF token
+(403 otherwise), so another site's page cannot act with the cookie. When an upstream cannot
+be reached or times out, the answer is the SPEC error shape with 502/504.
 """
 
 from __future__ import annotations
@@ -20,7 +23,7 @@ import httpx
 from fastapi import APIRouter, Request, Response
 from fastapi.responses import FileResponse, RedirectResponse
 
-from tongxin.runtime.auth import Principal
+from tongxin.runtime.auth import Principal, TokenVerifier
 from tongxin.runtime.errors import ApiError
 from tongxin.runtime.service import CurrentPrincipal, ServiceRuntime
 
@@ -74,6 +77,11 @@ class ConsoleProxy:
         if base is None or not path.startswith("v1/") or ".." in path.split("/"):
             raise ApiError(404, "not_found", "No such console API.")
         headers = {k: v for k in REQUEST_HEADERS if (v := request.headers.get(k)) is not None}
+        if "authorization" not in headers:
+            verifier: TokenVerifier = request.app.state.verifier
+            session = await verifier.cookie_session(request)  # 403: cross-site, no CSRF
+            if session is not None:
+                headers["authorization"] = f"Bearer {session[0]}"
         body = await request.body()
         try:
             upstream = await self.client.request(
@@ -144,7 +152,8 @@ async def console_asset(name: str) -> FileResponse:
 
 @router.get("/api/me")
 async def console_me(principal: CurrentPrincipal) -> dict[str, str | None]:
-    """Who the pasted token speaks for (verified here, so a bad token fails at sign-in)."""
+    """Who the pasted token (or the session cookie) speaks for, verified here, so a bad
+    token fails at sign-in."""
     return _claims(principal)
 
 
@@ -154,6 +163,6 @@ def _claims(p: Principal) -> dict[str, str | None]:
 
 @router.api_route("/api/{service}/{path:path}", methods=METHODS)
 async def console_proxy(service: str, path: str, request: Request) -> Response:
-    """Forward to routing or volunteer with the caller's own bearer token."""
+    """Forward to routing or volunteer with the caller's own bearer token (or session)."""
     proxy: ConsoleProxy = request.app.state.rt.extra["console_proxy"]
     return await proxy.forward(service, path, request)

@@ -13,6 +13,8 @@ so PyJWT refuses a token whose header names any other algorithm for that key.
 from __future__ import annotations
 
 import asyncio
+import hashlib
+import hmac
 import json
 import logging
 import threading
@@ -37,6 +39,12 @@ log = logging.getLogger(__name__)
 HS256 = "HS256"
 RS256 = "RS256"
 MIN_RSA_BITS = 2048
+# Signed-in people (tongxin.accounts) carry their token in this HttpOnly cookie; a service
+# that mounts the accounts accepts it (TokenVerifier.cookie_sessions). A write made with
+# it must name the session's CSRF token in this header (docs/security.md, "Sign-in").
+SESSION_COOKIE = "tongxin_session"
+CSRF_HEADER = "x-csrf-token"
+SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
 # the members of a JWK that describe a public RSA signing key (private members are dropped)
 _PUBLIC_RSA_MEMBERS = ("kty", "kid", "use", "alg", "n", "e")
 
@@ -296,13 +304,43 @@ class TokenVerifier:
         token = bearer_token(authorization)
         return None if token is None else await self.verify_async(token)
 
+    # set by a service that mounts the accounts: the session cookie authenticates too
+    cookie_sessions: bool = False
+
     async def dependency(self, request: Request) -> Principal | None:
         """FastAPI dependency: the caller's principal, None for anonymous callers.
 
         A service installs it over the kernel's ``get_principal``
         (``app.dependency_overrides``), so every route sees the configured algorithm.
+        A bearer header wins; without one, and when :attr:`cookie_sessions` is on, the
+        session cookie authenticates — a write only from the same site with the CSRF token.
         """
-        return await self.principal(request.headers.get("authorization"))
+        authorization = request.headers.get("authorization")
+        if authorization or not self.cookie_sessions:
+            return await self.principal(authorization)
+        session = await self.cookie_session(request)
+        return None if session is None else session[1]
+
+    async def cookie_session(self, request: Request) -> tuple[str, Principal] | None:
+        """The session cookie's token and principal; None when there is no valid session
+        (an expired cookie makes an anonymous caller, as no cookie does). 403 when the
+        request comes from another site, or is a write without the session's CSRF token."""
+        token = request.cookies.get(SESSION_COOKIE)
+        if not token or not self.cookie_sessions or not self.secret:
+            return None
+        try:
+            principal = await self.verify_async(token)
+        except ApiError:
+            return None
+        if cross_site(request):
+            raise ApiError(403, "cross_site", "Requests from another site are refused.")
+        if request.method not in SAFE_METHODS:
+            sent = request.headers.get(CSRF_HEADER, "")
+            if not hmac.compare_digest(sent, csrf_token(self.secret, token)):
+                raise ApiError(
+                    403, "csrf", "The X-CSRF-Token header is missing or wrong; sign in again."
+                )
+        return token, principal
 
 
 def install_verifier(app: FastAPI, settings: ServiceSettings) -> TokenVerifier:
@@ -318,6 +356,27 @@ def install_verifier(app: FastAPI, settings: ServiceSettings) -> TokenVerifier:
     app.dependency_overrides[get_principal] = verifier.dependency
     app.state.verifier = verifier
     return verifier
+
+
+def csrf_token(secret: str, session_token: str) -> str:
+    """The CSRF token of a session: an HMAC of its token, so it cannot be planted apart from
+    the session and needs no storage (signed double submit)."""
+    mac = hmac.new(secret.encode(), b"csrf:" + session_token.encode(), hashlib.sha256)
+    return mac.hexdigest()
+
+
+def cross_site(request: Request) -> bool:
+    """Whether a browser says this request comes from another site: ``Sec-Fetch-Site``
+    (cross-site, same-site), else an ``Origin`` that is not this host. Callers that send
+    neither (API clients, curl) are not browsers and carry no ambient cookie."""
+    fetch_site = request.headers.get("sec-fetch-site")
+    if fetch_site is not None:
+        return fetch_site not in ("same-origin", "none")
+    origin = request.headers.get("origin")
+    if origin is None:
+        return False
+    host = request.headers.get("host", "")
+    return origin.partition("://")[2].rstrip("/") != host
 
 
 def bearer_token(authorization: str | None) -> str | None:

@@ -1,0 +1,363 @@
+"""The accounts' HTTP API: sign-in sessions (``/v1/session``) and the admins' account
+administration (``/v1/accounts``). HTTP only: parse, authorize, call the service.
+
+The session is the platform's own HS256 token in an ``HttpOnly``, ``SameSite=Strict``
+cookie (``Secure`` outside development and test); its CSRF token (an HMAC of it) is
+answered in the body and must come back in ``X-CSRF-Token`` on every write the cookie
+authenticates. Bearer tokens keep working everywhere and need no CSRF token.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Annotated, Any
+
+import jwt
+from fastapi import APIRouter, Depends, Request, Response
+from fastapi.responses import JSONResponse
+from pydantic import BaseModel, ConfigDict, Field
+
+from tongxin.accounts.config import AccountSettings
+from tongxin.accounts.domain.accounts import Account
+from tongxin.accounts.service import AccountService, Actor, Refused
+from tongxin.runtime.auth import (
+    HS256,
+    SESSION_COOKIE,
+    Principal,
+    Role,
+    TokenVerifier,
+    cross_site,
+    csrf_token,
+    mint_token,
+)
+from tongxin.runtime.errors import ApiError, error_body
+from tongxin.runtime.service import CurrentPrincipal
+
+SIGN_IN_AGAIN = "请重新登录。"
+
+session_router = APIRouter(prefix="/v1/session", tags=["session"])
+accounts_router = APIRouter(prefix="/v1/accounts", tags=["accounts"])
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class SignIn(_Model):
+    """Name and password."""
+
+    name: str = Field(min_length=1, max_length=64)
+    password: str = Field(min_length=1, max_length=256, repr=False)
+
+
+class PasswordChange(_Model):
+    """A new password, proven by the current one."""
+
+    name: str = Field(min_length=1, max_length=64)
+    current_password: str = Field(min_length=1, max_length=256, repr=False)
+    new_password: str = Field(min_length=1, max_length=256, repr=False)
+
+
+class SessionRead(BaseModel):
+    """Who is signed in, until when, and the CSRF token of the session (cookie sessions)."""
+
+    name: str
+    display_name: str | None = None
+    role: str
+    unit: str | None
+    expires_at: datetime
+    csrf_token: str | None = None
+
+
+class AccountCreate(_Model):
+    """A new account; its initial password must be changed at the first sign-in."""
+
+    name: str = Field(min_length=2, max_length=40, examples=["liyuan-wang"])
+    display_name: str = Field(default="", max_length=64, examples=["王芳"])
+    role: Role = Field(examples=["staff"])
+    unit: str | None = Field(default=None, max_length=80, examples=["community:liyuan"])
+    # a volunteer's account answers as their volunteer id (the token's sub); default: name
+    subject: str | None = Field(default=None, max_length=80)
+    password: str = Field(min_length=1, max_length=256, repr=False)
+
+
+class PasswordReset(_Model):
+    """A temporary password the account must change at its next sign-in."""
+
+    password: str = Field(min_length=1, max_length=256, repr=False)
+
+
+class AccountRead(BaseModel):
+    """An account as admins see it (never its password hash)."""
+
+    name: str
+    display_name: str
+    role: str
+    unit: str | None
+    subject: str
+    active: bool
+    must_change_password: bool
+    created_at: datetime
+    updated_at: datetime
+
+    @classmethod
+    def of(cls, a: Account) -> AccountRead:
+        return cls(
+            name=a.name,
+            display_name=a.display_name,
+            role=a.role,
+            unit=a.unit,
+            subject=a.subject,
+            active=a.active,
+            must_change_password=a.must_change_password,
+            created_at=a.created_at,
+            updated_at=a.updated_at,
+        )
+
+
+# — dependencies —
+
+
+def get_accounts(request: Request) -> AccountService:
+    """FastAPI dependency: the accounts' use cases (built in the lifespan)."""
+    service: AccountService = request.app.state.rt.extra["accounts"]
+    return service
+
+
+AccountsDep = Annotated[AccountService, Depends(get_accounts)]
+
+
+def _verifier(request: Request) -> TokenVerifier:
+    verifier: TokenVerifier = request.app.state.verifier
+    return verifier
+
+
+def client_address(request: Request) -> str:
+    """Who is asking: the peer, or behind a trusted proxy its appended X-Forwarded-For."""
+    if getattr(request.app.state, "trust_forwarded_for", False):
+        last = request.headers.get("x-forwarded-for", "").rsplit(",", 1)[-1].strip()
+        if last:
+            return last
+    return request.client.host if request.client else "unknown"
+
+
+def require_admin(principal: CurrentPrincipal) -> Principal:
+    """FastAPI dependency: an admin's token or session."""
+    if principal.role != Role.ADMIN:
+        raise ApiError(403, "forbidden", "Only admins manage accounts.")
+    return principal
+
+
+AdminPrincipal = Annotated[Principal, Depends(require_admin)]
+
+
+def _refused(exc: Refused) -> JSONResponse:
+    headers = {"Retry-After": str(exc.retry_after)} if exc.retry_after is not None else None
+    return JSONResponse(error_body(exc.code, exc.message), exc.status, headers=headers)
+
+
+def _same_site(request: Request) -> None:
+    """Sign-in from another site's page (login CSRF) is refused."""
+    if cross_site(request):
+        raise ApiError(403, "cross_site", "Requests from another site are refused.")
+
+
+def _settings(request: Request) -> AccountSettings:
+    settings: AccountSettings = request.app.state.settings
+    return settings
+
+
+def _expiry(token: str) -> datetime:
+    claims = jwt.decode(token, options={"verify_signature": False})  # verified before
+    return datetime.fromtimestamp(int(claims["exp"]), UTC)
+
+
+def _start_session(request: Request, account: Account) -> JSONResponse:
+    settings = _settings(request)
+    if settings.jwt_algorithm != HS256:
+        raise ApiError(501, "not_supported", "Password sign-in needs TONGXIN_JWT_ALGORITHM=HS256.")
+    ttl = settings.session_ttl_s
+    token = mint_token(
+        settings.jwt_secret,
+        sub=account.subject,
+        role=Role(account.role),
+        unit=account.unit,
+        ttl_s=ttl,
+    )
+    body = SessionRead(
+        name=account.name,
+        display_name=account.display_name,
+        role=account.role,
+        unit=account.unit,
+        expires_at=_expiry(token),
+        csrf_token=csrf_token(settings.jwt_secret, token),
+    )
+    response = JSONResponse(body.model_dump(mode="json"), 200)
+    response.set_cookie(
+        SESSION_COOKIE,
+        token,
+        max_age=ttl,
+        path="/",
+        httponly=True,
+        secure=settings.secure_cookies,
+        samesite="strict",
+    )
+    response.headers["cache-control"] = "no-store"
+    return response
+
+
+# — the session —
+
+
+@session_router.post("", response_model=SessionRead, responses={429: {"description": "locked"}})
+async def sign_in(body: SignIn, request: Request, accounts: AccountsDep) -> Response:
+    """Sign in with name and password: the session cookie, and its CSRF token in the body.
+
+    Wrong name or password: 401 (the same answer for both). Five failures within 15
+    minutes lock the name for 15 minutes (429 with ``Retry-After``), as do many failures
+    from one client. An account with a new or reset password gets 403
+    ``password_change_required``: set one with ``POST /v1/session/password``."""
+    _same_site(request)
+    actor = Actor(body.name.strip().lower(), client_address(request))
+    try:
+        account = await accounts.sign_in(actor.name, body.password, actor)
+    except Refused as exc:
+        return _refused(exc)
+    return _start_session(request, account)
+
+
+@session_router.post("/password", response_model=SessionRead)
+async def change_password(
+    body: PasswordChange, request: Request, accounts: AccountsDep
+) -> Response:
+    """Set a new password, proven by the current one (the first sign-in's, a reset's or
+    one's own); then signed in. Throttled as sign-in is."""
+    _same_site(request)
+    actor = Actor(body.name.strip().lower(), client_address(request))
+    try:
+        account = await accounts.change_password(
+            actor.name, body.current_password, body.new_password, actor
+        )
+    except Refused as exc:
+        return _refused(exc)
+    return _start_session(request, account)
+
+
+@session_router.get("", response_model=SessionRead)
+async def who_is_signed_in(request: Request) -> SessionRead:
+    """Who the session cookie (or a bearer token) speaks for, and until when; 401
+    请重新登录 when nobody is signed in or the session expired."""
+    verifier = _verifier(request)
+    authorization = request.headers.get("authorization")
+    session = None if authorization else await verifier.cookie_session(request)
+    if session is not None:
+        token, principal = session
+        csrf: str | None = csrf_token(_settings(request).jwt_secret, token)
+    else:
+        token = (authorization or "").partition(" ")[2].strip()
+        principal_or_none = await verifier.principal(authorization) if authorization else None
+        if principal_or_none is None:
+            raise ApiError(401, "unauthorized", SIGN_IN_AGAIN)
+        principal, csrf = principal_or_none, None
+    return SessionRead(
+        name=principal.sub,
+        role=principal.role.value,
+        unit=principal.unit,
+        expires_at=_expiry(token),
+        csrf_token=csrf,
+    )
+
+
+@session_router.delete("", status_code=204)
+async def sign_out(request: Request) -> Response:
+    """Sign out: the session cookie is cleared (idempotent)."""
+    _same_site(request)
+    response = Response(status_code=204)
+    response.delete_cookie(
+        SESSION_COOKIE,
+        path="/",
+        httponly=True,
+        secure=_settings(request).secure_cookies,
+        samesite="strict",
+    )
+    return response
+
+
+# — administration (admins only) —
+
+
+@accounts_router.get("", response_model=list[AccountRead])
+async def list_accounts(_admin: AdminPrincipal, accounts: AccountsDep) -> list[AccountRead]:
+    """Every account, by name (never a password hash)."""
+    return [AccountRead.of(a) for a in await accounts.accounts()]
+
+
+@accounts_router.post("", response_model=AccountRead, status_code=201)
+async def create_account(
+    body: AccountCreate, request: Request, admin: AdminPrincipal, accounts: AccountsDep
+) -> Any:
+    """Create an account with an initial password it must change at its first sign-in."""
+    try:
+        account = await accounts.create(
+            Actor(admin.sub, client_address(request)),
+            name=body.name,
+            display_name=body.display_name,
+            role=body.role.value,
+            unit=body.unit,
+            password=body.password,
+            subject=body.subject,
+        )
+    except Refused as exc:
+        return _refused(exc)
+    return AccountRead.of(account)
+
+
+@accounts_router.post("/{name}/password", response_model=AccountRead)
+async def reset_password(
+    name: str, body: PasswordReset, request: Request, admin: AdminPrincipal, accounts: AccountsDep
+) -> Any:
+    """Reset a password: the account must change it at its next sign-in (lifts a lockout)."""
+    try:
+        account = await accounts.reset_password(
+            Actor(admin.sub, client_address(request)), name, body.password
+        )
+    except Refused as exc:
+        return _refused(exc)
+    return AccountRead.of(account)
+
+
+async def _set_active(
+    name: str, active: bool, request: Request, admin: Principal, accounts: AccountService
+) -> Any:
+    try:
+        account = await accounts.set_active(Actor(admin.sub, client_address(request)), name, active)
+    except Refused as exc:
+        return _refused(exc)
+    return AccountRead.of(account)
+
+
+@accounts_router.post("/{name}/deactivate", response_model=AccountRead)
+async def deactivate(
+    name: str, request: Request, admin: AdminPrincipal, accounts: AccountsDep
+) -> Any:
+    """Deactivate: the account can no longer sign in (a session it holds ends at expiry)."""
+    return await _set_active(name, False, request, admin, accounts)
+
+
+@accounts_router.post("/{name}/activate", response_model=AccountRead)
+async def activate(
+    name: str, request: Request, admin: AdminPrincipal, accounts: AccountsDep
+) -> Any:
+    """Activate a deactivated account again."""
+    return await _set_active(name, True, request, admin, accounts)
+
+
+@accounts_router.get("/audit")
+async def audit(
+    _admin: AdminPrincipal, accounts: AccountsDep, name: str | None = None
+) -> list[dict[str, Any]]:
+    """The newest 100 audit records (of one account name with ``name``)."""
+    return [
+        {**r, "at": r["at"].isoformat() if hasattr(r.get("at"), "isoformat") else r.get("at")}
+        for r in await accounts.audit(name)
+    ]

@@ -1,0 +1,1 @@
+"""The accounts' pure rules: names, units, roles, the password policy, lockout arithmetic."""

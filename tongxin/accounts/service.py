@@ -1,0 +1,281 @@
+"""The accounts' use cases: create, reset, (de)activate, list; sign in; change a password.
+
+Passwords are hashed with Argon2id (argon2-cffi's RFC 9106 profile) in a worker thread,
+never on the event loop. A password is only ever an argument here: it is not logged, not
+stored, not put in an audit record and not answered. Unknown names cost the same work as
+known ones (a dummy hash is verified) and get the same answer, so sign-in does not tell
+which names exist.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import secrets
+from collections.abc import Callable
+from dataclasses import dataclass, replace
+from datetime import UTC, datetime
+from typing import Any
+
+from argon2 import PasswordHasher
+from argon2.exceptions import InvalidHashError, VerificationError, VerifyMismatchError
+
+from tongxin.accounts.config import AccountSettings
+from tongxin.accounts.domain.accounts import Account, AccountInvalid, check_account
+from tongxin.accounts.domain.passwords import PasswordRejected, check_password
+from tongxin.accounts.domain.throttle import Counter, Limit, record_failure, retry_after
+from tongxin.accounts.store import AccountExists, AccountStore
+
+log = logging.getLogger(__name__)
+
+BAD_CREDENTIALS = "用户名或密码错误。"
+
+
+class Refused(Exception):
+    """A use case said no: an HTTP status, a stable code, a zh-CN message (and, for a
+    lockout, the seconds until it ends)."""
+
+    def __init__(self, status: int, code: str, message: str, retry_after: int | None = None):
+        super().__init__(message)
+        self.status = status
+        self.code = code
+        self.message = message
+        self.retry_after = retry_after
+
+
+@dataclass(frozen=True, slots=True)
+class Actor:
+    """Who asks (an admin's name, ``cli:<os user>``, or the account itself) and from where."""
+
+    name: str
+    client: str
+
+
+def _now() -> datetime:
+    return datetime.now(UTC)
+
+
+class AccountService:
+    """Use cases over the accounts' store."""
+
+    def __init__(
+        self,
+        store: AccountStore,
+        settings: AccountSettings,
+        known_units: frozenset[str] = frozenset(),
+        hasher: PasswordHasher | None = None,
+        clock: Callable[[], datetime] = _now,
+    ) -> None:
+        self.store = store
+        self.settings = settings
+        self.known_units = known_units
+        self.hasher = hasher or PasswordHasher()  # Argon2id, RFC 9106 low-memory profile
+        self.clock = clock
+        self._dummy: str | None = None
+
+    # — hashing, off the loop —
+
+    async def _hash(self, password: str) -> str:
+        return await asyncio.to_thread(self.hasher.hash, password)
+
+    async def _verify(self, password_hash: str, password: str) -> bool:
+        def verify() -> bool:
+            try:
+                return self.hasher.verify(password_hash, password)
+            except (VerifyMismatchError, VerificationError, InvalidHashError):
+                return False
+
+        return await asyncio.to_thread(verify)
+
+    async def _dummy_hash(self) -> str:
+        if self._dummy is None:
+            self._dummy = await self._hash(secrets.token_urlsafe(16))
+        return self._dummy
+
+    async def _audit(self, event: str, outcome: str, name: str, actor: Actor, **more: Any) -> None:
+        entry = {
+            "at": self.clock(),
+            "event": event,
+            "outcome": outcome,
+            "name": name,
+            "by": actor.name,
+            "client": actor.client,
+            **more,
+        }
+        await self.store.record(entry)
+        log.info("account %s: %s", event, outcome, extra={"account": name, "by": actor.name})
+
+    # — administration —
+
+    async def create(
+        self,
+        actor: Actor,
+        *,
+        name: str,
+        display_name: str,
+        role: str,
+        unit: str | None,
+        password: str,
+        subject: str | None = None,
+    ) -> Account:
+        """A new account whose initial password must be changed at its first sign-in."""
+        try:
+            check_account(name, role, unit, self.known_units)
+            check_password(password, name)
+        except (AccountInvalid, PasswordRejected) as exc:
+            raise Refused(422, "invalid_account", str(exc)) from exc
+        now = self.clock()
+        account = Account(
+            name=name,
+            display_name=display_name.strip() or name,
+            role=role,
+            unit=unit,
+            active=True,
+            must_change_password=True,
+            subject=subject or name,
+            created_at=now,
+            updated_at=now,
+        )
+        try:
+            await self.store.insert(account, await self._hash(password))
+        except AccountExists as exc:
+            raise Refused(409, "account_exists", f"用户名 {name} 已被使用。") from exc
+        await self._audit("create", "ok", name, actor, role=role, unit=unit)
+        return account
+
+    async def reset_password(self, actor: Actor, name: str, password: str) -> Account:
+        """Set a temporary password; the account must change it at its next sign-in."""
+        try:
+            check_password(password, name)
+        except PasswordRejected as exc:
+            raise Refused(422, "weak_password", str(exc)) from exc
+        if not await self.store.set_password(
+            name, await self._hash(password), must_change=True, now=self.clock()
+        ):
+            raise Refused(404, "not_found", f"没有用户名为 {name} 的账号。")
+        await self.store.clear_counter(_account_key(name))  # a reset also lifts a lockout
+        await self._audit("reset_password", "ok", name, actor)
+        account = await self.store.get(name)
+        assert account is not None
+        return account
+
+    async def set_active(self, actor: Actor, name: str, active: bool) -> Account:
+        """Activate or deactivate an account (a deactivated one cannot sign in)."""
+        account = await self.store.set_active(name, active, self.clock())
+        if account is None:
+            raise Refused(404, "not_found", f"没有用户名为 {name} 的账号。")
+        await self._audit("activate" if active else "deactivate", "ok", name, actor)
+        return account
+
+    async def accounts(self) -> list[Account]:
+        """Every account (no hashes)."""
+        return await self.store.all()
+
+    async def get(self, name: str) -> Account | None:
+        """One account (no hash)."""
+        return await self.store.get(name)
+
+    # — signing in —
+
+    async def _check_locks(self, name: str, actor: Actor) -> None:
+        keys = [_account_key(name), _client_key(actor.client)]
+        now = self.clock()
+        counters = await self.store.counters(keys)
+        waits = [w for c in counters.values() if (w := retry_after(c, now)) is not None]
+        if waits:
+            await self._audit("signin", "locked", name, actor)
+            raise _locked(max(waits))
+
+    async def _failed(self, name: str, actor: Actor, outcome: str) -> Refused:
+        now = self.clock()
+
+        def fail(limit: Limit) -> Callable[[Counter], Counter]:
+            return lambda c: record_failure(c, now, limit)
+
+        by_name = await self.store.update_counter(
+            _account_key(name), fail(self.settings.account_limit())
+        )
+        by_client = await self.store.update_counter(
+            _client_key(actor.client), fail(self.settings.client_limit())
+        )
+        await self._audit("signin", outcome, name, actor)
+        wait = [w for c in (by_name, by_client) if (w := retry_after(c, now)) is not None]
+        if wait:
+            await self._audit("lockout", "locked", name, actor, retry_after=max(wait))
+            return _locked(max(wait))
+        return Refused(401, "bad_credentials", BAD_CREDENTIALS)
+
+    async def _authenticate(self, name: str, password: str, actor: Actor) -> Account:
+        """The account whose name and password these are, or Refused (counted as a
+        failure). Unknown names and wrong passwords are told apart nowhere."""
+        await self._check_locks(name, actor)
+        found = await self.store.credentials(name)
+        if found is None:
+            await self._verify(await self._dummy_hash(), password)  # the same work
+            raise await self._failed(name, actor, "unknown_name")
+        account, password_hash = found
+        if not await self._verify(password_hash, password):
+            raise await self._failed(name, actor, "bad_password")
+        if not account.active:
+            await self._audit("signin", "inactive", name, actor)
+            raise Refused(403, "account_disabled", "该账号已停用，请联系管理员。")
+        await self.store.clear_counter(_account_key(name))
+        if self.hasher.check_needs_rehash(password_hash):
+            new_hash = await self._hash(password)
+            await self.store.set_password(
+                name, new_hash, must_change=account.must_change_password, now=self.clock()
+            )
+        return account
+
+    async def sign_in(self, name: str, password: str, actor: Actor) -> Account:
+        """The signed-in account; Refused when the name, password or account say no, or
+        when the account must set a new password first (``password_change_required``)."""
+        account = await self._authenticate(name, password, actor)
+        if account.must_change_password:
+            await self._audit("signin", "password_change_required", name, actor)
+            raise Refused(
+                403,
+                "password_change_required",
+                "首次登录或密码已被重置，请先设置新密码。",
+            )
+        await self._audit("signin", "ok", name, actor)
+        return account
+
+    async def change_password(self, name: str, current: str, new: str, actor: Actor) -> Account:
+        """Set a new password, proven by the current one (also the way out of a reset)."""
+        account = await self._authenticate(name, current, actor)
+        try:
+            check_password(new, name)
+        except PasswordRejected as exc:
+            await self._audit("change_password", "weak_password", name, actor)
+            raise Refused(422, "weak_password", str(exc)) from exc
+        if secrets.compare_digest(new.encode(), current.encode()):
+            await self._audit("change_password", "same_password", name, actor)
+            raise Refused(422, "weak_password", "新密码不能与当前密码相同。")
+        await self.store.set_password(
+            name, await self._hash(new), must_change=False, now=self.clock()
+        )
+        await self._audit("change_password", "ok", name, actor)
+        return replace(account, must_change_password=False)
+
+    async def audit(self, name: str | None = None, limit: int = 100) -> list[dict[str, Any]]:
+        """The newest audit records."""
+        return await self.store.audit_of(name, limit)
+
+
+def _account_key(name: str) -> str:
+    return f"account:{name.lower()}"
+
+
+def _client_key(client: str) -> str:
+    return f"client:{client}"
+
+
+def _locked(seconds: int) -> Refused:
+    minutes = max(1, -(-seconds // 60))
+    return Refused(
+        429,
+        "locked",
+        f"登录失败次数过多，请 {minutes} 分钟后再试。",
+        retry_after=seconds,
+    )
