@@ -33,6 +33,7 @@ dlq_app = typer.Typer(
     help="Dead-letter topics: list and replay parked records.", no_args_is_help=True
 )
 app.add_typer(dlq_app, name="dlq")
+app.add_typer(importlib.import_module("tongxin.accounts.cli").app, name="users")
 
 SERVICES: dict[str, int] = {"intake": 8001, "routing": 8002, "volunteer": 8003, "notify": 8004}
 
