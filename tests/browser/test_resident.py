@@ -282,9 +282,16 @@ async def test_resident_submits_tracks_and_rates_on_a_phone(
 async def test_validation_errors_show_next_to_their_fields(
     browser: Browser, resident_platform: ConsolePlatform, artifacts: Path
 ) -> None:
+    """At a desktop viewport: intake's 422s, round by round, under their fields."""
     p = resident_platform
     context = await browser.new_context(viewport=DESKTOP, locale="zh-CN")
-    visit = Visit(context, p.url("intake"))
+    try:
+        await validation_rounds(Visit(context, p.url("intake")), p, artifacts)
+    finally:
+        await context.close()
+
+
+async def validation_rounds(visit: Visit, p: ConsolePlatform, artifacts: Path) -> None:
     page = await open_page(visit, p)
     async with httpx.AsyncClient(timeout=10) as http:
         listed = await http.get(
@@ -353,7 +360,6 @@ async def test_validation_errors_show_next_to_their_fields(
     await expect(page.locator("#done-view")).to_be_visible()
     assert visit.posts("/v1/requests") == [422, 422, 422, 201]
     visit.assert_same_origin()
-    await context.close()
 
 
 async def fill_valid(page: Page, p: ConsolePlatform) -> None:
