@@ -61,6 +61,7 @@ class PasswordChange(_Model):
 class SessionRead(BaseModel):
     """Who is signed in, until when, and the CSRF token of the session (cookie sessions)."""
 
+    # the token's subject: the login name (a volunteer's account: their volunteer id)
     name: str
     display_name: str | None = None
     role: str
@@ -185,7 +186,7 @@ def _start_session(request: Request, account: Account) -> JSONResponse:
         ttl_s=ttl,
     )
     body = SessionRead(
-        name=account.name,
+        name=account.subject,
         display_name=account.display_name,
         role=account.role,
         unit=account.unit,

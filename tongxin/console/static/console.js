@@ -1,6 +1,9 @@
 // 同心 staff console: queue, case detail, whistle board, volunteers, KPIs.
 // Every figure comes from the services' APIs: intake directly (same origin), routing and
 // volunteer through intake's proxy /console/api/{service}/... with the caller's token.
+// People sign in with name and password (POST /v1/session): the session is an HttpOnly
+// cookie this script never sees; writes carry the session's CSRF token in X-CSRF-Token.
+// A pasted API token (bearer) still works, kept in sessionStorage.
 "use strict";
 
 const TOKEN_KEY = "tongxin.console.token";
@@ -50,6 +53,13 @@ const EVENT_LABEL = {
 };
 const ERROR_LABEL = {
   unauthorized: "登录已失效或令牌无效",
+  bad_credentials: "用户名或密码错误",
+  locked: "登录失败次数过多",
+  account_disabled: "账号已停用",
+  password_change_required: "请先设置新密码",
+  weak_password: "新密码不符合要求",
+  csrf: "登录已过期",
+  cross_site: "请求被拒绝",
   forbidden: "无权进行此操作",
   not_found: "未找到",
   invalid_transition: "当前状态不允许此操作",
@@ -80,7 +90,7 @@ const ACTION_LABEL = {
   return: "退单",
 };
 
-const state = { token: null, me: null, names: {}, categories: {}, timer: null, refresh: null, seq: 0 };
+const state = { token: null, csrf: null, me: null, names: {}, categories: {}, timer: null, refresh: null, seq: 0 };
 
 // --- DOM helpers ------------------------------------------------------------------------
 
@@ -156,6 +166,7 @@ class ApiError extends Error {
 async function call(url, { method = "GET", body, auth = true } = {}) {
   const headers = { accept: "application/json" };
   if (auth && state.token) headers.authorization = `Bearer ${state.token}`;
+  else if (state.csrf && method !== "GET") headers["x-csrf-token"] = state.csrf;
   if (body !== undefined) headers["content-type"] = "application/json";
   let res;
   try {
@@ -171,7 +182,7 @@ async function call(url, { method = "GET", body, auth = true } = {}) {
     data = null;
   }
   if (!res.ok) {
-    if (res.status === 401 && auth) signOut(false);
+    if (res.status === 401 && auth && state.me) expired();
     throw new ApiError(res.status, data);
   }
   return { data, next: res.headers.get("x-next-cursor") };
@@ -239,9 +250,62 @@ async function signIn(token) {
   showSignedIn();
 }
 
+// a session (POST /v1/session, /v1/session/password or GET /v1/session) is signed in
+async function startSession(session) {
+  state.token = null;
+  state.csrf = session.csrf_token;
+  state.me = { sub: session.name, role: session.role, unit: session.unit, display: session.display_name };
+  await loadReference();
+  showSignedIn();
+}
+
+async function signInWithPassword(name, password) {
+  try {
+    const r = await call("/v1/session", { method: "POST", body: { name, password }, auth: false });
+    await startSession(r.data);
+  } catch (err) {
+    if (err.code !== "password_change_required") throw err;
+    showPasswordForm(name, password);
+  }
+}
+
+function showPasswordForm(name, current) {
+  $("#login-form").hidden = true;
+  $("#password-form").hidden = false;
+  $("#pw-name").value = name;
+  $("#pw-current").value = current;
+  $("#signin-error").replaceChildren(
+    h("div", { class: "notice", role: "status" }, "首次登录或密码已被重置，请先设置新密码。"),
+  );
+  $("#pw-new").focus();
+}
+
+async function resumeSession() {
+  let r;
+  try {
+    r = await call("/v1/session", { auth: false });
+  } catch {
+    return false;
+  }
+  await startSession(r.data);
+  return true;
+}
+
+function expired() {
+  const cookie = !state.token;
+  signOut(false);
+  $("#signin-error").replaceChildren(
+    h("div", { class: "error", role: "alert", "data-code": "expired" }, cookie ? "登录已过期，请重新登录。" : "令牌已失效，请重新登录。"),
+  );
+}
+
 function signOut(clear = true) {
+  if (!state.token && state.me) {
+    fetch("/v1/session", { method: "DELETE" }).catch(() => {}); // clears the HttpOnly cookie
+  }
   sessionStorage.removeItem(TOKEN_KEY);
   state.token = null;
+  state.csrf = null;
   state.me = null;
   if (clear) $("#signin-error").replaceChildren();
   showSignedOut();
@@ -253,7 +317,7 @@ function showSignedIn() {
   who.replaceChildren(
     h("span", { class: "unit", "data-unit": me.unit || "" }, me.unit ? name(me.unit) : "全镇"),
     h("span", { class: "role", "data-role": me.role }, ROLE_LABEL[me.role] || me.role),
-    h("span", { class: "sub" }, me.sub),
+    h("span", { class: "sub" }, me.display && me.display !== me.sub ? `${me.display}（${me.sub}）` : me.sub),
   );
   who.hidden = false;
   $("#signout").hidden = false;
@@ -268,6 +332,9 @@ function showSignedOut() {
   $("#signout").hidden = true;
   $("#nav").hidden = true;
   $("#signin").hidden = false;
+  $("#login-form").hidden = false;
+  $("#password-form").hidden = true;
+  for (const id of ["#login-password", "#pw-current", "#pw-new", "#pw-new2"]) $(id).value = "";
   state.seq++; // whatever was loading must not paint
   view().replaceChildren();
   stopRefresh();
@@ -289,7 +356,7 @@ function every(ms, fn) {
 // user has moved on (a slow answer for an old page must not overwrite the new one).
 // quiet: a refresh keeps the page on screen until the new answer is in.
 async function route(quiet = false) {
-  if (!state.token) return;
+  if (!state.me) return;
   stopRefresh();
   const seq = ++state.seq;
   const paint = (...nodes) => {
@@ -759,6 +826,37 @@ document.addEventListener("DOMContentLoaded", async () => {
       $("#signin-error").replaceChildren(errorBox(err));
     }
   });
+  $("#login-form").addEventListener("submit", async (e) => {
+    e.preventDefault();
+    const button = e.submitter || $("#login-form button");
+    $("#signin-error").replaceChildren();
+    button.disabled = true;
+    try {
+      await signInWithPassword($("#login-name").value.trim(), $("#login-password").value);
+    } catch (err) {
+      $("#signin-error").replaceChildren(errorBox(err));
+    } finally {
+      button.disabled = false;
+      $("#login-password").value = "";
+    }
+  });
+  $("#password-form").addEventListener("submit", async (e) => {
+    e.preventDefault();
+    if ($("#pw-new").value !== $("#pw-new2").value) {
+      $("#signin-error").replaceChildren(
+        h("div", { class: "error", role: "alert", "data-code": "mismatch" }, "两次输入的新密码不一致。"),
+      );
+      return;
+    }
+    $("#signin-error").replaceChildren();
+    try {
+      const body = { name: $("#pw-name").value, current_password: $("#pw-current").value, new_password: $("#pw-new").value };
+      const r = await call("/v1/session/password", { method: "POST", body, auth: false });
+      await startSession(r.data);
+    } catch (err) {
+      $("#signin-error").replaceChildren(errorBox(err));
+    }
+  });
   $("#signout").addEventListener("click", () => signOut());
   state.timer = setInterval(tick, 1000);
   const saved = sessionStorage.getItem(TOKEN_KEY);
@@ -770,6 +868,8 @@ document.addEventListener("DOMContentLoaded", async () => {
       sessionStorage.removeItem(TOKEN_KEY);
       $("#signin-error").replaceChildren(errorBox(err));
     }
+  } else if (await resumeSession()) {
+    return;
   }
   showSignedOut();
 });
