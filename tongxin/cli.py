@@ -248,8 +248,8 @@ def up(
 def _announce(env: dict[str, str], names: list[str]) -> None:
     intake = f"http://127.0.0.1:{service_port('intake', env)}"
     typer.echo("\nTongxin is up:")
-    token = "tongxin token --role staff --unit town:yongbei"
-    typer.echo(f"  console   {intake}/console/  (sign in with a token: `{token}`)")
+    account = "tongxin users create NAME --role staff --unit town:yongbei"
+    typer.echo(f"  console   {intake}/console/  (an account to sign in with: `{account}`)")
     for name in names:
         url = f"http://127.0.0.1:{service_port(name, env)}"
         typer.echo(f"  {name:<9} {url}  (docs {url}/docs, metrics {url}/metrics)")
