@@ -2,11 +2,18 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from tongxin.accounts.domain.accounts import ACCOUNT_ROLES, AccountInvalid, check_account
+from tongxin.accounts.domain.accounts import (
+    ACCOUNT_ROLES,
+    Account,
+    AccountInvalid,
+    check_account,
+    session_stands,
+)
 from tongxin.accounts.domain.passwords import PasswordRejected, check_password
 from tongxin.accounts.domain.throttle import Counter, Limit, record_failure, retry_after
 from tongxin.runtime.auth import Role
@@ -83,3 +90,12 @@ def test_failures_spread_beyond_the_window_never_lock() -> None:
     for i in range(20):
         c = record_failure(c, T0 + timedelta(minutes=4 * i), LIMIT)
         assert c.locked_until is None
+
+
+def test_a_session_stands_only_in_its_accounts_generation() -> None:
+    account = Account("li.wang", "李", "staff", None, True, False, "li.wang", T0, T0, session_gen=3)
+    assert session_stands(account, 3)
+    assert not session_stands(account, 2)  # a password change or reset came after it
+    assert not session_stands(account, None)  # not a sign-in session at all
+    assert not session_stands(replace(account, active=False), 3)
+    assert not session_stands(None, 3)

@@ -9,12 +9,15 @@ console it serves. Every other service keeps verifying tokens only.
 
 from __future__ import annotations
 
-from fastapi import FastAPI
+from typing import Any
 
-from tongxin.accounts.api import accounts_router, session_router
+from fastapi import FastAPI, Request
+
+from tongxin.accounts.api import SESSION_GEN, accounts_router, session_router
 from tongxin.accounts.config import AccountSettings
 from tongxin.accounts.service import AccountService
 from tongxin.accounts.store import INDEXES, AccountStore
+from tongxin.runtime.auth import Principal
 from tongxin.runtime.service import ServiceRuntime
 
 routers = [session_router, accounts_router]
@@ -32,5 +35,13 @@ def start(
 
 
 def enable_sessions(app: FastAPI) -> None:
-    """Let the session cookie authenticate this app's routes (bearer tokens still do)."""
+    """Let the session cookie authenticate this app's routes (bearer tokens still do), as
+    long as its account is active and its session generation current (server-side
+    revocation: one read by subject per cookie request)."""
+
+    async def stands(request: Request, principal: Principal, claims: dict[str, Any]) -> bool:
+        service: AccountService = request.app.state.rt.extra["accounts"]
+        return await service.session_stands(principal.sub, claims.get(SESSION_GEN))
+
     app.state.verifier.cookie_sessions = True
+    app.state.verifier.session_check = stands

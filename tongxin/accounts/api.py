@@ -34,6 +34,8 @@ from tongxin.runtime.errors import ApiError, error_body
 from tongxin.runtime.service import CurrentPrincipal
 
 SIGN_IN_AGAIN = "请重新登录。"
+# the claim of a session token naming its account's session generation
+SESSION_GEN = "sgen"
 
 session_router = APIRouter(prefix="/v1/session", tags=["session"])
 accounts_router = APIRouter(prefix="/v1/accounts", tags=["accounts"])
@@ -184,6 +186,7 @@ def _start_session(request: Request, account: Account) -> JSONResponse:
         role=Role(account.role),
         unit=account.unit,
         ttl_s=ttl,
+        extra={SESSION_GEN: account.session_gen},
     )
     body = SessionRead(
         name=account.subject,

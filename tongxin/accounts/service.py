@@ -21,7 +21,12 @@ from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError, VerifyMismatchError
 
 from tongxin.accounts.config import AccountSettings
-from tongxin.accounts.domain.accounts import Account, AccountInvalid, check_account
+from tongxin.accounts.domain.accounts import (
+    Account,
+    AccountInvalid,
+    check_account,
+    session_stands,
+)
 from tongxin.accounts.domain.passwords import PasswordRejected, check_password
 from tongxin.accounts.domain.throttle import Counter, Limit, record_failure, retry_after
 from tongxin.accounts.store import AccountExists, AccountStore
@@ -222,8 +227,12 @@ class AccountService:
         await self.store.clear_counter(_account_key(name))
         if self.hasher.check_needs_rehash(password_hash):
             new_hash = await self._hash(password)
-            await self.store.set_password(
-                name, new_hash, must_change=account.must_change_password, now=self.clock()
+            await self.store.set_password(  # the same password, stronger hash: no revocation
+                name,
+                new_hash,
+                must_change=account.must_change_password,
+                now=self.clock(),
+                revoke=False,
             )
         return account
 
@@ -256,7 +265,14 @@ class AccountService:
             name, await self._hash(new), must_change=False, now=self.clock()
         )
         await self._audit("change_password", "ok", name, actor)
-        return replace(account, must_change_password=False)
+        changed = await self.store.get(name)  # in its new session generation
+        return changed or replace(account, must_change_password=False)
+
+    async def session_stands(self, subject: str, token_gen: object) -> bool:
+        """Whether a session token of ``subject`` from generation ``token_gen`` still
+        counts: its account exists and is active, and no password change, reset or
+        deactivation came after it."""
+        return session_stands(await self.store.by_subject(subject), token_gen)
 
     async def audit(self, name: str | None = None, limit: int = 100) -> list[dict[str, Any]]:
         """The newest audit records."""

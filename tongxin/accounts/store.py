@@ -24,6 +24,7 @@ AUDIT = "account_audit"
 THROTTLE = "signin_throttle"
 
 INDEXES = [
+    IndexSpec(ACCOUNTS, [("subject", 1)]),
     IndexSpec(AUDIT, [("at", -1)]),
     IndexSpec(AUDIT, [("name", 1), ("at", -1)]),
 ]
@@ -53,6 +54,7 @@ def _account(d: Doc) -> Account:
         subject=d.get("subject") or d["_id"],
         created_at=_aware(d["created_at"]) or d["created_at"],
         updated_at=_aware(d["updated_at"]) or d["updated_at"],
+        session_gen=int(d.get("session_gen", 0)),
     )
 
 
@@ -85,6 +87,7 @@ class AccountStore:
             "subject": account.subject,
             "created_at": account.created_at,
             "updated_at": account.updated_at,
+            "session_gen": account.session_gen,
             "password_hash": password_hash,
         }
         try:
@@ -102,31 +105,44 @@ class AccountStore:
         d = await self.accounts.find_one({"_id": name})
         return None if d is None else (_account(d), str(d["password_hash"]))
 
+    async def by_subject(self, subject: str) -> Account | None:
+        """The account a session token names by its subject (no hash)."""
+        d = await self.accounts.find_one({"subject": subject}, _PUBLIC)
+        return None if d is None else _account(d)
+
     async def all(self) -> list[Account]:
         """Every account by name (no hashes)."""
         return [_account(d) async for d in self.accounts.find({}, _PUBLIC).sort("_id", 1)]
 
     async def set_password(
-        self, name: str, password_hash: str, *, must_change: bool, now: datetime
+        self,
+        name: str,
+        password_hash: str,
+        *,
+        must_change: bool,
+        now: datetime,
+        revoke: bool = True,
     ) -> bool:
-        """Replace the hash; False when there is no such account."""
-        r = await self.accounts.update_one(
-            {"_id": name},
-            {
-                "$set": {
-                    "password_hash": password_hash,
-                    "must_change_password": must_change,
-                    "updated_at": now,
-                }
-            },
-        )
+        """Replace the hash (``revoke``: sessions issued before no longer stand); False when
+        there is no such account."""
+        change: Doc = {
+            "$set": {
+                "password_hash": password_hash,
+                "must_change_password": must_change,
+                "updated_at": now,
+            }
+        }
+        if revoke:
+            change["$inc"] = {"session_gen": 1}
+        r = await self.accounts.update_one({"_id": name}, change)
         return r.matched_count == 1
 
     async def set_active(self, name: str, active: bool, now: datetime) -> Account | None:
         """Activate or deactivate; the account after, None when there is none."""
-        r = await self.accounts.update_one(
-            {"_id": name}, {"$set": {"active": active, "updated_at": now}}
-        )
+        change: Doc = {"$set": {"active": active, "updated_at": now}}
+        if not active:
+            change["$inc"] = {"session_gen": 1}
+        r = await self.accounts.update_one({"_id": name}, change)
         return None if r.matched_count == 0 else await self.get(name)
 
     # — audit —

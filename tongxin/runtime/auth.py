@@ -20,7 +20,7 @@ import logging
 import threading
 import time
 import urllib.request
-from collections.abc import Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from enum import StrEnum
 from typing import TYPE_CHECKING, Any
@@ -304,8 +304,11 @@ class TokenVerifier:
         token = bearer_token(authorization)
         return None if token is None else await self.verify_async(token)
 
-    # set by a service that mounts the accounts: the session cookie authenticates too
+    # set by a service that mounts the accounts: the session cookie authenticates too, while
+    # ``session_check(request, principal, claims)`` says the session still stands (its
+    # account active, not ended by a password change, reset or deactivation)
     cookie_sessions: bool = False
+    session_check: Callable[[Request, Principal, dict[str, Any]], Awaitable[bool]] | None = None
 
     async def dependency(self, request: Request) -> Principal | None:
         """FastAPI dependency: the caller's principal, None for anonymous callers.
@@ -323,7 +326,7 @@ class TokenVerifier:
 
     async def cookie_session(self, request: Request) -> tuple[str, Principal] | None:
         """The session cookie's token and principal; None when there is no valid session
-        (an expired cookie makes an anonymous caller, as no cookie does). 403 when the
+        (an expired or revoked cookie makes an anonymous caller, as no cookie does). 403 when the
         request comes from another site, or is a write without the session's CSRF token."""
         token = request.cookies.get(SESSION_COOKIE)
         if not token or not self.cookie_sessions or not self.secret:
@@ -332,6 +335,10 @@ class TokenVerifier:
             principal = await self.verify_async(token)
         except ApiError:
             return None
+        if self.session_check is not None:
+            claims = jwt.decode(token, options={"verify_signature": False})  # verified above
+            if not await self.session_check(request, principal, claims):
+                return None
         if cross_site(request):
             raise ApiError(403, "cross_site", "Requests from another site are refused.")
         if request.method not in SAFE_METHODS:
@@ -393,11 +400,19 @@ def bearer_token(authorization: str | None) -> str | None:
 
 
 def mint_token(
-    secret: str, *, sub: str, role: Role, unit: str | None = None, ttl_s: int = 8 * 3600
+    secret: str,
+    *,
+    sub: str,
+    role: Role,
+    unit: str | None = None,
+    ttl_s: int = 8 * 3600,
+    extra: Mapping[str, object] | None = None,
 ) -> str:
-    """A signed HS256 development/service token."""
+    """A signed HS256 development/service token (``extra``: more claims, e.g. a sign-in
+    session's generation)."""
     now = int(time.time())
-    claims: dict[str, object] = {"sub": sub, "role": role.value, "iat": now, "exp": now + ttl_s}
+    claims: dict[str, object] = {**(extra or {})}
+    claims.update({"sub": sub, "role": role.value, "iat": now, "exp": now + ttl_s})
     if unit:
         claims["unit"] = unit
     return jwt.encode(claims, secret, algorithm=HS256)

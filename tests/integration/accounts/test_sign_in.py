@@ -199,6 +199,43 @@ async def test_a_deactivated_account_cannot_sign_in(front: Front) -> None:
     assert (await front.sign_in(name, password, "10.5.0.1")).status_code == 200
 
 
+async def test_deactivation_and_password_changes_end_sessions(front: Front) -> None:
+    password = pw()
+    name = await front.ready(password)
+    client = "10.8.0.1"
+
+    async def stands(session: str) -> bool:
+        r = await front.call("GET", "/v1/session", client=client, headers=with_session(session))
+        assert r.status_code in (200, 401), r.text
+        return r.status_code == 200
+
+    first = session_of(await front.sign_in(name, password, client))
+    assert await stands(first)
+    r = await front.call("POST", f"/v1/accounts/{name}/deactivate", headers=front.admin())
+    assert r.status_code == 200
+    assert not await stands(first)
+    reads = await front.call("GET", "/v1/requests", client=client, headers=with_session(first))
+    assert reads.status_code == 401
+    await front.call("POST", f"/v1/accounts/{name}/activate", headers=front.admin())
+    assert not await stands(first)  # deactivation ended it for good
+
+    second = session_of(await front.sign_in(name, password, client))
+    assert await stands(second)
+    new = pw()
+    r = await front.call(
+        "POST",
+        "/v1/session/password",
+        client=client,
+        json={"name": name, "current_password": password, "new_password": new},
+    )
+    assert r.status_code == 200
+    assert await stands(session_of(r))  # the session the change started
+    assert not await stands(second)  # every earlier one ended
+    # a token that is no account's session is no session, even when validly signed
+    forged = front.admin()["authorization"].split(" ", 1)[1]
+    assert not await stands(forged)
+
+
 async def test_only_admins_manage_accounts_and_nobody_sees_a_hash(front: Front) -> None:
     from tongxin.runtime.auth import Role, mint_token
 

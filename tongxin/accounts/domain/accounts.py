@@ -37,6 +37,14 @@ class Account:
     subject: str
     created_at: datetime
     updated_at: datetime
+    # sessions carry the generation they were issued in; a password change, a reset or a
+    # deactivation starts a new one, which ends every earlier session
+    session_gen: int = 0
+
+
+def session_stands(account: Account | None, token_gen: object) -> bool:
+    """Whether a session of this account, issued in generation ``token_gen``, still counts."""
+    return account is not None and account.active and token_gen == account.session_gen
 
 
 def check_account(

@@ -291,8 +291,19 @@ async function resumeSession() {
   return true;
 }
 
+// the session cookie is HttpOnly: only the server can clear it
+async function endSession() {
+  if (state.token || !state.me) return;
+  try {
+    await fetch("/v1/session", { method: "DELETE" });
+  } catch {
+    // offline: the cookie expires by itself
+  }
+}
+
 function expired() {
   const cookie = !state.token;
+  endSession();
   signOut(false);
   $("#signin-error").replaceChildren(
     h("div", { class: "error", role: "alert", "data-code": "expired" }, cookie ? "登录已过期，请重新登录。" : "令牌已失效，请重新登录。"),
@@ -300,9 +311,6 @@ function expired() {
 }
 
 function signOut(clear = true) {
-  if (!state.token && state.me) {
-    fetch("/v1/session", { method: "DELETE" }).catch(() => {}); // clears the HttpOnly cookie
-  }
   sessionStorage.removeItem(TOKEN_KEY);
   state.token = null;
   state.csrf = null;
@@ -857,7 +865,10 @@ document.addEventListener("DOMContentLoaded", async () => {
       $("#signin-error").replaceChildren(errorBox(err));
     }
   });
-  $("#signout").addEventListener("click", () => signOut());
+  $("#signout").addEventListener("click", async () => {
+    await endSession();
+    signOut();
+  });
   state.timer = setInterval(tick, 1000);
   const saved = sessionStorage.getItem(TOKEN_KEY);
   if (saved) {
