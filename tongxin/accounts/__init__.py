@@ -15,6 +15,7 @@ from fastapi import FastAPI, Request
 
 from tongxin.accounts.api import SESSION_GEN, accounts_router, session_router
 from tongxin.accounts.config import AccountSettings
+from tongxin.accounts.metrics import AccountMetrics
 from tongxin.accounts.service import AccountService
 from tongxin.accounts.store import INDEXES, AccountStore
 from tongxin.runtime.auth import Principal
@@ -29,7 +30,8 @@ def start(
     rt: ServiceRuntime, settings: AccountSettings, known_units: frozenset[str] = frozenset()
 ) -> AccountService:
     """Build the accounts' use cases in the lifespan (``rt.db`` is the home database)."""
-    service = AccountService(AccountStore(rt.db), settings, known_units)
+    metrics = AccountMetrics.of(rt.metrics.registry)
+    service = AccountService(AccountStore(rt.db), settings, known_units, metrics=metrics)
     rt.extra["accounts"] = service
     return service
 

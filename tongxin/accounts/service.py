@@ -29,6 +29,7 @@ from tongxin.accounts.domain.accounts import (
 )
 from tongxin.accounts.domain.passwords import PasswordRejected, check_password
 from tongxin.accounts.domain.throttle import Counter, Limit, record_failure, retry_after
+from tongxin.accounts.metrics import AccountMetrics
 from tongxin.accounts.store import AccountExists, AccountStore
 
 log = logging.getLogger(__name__)
@@ -70,7 +71,9 @@ class AccountService:
         known_units: frozenset[str] = frozenset(),
         hasher: PasswordHasher | None = None,
         clock: Callable[[], datetime] = _now,
+        metrics: AccountMetrics | None = None,
     ) -> None:
+        self.metrics = metrics
         self.store = store
         self.settings = settings
         self.known_units = known_units
@@ -108,6 +111,11 @@ class AccountService:
             **more,
         }
         await self.store.record(entry)
+        if self.metrics is not None:
+            if event == "signin":
+                self.metrics.signins.labels(outcome).inc()
+            elif event == "lockout":
+                self.metrics.lockouts.inc()
         log.info("account %s: %s", event, outcome, extra={"account": name, "by": actor.name})
 
     # — administration —

@@ -5,6 +5,7 @@ lockout, no user enumeration, deactivation, audit, and no password or hash anywh
 from __future__ import annotations
 
 import json
+import re
 from typing import Any
 
 from tests.integration.accounts.conftest import Front, session_of, set_cookie, with_session
@@ -147,6 +148,10 @@ async def test_five_wrong_passwords_lock_the_account_with_retry_after(front: Fro
     assert r.status_code == 429, r.text
     assert 0 < int(r.headers["retry-after"]) <= 15 * 60
     assert "分钟后再试" in r.json()["error"]["message"]
+    metrics = (await front.call("GET", "/metrics")).text
+    assert 'tongxin_signins_total{outcome="bad_password"}' in metrics
+    lockouts = re.search(r"^tongxin_signin_lockouts_total (\S+)$", metrics, re.M)
+    assert lockouts is not None and float(lockouts.group(1)) >= 1
     # locked: the right password from another address does not help
     r = await front.sign_in(name, password, "10.2.0.2")
     assert r.status_code == 429 and int(r.headers["retry-after"]) > 0
