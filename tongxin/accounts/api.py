@@ -31,11 +31,28 @@ from tongxin.runtime.auth import (
     mint_token,
 )
 from tongxin.runtime.errors import ApiError, error_body
+from tongxin.runtime.openapi import ErrorResponse
 from tongxin.runtime.service import CurrentPrincipal
 
 SIGN_IN_AGAIN = "请重新登录。"
 # the claim of a session token naming its account's session generation
 SESSION_GEN = "sgen"
+
+
+def _answers(**statuses: str) -> dict[int | str, dict[str, Any]]:
+    """OpenAPI error answers (SPEC shape) of a route, by status: description."""
+    return {int(k[1:]): {"model": ErrorResponse, "description": v} for k, v in statuses.items()}
+
+
+SIGN_IN_ANSWERS = _answers(
+    s401="Wrong name or password (the same answer for both).",
+    s403="Another site's page (cross_site), a deactivated account (account_disabled), or a "
+    "new or reset password that must be changed first (password_change_required).",
+    s422="Not valid; for a new password, the policy's reason in zh-CN (weak_password).",
+    s429="Locked after too many failed sign-ins; try again after Retry-After seconds.",
+    s501="Password sign-in needs TONGXIN_JWT_ALGORITHM=HS256.",
+)
+COOKIE_ANSWERS = _answers(s403="A session cookie sent from another site's page (cross_site).")
 
 session_router = APIRouter(prefix="/v1/session", tags=["session"])
 accounts_router = APIRouter(prefix="/v1/accounts", tags=["accounts"])
@@ -213,7 +230,7 @@ def _start_session(request: Request, account: Account) -> JSONResponse:
 # — the session —
 
 
-@session_router.post("", response_model=SessionRead, responses={429: {"description": "locked"}})
+@session_router.post("", response_model=SessionRead, responses=SIGN_IN_ANSWERS)
 async def sign_in(body: SignIn, request: Request, accounts: AccountsDep) -> Response:
     """Sign in with name and password: the session cookie, and its CSRF token in the body.
 
@@ -230,7 +247,7 @@ async def sign_in(body: SignIn, request: Request, accounts: AccountsDep) -> Resp
     return _start_session(request, account)
 
 
-@session_router.post("/password", response_model=SessionRead)
+@session_router.post("/password", response_model=SessionRead, responses=SIGN_IN_ANSWERS)
 async def change_password(
     body: PasswordChange, request: Request, accounts: AccountsDep
 ) -> Response:
@@ -247,7 +264,11 @@ async def change_password(
     return _start_session(request, account)
 
 
-@session_router.get("", response_model=SessionRead)
+@session_router.get(
+    "",
+    response_model=SessionRead,
+    responses={**COOKIE_ANSWERS, **_answers(s401="Nobody is signed in: 请重新登录。")},
+)
 async def who_is_signed_in(request: Request) -> SessionRead:
     """Who the session cookie (or a bearer token) speaks for, and until when; 401
     请重新登录 when nobody is signed in or the session expired."""
@@ -272,7 +293,7 @@ async def who_is_signed_in(request: Request) -> SessionRead:
     )
 
 
-@session_router.delete("", status_code=204)
+@session_router.delete("", status_code=204, responses=COOKIE_ANSWERS)
 async def sign_out(request: Request) -> Response:
     """Sign out: the session cookie is cleared (idempotent)."""
     _same_site(request)
@@ -296,7 +317,14 @@ async def list_accounts(_admin: AdminPrincipal, accounts: AccountsDep) -> list[A
     return [AccountRead.of(a) for a in await accounts.accounts()]
 
 
-@accounts_router.post("", response_model=AccountRead, status_code=201)
+@accounts_router.post(
+    "",
+    response_model=AccountRead,
+    status_code=201,
+    responses=_answers(
+        s409="The name is taken.", s422="Not a valid account or password (zh-CN reason)."
+    ),
+)
 async def create_account(
     body: AccountCreate, request: Request, admin: AdminPrincipal, accounts: AccountsDep
 ) -> Any:
@@ -316,7 +344,11 @@ async def create_account(
     return AccountRead.of(account)
 
 
-@accounts_router.post("/{name}/password", response_model=AccountRead)
+@accounts_router.post(
+    "/{name}/password",
+    response_model=AccountRead,
+    responses=_answers(s422="The password policy's reason (zh-CN)."),
+)
 async def reset_password(
     name: str, body: PasswordReset, request: Request, admin: AdminPrincipal, accounts: AccountsDep
 ) -> Any:
