@@ -53,8 +53,8 @@ const EVENT_LABEL = {
 };
 const ERROR_LABEL = {
   unauthorized: "登录已失效或令牌无效",
-  bad_credentials: "用户名或密码错误",
-  locked: "登录失败次数过多",
+  bad_credentials: "登录未成功",
+  locked: "账号已暂时锁定",
   account_disabled: "账号已停用",
   password_change_required: "请先设置新密码",
   weak_password: "新密码不符合要求",
