@@ -22,6 +22,15 @@ from tongxin.runtime.auth import SESSION_COOKIE, Role
 # the four services run as processes (like tests/e2e): selected and deselected with them
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(300)]
 
+# every password typed here; the last test looks for them in the services' logs
+PASSWORDS: list[str] = []
+
+
+def secret(prefix: str) -> str:
+    value = f"{prefix}-{unique('p')}"
+    PASSWORDS.append(value)
+    return value
+
 
 async def create_account(p: ConsolePlatform, password: str, **fields: str | None) -> str:
     """A staff account made by an admin over the API (must change its password)."""
@@ -63,7 +72,7 @@ async def test_staff_sign_in_with_a_password(
 ) -> None:
     p = console_platform
     kind = "phone" if viewport is PHONE else "desktop"
-    first, chosen = f"Initial-{unique('p')}", f"Chosen-{unique('p')}"
+    first, chosen = secret("Initial"), secret("Chosen")
     name = await create_account(p, first)
     page = await new_page(browser, viewport)
     await sign_in(page, p, name, first)
@@ -112,7 +121,7 @@ async def test_an_expired_session_asks_to_sign_in_again(
     browser: Browser, console_platform: ConsolePlatform, artifacts: Path
 ) -> None:
     p = console_platform
-    first, chosen = f"Initial-{unique('p')}", f"Chosen-{unique('p')}"
+    first, chosen = secret("Initial"), secret("Chosen")
     name = await create_account(p, first)
     page = await new_page(browser, DESKTOP)
     await sign_in(page, p, name, first)
@@ -134,14 +143,14 @@ async def test_five_wrong_passwords_lock_the_account(
     browser: Browser, console_platform: ConsolePlatform, artifacts: Path
 ) -> None:
     p = console_platform
-    password = f"Initial-{unique('p')}"
+    password = secret("Initial")
     name = await create_account(p, password)
     page = await new_page(browser, PHONE)
     await page.goto(p.console)
     error = page.locator("#signin-error .error")
     for i in range(5):
         await page.fill("#login-name", name)
-        await page.fill("#login-password", f"wrong-password-{i}")
+        await page.fill("#login-password", secret(f"wrong-{i}"))
         async with page.expect_response(lambda r: r.url.endswith("/v1/session")) as answer:
             await page.click("#login-form button[type=submit]")
         response = await answer.value
@@ -203,7 +212,7 @@ async def test_a_cross_site_post_with_the_cookie_is_refused(
     browser: Browser, console_platform: ConsolePlatform, attacker: str, artifacts: Path
 ) -> None:
     p = console_platform
-    first, chosen = f"Initial-{unique('p')}", f"Chosen-{unique('p')}"
+    first, chosen = secret("Initial"), secret("Chosen")
     name = await create_account(p, first)
     page = await new_page(browser, DESKTOP)
     await sign_in(page, p, name, first)
@@ -226,3 +235,16 @@ async def test_a_cross_site_post_with_the_cookie_is_refused(
     assert (await response.json())["error"]["code"] == "cross_site"
     await shot(evil, artifacts, "signin-cross-site-refused")
     await page.context.close()
+
+
+async def test_no_password_or_hash_reaches_a_service_log(
+    console_platform: ConsolePlatform,
+) -> None:
+    """Run last: the four services' own logs (as processes) after the sign-ins above."""
+    logs = {p.name: p.read_text(encoding="utf-8") for p in console_platform.log_dir.glob("*.log")}
+    assert "intake.log" in logs and "account signin" in logs["intake.log"]
+    assert len(PASSWORDS) >= 10
+    for name, text in logs.items():
+        assert "$argon2" not in text, name
+        for password in PASSWORDS:
+            assert password not in text, f"a password in {name}'s log"
