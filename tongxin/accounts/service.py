@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import secrets
+import weakref
 from collections.abc import Callable
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
@@ -80,6 +81,11 @@ class AccountService:
         self.hasher = hasher or PasswordHasher()  # Argon2id, RFC 9106 low-memory profile
         self.clock = clock
         self._dummy: str | None = None
+        # one attempt per name at a time in this process: guesses sent in parallel cannot
+        # all pass the lock check before the first failure is counted
+        self._attempts: weakref.WeakValueDictionary[str, asyncio.Lock] = (
+            weakref.WeakValueDictionary()
+        )
 
     # — hashing, off the loop —
 
@@ -220,7 +226,16 @@ class AccountService:
 
     async def _authenticate(self, name: str, password: str, actor: Actor) -> Account:
         """The account whose name and password these are, or Refused (counted as a
-        failure). Unknown names and wrong passwords are told apart nowhere."""
+        failure). Unknown names and wrong passwords are told apart nowhere. Attempts on
+        one name are taken one at a time (per process)."""
+        key = _account_key(name)
+        attempt = self._attempts.get(key)
+        if attempt is None:
+            attempt = self._attempts[key] = asyncio.Lock()
+        async with attempt:
+            return await self._authenticate_one(name, password, actor)
+
+    async def _authenticate_one(self, name: str, password: str, actor: Actor) -> Account:
         await self._check_locks(name, actor)
         found = await self.store.credentials(name)
         if found is None:

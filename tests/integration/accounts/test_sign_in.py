@@ -4,6 +4,7 @@ lockout, no user enumeration, deactivation, audit, and no password or hash anywh
 
 from __future__ import annotations
 
+import asyncio
 import json
 import re
 from typing import Any
@@ -166,6 +167,20 @@ async def test_five_wrong_passwords_lock_the_account_with_retry_after(front: Fro
     assert reset.status_code == 200 and reset.json()["must_change_password"] is True
     r = await front.sign_in(name, PASSWORDS[-1], "10.2.0.3")
     assert r.status_code == 403 and r.json()["error"]["code"] == "password_change_required"
+
+
+async def test_guesses_sent_at_once_are_tried_one_by_one(front: Front) -> None:
+    password = pw()
+    name = await front.ready(password)
+    guesses = [pw("Wrong") for _ in range(12)] + [password]
+    answers = await asyncio.gather(*(front.sign_in(name, g, "10.2.1.1") for g in guesses))
+    statuses = [r.status_code for r in answers]
+    # only five guesses were tried; the right one, sent with them, came too late
+    assert sorted(statuses) == [401] * 4 + [429] * 9, statuses
+    tried = await front.db["account_audit"].count_documents(
+        {"name": name, "event": "signin", "outcome": "bad_password"}
+    )
+    assert tried == 5
 
 
 async def test_unknown_names_get_the_same_answers(front: Front) -> None:
