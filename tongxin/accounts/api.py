@@ -176,10 +176,13 @@ def _refused(exc: Refused) -> JSONResponse:
     return JSONResponse(error_body(exc.code, exc.message), exc.status, headers=headers)
 
 
-def _same_site(request: Request) -> None:
-    """Sign-in from another site's page (login CSRF) is refused."""
+def _may_sign_in(request: Request) -> None:
+    """Sign-in from another site's page (login CSRF) is refused, and so is sign-in where
+    the platform does not mint its own tokens (RS256: they come from the identity provider)."""
     if cross_site(request):
         raise ApiError(403, "cross_site", "Requests from another site are refused.")
+    if _settings(request).jwt_algorithm != HS256:
+        raise ApiError(501, "not_supported", "Password sign-in needs TONGXIN_JWT_ALGORITHM=HS256.")
 
 
 def _settings(request: Request) -> AccountSettings:
@@ -194,8 +197,6 @@ def _expiry(token: str) -> datetime:
 
 def _start_session(request: Request, account: Account) -> JSONResponse:
     settings = _settings(request)
-    if settings.jwt_algorithm != HS256:
-        raise ApiError(501, "not_supported", "Password sign-in needs TONGXIN_JWT_ALGORITHM=HS256.")
     ttl = settings.session_ttl_s
     token = mint_token(
         settings.jwt_secret,
@@ -238,7 +239,7 @@ async def sign_in(body: SignIn, request: Request, accounts: AccountsDep) -> Resp
     minutes lock the name for 15 minutes (429 with ``Retry-After``), as do many failures
     from one client. An account with a new or reset password gets 403
     ``password_change_required``: set one with ``POST /v1/session/password``."""
-    _same_site(request)
+    _may_sign_in(request)
     actor = Actor(body.name.strip().lower(), client_address(request))
     try:
         account = await accounts.sign_in(actor.name, body.password, actor)
@@ -253,7 +254,7 @@ async def change_password(
 ) -> Response:
     """Set a new password, proven by the current one (the first sign-in's, a reset's or
     one's own); then signed in. Throttled as sign-in is."""
-    _same_site(request)
+    _may_sign_in(request)
     actor = Actor(body.name.strip().lower(), client_address(request))
     try:
         account = await accounts.change_password(
@@ -296,7 +297,8 @@ async def who_is_signed_in(request: Request) -> SessionRead:
 @session_router.delete("", status_code=204, responses=COOKIE_ANSWERS)
 async def sign_out(request: Request) -> Response:
     """Sign out: the session cookie is cleared (idempotent)."""
-    _same_site(request)
+    if cross_site(request):
+        raise ApiError(403, "cross_site", "Requests from another site are refused.")
     response = Response(status_code=204)
     response.delete_cookie(
         SESSION_COOKIE,
