@@ -41,7 +41,8 @@ RS256 = "RS256"
 MIN_RSA_BITS = 2048
 # Signed-in people (tongxin.accounts) carry their token in this HttpOnly cookie; a service
 # that mounts the accounts accepts it (TokenVerifier.cookie_sessions). A write made with
-# it must name the session's CSRF token in this header (docs/security.md, "Sign-in").
+# it must name the session's CSRF token in this header (docs/security.md, "Accounts and
+# sign-in").
 SESSION_COOKIE = "tongxin_session"
 CSRF_HEADER = "x-csrf-token"
 SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
