@@ -109,6 +109,7 @@ async def test_staff_sign_in_with_a_password(
     # a reload keeps the session; signing out ends it
     await page.reload()
     await expect(who.locator(".unit")).to_have_text("梨园社区")
+    await expect(who.locator(".sub")).to_have_text(f"王芳（{name}）")
     await page.click("#signout")
     await expect(page.locator("#login-form")).to_be_visible()
     await expect(page.locator("#nav")).to_be_hidden()

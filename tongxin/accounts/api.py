@@ -270,7 +270,7 @@ async def change_password(
     response_model=SessionRead,
     responses={**COOKIE_ANSWERS, **_answers(s401="Nobody is signed in: 请重新登录。")},
 )
-async def who_is_signed_in(request: Request) -> SessionRead:
+async def who_is_signed_in(request: Request, accounts: AccountsDep) -> SessionRead:
     """Who the session cookie (or a bearer token) speaks for, and until when; 401
     请重新登录 when nobody is signed in or the session expired."""
     verifier = _verifier(request)
@@ -285,8 +285,10 @@ async def who_is_signed_in(request: Request) -> SessionRead:
         if principal_or_none is None:
             raise ApiError(401, "unauthorized", SIGN_IN_AGAIN)
         principal, csrf = principal_or_none, None
+    account = await accounts.by_subject(principal.sub)
     return SessionRead(
         name=principal.sub,
+        display_name=account.display_name if account is not None else None,
         role=principal.role.value,
         unit=principal.unit,
         expires_at=_expiry(token),

@@ -291,6 +291,10 @@ class AccountService:
         changed = await self.store.get(name)  # in its new session generation
         return changed or replace(account, must_change_password=False)
 
+    async def by_subject(self, subject: str) -> Account | None:
+        """The account a token's subject names, if any (no hash)."""
+        return await self.store.by_subject(subject)
+
     async def session_stands(self, subject: str, token_gen: object) -> bool:
         """Whether a session token of ``subject`` from generation ``token_gen`` still
         counts: its account exists and is active, and no password change, reset or

@@ -64,6 +64,7 @@ async def test_first_sign_in_must_set_a_password_then_the_session_works(front: F
     assert me.status_code == 200, me.text
     assert (me.json()["name"], me.json()["unit"]) == (name, "community:liyuan")
     assert me.json()["csrf_token"] == body["csrf_token"]
+    assert me.json()["display_name"] == body["display_name"] == "王芳"
     # intake's own staff reads accept the cookie
     reads = await front.call("GET", "/v1/requests", client=client, headers=with_session(session))
     assert reads.status_code == 200, reads.text
