@@ -9,6 +9,9 @@ console it serves. Every other service keeps verifying tokens only.
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+import logging
 from typing import Any
 
 from fastapi import FastAPI, Request
@@ -20,6 +23,8 @@ from tongxin.accounts.service import AccountService
 from tongxin.accounts.store import INDEXES, AccountStore
 from tongxin.runtime.auth import Principal
 from tongxin.runtime.service import ServiceRuntime
+
+log = logging.getLogger(__name__)
 
 routers = [session_router, accounts_router]
 
@@ -33,6 +38,18 @@ def start(
     metrics = AccountMetrics.of(rt.metrics.registry)
     service = AccountService(AccountStore(rt.db), settings, known_units, metrics=metrics)
     rt.extra["accounts"] = service
+    stop = asyncio.Event()
+
+    async def housekeeping() -> None:
+        while not stop.is_set():
+            try:
+                await service.purge()
+            except Exception as exc:
+                log.warning("accounts housekeeping failed", extra={"error": repr(exc)})
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), settings.accounts_housekeeping_interval_s)
+
+    rt.run_in_background("accounts-housekeeping", housekeeping, stop.set)
     return service
 
 

@@ -28,6 +28,10 @@ class AccountSettings(ServiceSettings):
     signin_lockout_s: float = Field(default=15 * 60, gt=0)
     # … and per client address (an office behind one NAT shares it: a higher limit).
     signin_client_max_failures: int = Field(default=30, ge=1)
+    # Audit records (they hold client addresses) are kept this long (PIPL: no longer than
+    # needed); expired sign-in counters and old records are removed every interval.
+    account_audit_retention_days: float = Field(default=180.0, gt=0)
+    accounts_housekeeping_interval_s: float = Field(default=3600.0, gt=0)
 
     @property
     def secure_cookies(self) -> bool:

@@ -15,7 +15,7 @@ import secrets
 import weakref
 from collections.abc import Callable
 from dataclasses import dataclass, replace
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from argon2 import PasswordHasher
@@ -290,6 +290,18 @@ class AccountService:
         await self._audit("change_password", "ok", name, actor)
         changed = await self.store.get(name)  # in its new session generation
         return changed or replace(account, must_change_password=False)
+
+    async def purge(self) -> tuple[int, int]:
+        """Remove sign-in counters that can no longer lock, and audit records past their
+        retention; how many of each."""
+        now = self.clock()
+        settings = self.settings
+        dead = now - timedelta(seconds=settings.signin_window_s + settings.signin_lockout_s)
+        kept = now - timedelta(days=settings.account_audit_retention_days)
+        counters, records = await self.store.purge(dead, kept)
+        if counters or records:
+            log.info("accounts housekeeping", extra={"counters": counters, "audit": records})
+        return counters, records
 
     async def by_subject(self, subject: str) -> Account | None:
         """The account a token's subject names, if any (no hash)."""

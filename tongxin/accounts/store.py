@@ -27,6 +27,7 @@ INDEXES = [
     IndexSpec(ACCOUNTS, [("subject", 1)]),
     IndexSpec(AUDIT, [("at", -1)]),
     IndexSpec(AUDIT, [("name", 1), ("at", -1)]),
+    IndexSpec(THROTTLE, [("window_start", 1)]),
 ]
 
 # an account's fields as stored, without the hash
@@ -187,6 +188,13 @@ class AccountStore:
             if r.matched_count == 1:
                 return new
         raise RuntimeError(f"the sign-in counter {key} is contended")
+
+    async def purge(self, counters_before: datetime, audit_before: datetime) -> tuple[int, int]:
+        """Remove counters whose window opened before ``counters_before`` (they can no
+        longer lock) and audit records older than ``audit_before``; how many of each."""
+        c = await self.throttle.delete_many({"window_start": {"$lt": counters_before}})
+        a = await self.audit.delete_many({"at": {"$lt": audit_before}})
+        return c.deleted_count, a.deleted_count
 
     async def clear_counter(self, key: str) -> None:
         """Forget a counter (a successful sign-in clears its account's failures)."""

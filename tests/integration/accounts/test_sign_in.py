@@ -329,6 +329,43 @@ async def test_every_sign_in_and_change_is_audited(front: Front) -> None:
     assert r.status_code == 200 and len(r.json()) == len(records)
 
 
+async def test_housekeeping_removes_dead_counters_and_old_audit(front: Front) -> None:
+    from datetime import UTC, datetime, timedelta
+
+    now = datetime.now(UTC)
+    old, fresh = unique("old").lower(), unique("fresh").lower()
+    await front.db["signin_throttle"].insert_many(
+        [
+            {
+                "_id": f"account:{old}",
+                "failures": 5,
+                "window_start": now - timedelta(hours=1),
+                "locked_until": now - timedelta(minutes=30),
+                "v": 1,
+            },
+            {
+                "_id": f"account:{fresh}",
+                "failures": 5,
+                "window_start": now,
+                "locked_until": now + timedelta(minutes=15),
+                "v": 1,
+            },
+        ]
+    )
+    await front.db["account_audit"].insert_many(
+        [
+            {"at": now - timedelta(days=181), "event": "signin", "outcome": "ok", "name": old},
+            {"at": now - timedelta(days=179), "event": "signin", "outcome": "ok", "name": fresh},
+        ]
+    )
+    counters, records = await front.app.state.rt.extra["accounts"].purge()
+    assert counters >= 1 and records >= 1
+    left = {d["_id"] async for d in front.db["signin_throttle"].find({})}
+    assert f"account:{old}" not in left and f"account:{fresh}" in left
+    assert await front.db["account_audit"].count_documents({"name": old}) == 0
+    assert await front.db["account_audit"].count_documents({"name": fresh}) == 1
+
+
 async def test_no_password_or_hash_reaches_a_log_an_answer_or_the_audit(front: Front) -> None:
     """Run last: scans everything the tests above produced."""
     hashes = [d["password_hash"] async for d in front.db["accounts"].find({})]
