@@ -36,6 +36,8 @@ from tongxin.accounts.store import AccountExists, AccountStore
 log = logging.getLogger(__name__)
 
 BAD_CREDENTIALS = "用户名或密码错误。"
+# sign-in attempts one client address may have in progress at once (per process)
+CLIENT_IN_FLIGHT = 4
 
 
 class Refused(Exception):
@@ -84,6 +86,11 @@ class AccountService:
         # one attempt per name at a time in this process: guesses sent in parallel cannot
         # all pass the lock check before the first failure is counted
         self._attempts: weakref.WeakValueDictionary[str, asyncio.Lock] = (
+            weakref.WeakValueDictionary()
+        )
+        # … and a few per client address, so one address guessing many names in parallel
+        # overshoots its own limit by at most CLIENT_IN_FLIGHT - 1
+        self._clients: weakref.WeakValueDictionary[str, asyncio.Semaphore] = (
             weakref.WeakValueDictionary()
         )
 
@@ -232,7 +239,10 @@ class AccountService:
         attempt = self._attempts.get(key)
         if attempt is None:
             attempt = self._attempts[key] = asyncio.Lock()
-        async with attempt:
+        gate = self._clients.get(actor.client)
+        if gate is None:
+            gate = self._clients[actor.client] = asyncio.Semaphore(CLIENT_IN_FLIGHT)
+        async with gate, attempt:  # always client first, then name: no deadlock
             return await self._authenticate_one(name, password, actor)
 
     async def _authenticate_one(self, name: str, password: str, actor: Actor) -> Account:

@@ -207,6 +207,20 @@ async def test_many_failures_from_one_client_are_throttled(front: Front) -> None
     assert (await front.sign_in(name, password, "10.4.0.2")).status_code == 200
 
 
+async def test_one_client_guessing_many_names_at_once_is_held_to_its_limit(
+    front: Front,
+) -> None:
+    client = "10.4.1.1"
+    names = [unique("spray").lower() for _ in range(30)]
+    answers = await asyncio.gather(*(front.sign_in(n, pw("Wrong"), client) for n in names))
+    assert {r.status_code for r in answers} == {401, 429}
+    tried = await front.db["account_audit"].count_documents(
+        {"client": client, "outcome": {"$in": ["bad_password", "unknown_name"]}}
+    )
+    limit = front.settings.signin_client_max_failures
+    assert limit <= tried <= limit + 3, tried  # at most 4 in flight overshoot it
+
+
 async def test_a_deactivated_account_cannot_sign_in(front: Front) -> None:
     password = pw()
     name = await front.ready(password)
