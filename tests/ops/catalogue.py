@@ -1,7 +1,8 @@
 """Every Prometheus metric the code exports, collected from the real metrics classes.
 
 The runtime's :class:`tongxin.runtime.metrics.Metrics` and each service's
-``services/<name>/metrics.py`` classes are built on one fresh ``CollectorRegistry``; what
+``services/<name>/metrics.py`` classes (and those of a mounted package such as
+``tongxin/accounts/metrics.py``) are built on one fresh ``CollectorRegistry``; what
 they register is the catalogue. Nothing is listed by hand, so a metric added to the code is
 in the catalogue at once (and docs/operations.md must then describe it).
 """
@@ -52,8 +53,13 @@ class MetricInfo:
 
 def _service_metric_classes() -> list[type]:
     classes: list[type] = []
-    for path in sorted((ROOT / "services").glob("*/metrics.py")):
-        module = importlib.import_module(f"services.{path.parent.name}.metrics")
+    # the services' metrics, and those of the packages a service mounts (tongxin/accounts)
+    paths = sorted((ROOT / "services").glob("*/metrics.py"))
+    paths += [
+        p for p in sorted((ROOT / "tongxin").glob("*/metrics.py")) if p.parent.name != "runtime"
+    ]
+    for path in paths:
+        module = importlib.import_module(f"{path.parent.parent.name}.{path.parent.name}.metrics")
         for _, cls in inspect.getmembers(module, inspect.isclass):
             if cls.__module__ == module.__name__ and cls.__name__.endswith("Metrics"):
                 classes.append(cls)
