@@ -15,7 +15,7 @@ from services.intake.limits import BodyLimitMiddleware, TokenBucketLimiter
 from services.intake.metrics import IntakeMetrics
 from services.intake.service import IntakeService
 from services.intake.store import INDEXES, RequestStore
-from tongxin import accounts, console, resident
+from tongxin import accounts, console, resident, volunteer_page
 from tongxin.contracts.enums import Category
 from tongxin.runtime.openapi import serve_docs
 from tongxin.runtime.service import ServiceRuntime, Subscription, create_service_app
@@ -66,7 +66,14 @@ def create_app(settings: IntakeSettings | None = None) -> FastAPI:
         name="intake",
         title="Tongxin intake 诉求受理",
         settings=settings,
-        routers=[api.router, open311.router, console.router, resident.router, *accounts.routers],
+        routers=[
+            api.router,
+            open311.router,
+            console.router,
+            resident.router,
+            volunteer_page.router,
+            *accounts.routers,
+        ],
         indexes=[*INDEXES, *accounts.INDEXES],
         setup=setup,
     )
