@@ -17,7 +17,7 @@ import httpx
 import pytest
 from playwright.async_api import Browser, Page, expect
 
-from tests.browser.conftest import PHONE, ConsolePlatform
+from tests.browser.conftest import DESKTOP, PHONE, ConsolePlatform
 from tests.support import eventually, unique
 from tongxin.cli import start_services, stop_services, wait_ready
 from tongxin.devstack.procs import free_port
@@ -122,6 +122,7 @@ async def test_a_volunteer_answers_offers_and_completes_one_with_hours(
             },
         )
         assert r.status_code == 201, r.text
+        recipient = r.json()["id"]
 
     async with httpx.AsyncClient(base_url=p.url("intake"), timeout=30) as intake:
         r = await intake.post(
@@ -251,11 +252,20 @@ async def test_a_volunteer_answers_offers_and_completes_one_with_hours(
     # the care visit made: recorded with its hours, and gone from what is due
     visit = page.locator("#visits .card")
     await visit.locator("input.hours").fill("1")
+    await visit.locator("textarea.note").fill("老人精神好，冰箱里菜不多，下次带些。")
     await visit.locator("button.record").click()
     await expect(page.locator("#home-message .ok")).to_contain_text("走访已登记")
     await expect(page.locator("#visits .card")).to_have_count(0)
     await expect(page.locator("#total-hours")).to_have_text("3.5 小时")
     await expect(page.locator("#hours")).not_to_contain_text("null")
+    async with httpx.AsyncClient(base_url=p.url("volunteer"), timeout=30) as vol:
+        r = await vol.get(f"/v1/care-recipients/{recipient}/visits", headers=staff)
+        [made] = [v for v in r.json() if v["status"] == "completed"]
+        assert made["visited_by"] == vid and made["hours"] == 1
+        assert made["note"] == "老人精神好，冰箱里菜不多，下次带些。"
+    await page.set_viewport_size(DESKTOP)
+    await shot(page, artifacts, "volunteer-desktop")
+    await page.set_viewport_size(PHONE)
 
     # every request stayed on the page's own origin
     assert origins and all(u.startswith(p.url("intake") + "/") for u in origins), origins

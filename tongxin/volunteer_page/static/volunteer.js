@@ -345,12 +345,13 @@ function offerCard(task) {
   const status = el("div", { class: "card-message", role: "status" });
   const accept = el("button", { type: "button", class: "primary accept", text: "接受" });
   const decline = el("button", { type: "button", class: "secondary decline", text: "婉拒" });
-  const reason = el("textarea", { class: "reason", rows: "2", maxlength: "500", placeholder: "例如：这段时间不在社区", "aria-label": "婉拒原因" });
+  const reasonId = `reason-${task.id}`;
+  const reason = el("textarea", { id: reasonId, class: "reason", rows: "2", maxlength: "500", placeholder: "例如：这段时间不在社区" });
   const confirm = el("button", { type: "button", class: "secondary confirm-decline", text: "确认婉拒" });
   const declineForm = el(
     "div",
     { class: "decline-form", hidden: true },
-    el("label", { text: "婉拒原因（选填）" }),
+    el("label", { for: reasonId, text: "婉拒原因（选填）" }),
     reason,
     confirm,
   );
@@ -447,6 +448,8 @@ function visitCard(visit) {
   const card = el("article", { class: `card visit ${visit.status}`, dataset: { visit: visit.id } });
   const hoursId = `vh-${visit.id}`;
   const hours = el("input", { id: hoursId, class: "hours", type: "number", inputmode: "decimal", min: "0.5", max: "24", step: "0.5", value: "1" });
+  const noteId = `vn-${visit.id}`;
+  const note = el("textarea", { id: noteId, class: "note", rows: "2", maxlength: "500", placeholder: "老人近况、需要帮助的事" });
   const done = el("button", { type: "button", class: "primary record", text: "登记已走访" });
   const status = el("div", { class: "card-message", role: "status" });
   card.append(
@@ -462,6 +465,7 @@ function visitCard(visit) {
       el("dd", { class: "visit-status", text: VISIT_STATUS[visit.status] || visit.status }),
     ),
     el("div", { class: "field" }, el("label", { for: hoursId, text: "走访时长（小时）" }), hours),
+    el("div", { class: "field" }, el("label", { for: noteId, text: "走访情况（仅工作人员可见）" }), note),
     done,
     status,
   );
@@ -473,7 +477,9 @@ function visitCard(visit) {
     }
     done.disabled = true;
     try {
-      await vol("POST", `/v1/care-visits/${encodeURIComponent(visit.id)}/record`, { hours: h });
+      const body = { hours: h };
+      if (note.value.trim()) body.note = note.value.trim();
+      await vol("POST", `/v1/care-visits/${encodeURIComponent(visit.id)}/record`, body);
     } catch (err) {
       if (!state.me) return;
       message(status, problemText(err), "error", err.code);
