@@ -173,6 +173,18 @@ async def test_a_volunteer_answers_offers_and_completes_one_with_hours(
     origins: list[str] = []
     context.on("request", lambda req: origins.append(req.url))
     page = await context.new_page()
+    # the script's own failures, and anything the CSP refused (a 4xx answer is logged too:
+    # the wrong password's 401, the removed cookie's; those are expected)
+    failures: list[str] = []
+    page.on("pageerror", lambda exc: failures.append(f"uncaught: {exc}"))
+    page.on(
+        "console",
+        lambda msg: (
+            failures.append(msg.text)
+            if msg.type == "error" and "Content Security Policy" in msg.text
+            else None
+        ),
+    )
     await page.goto(p.url("intake") + "/v")
     assert page.url == p.url("intake") + "/v/"
 
@@ -267,8 +279,9 @@ async def test_a_volunteer_answers_offers_and_completes_one_with_hours(
     await shot(page, artifacts, "volunteer-desktop")
     await page.set_viewport_size(PHONE)
 
-    # every request stayed on the page's own origin
+    # every request stayed on the page's own origin, and nothing failed in the page
     assert origins and all(u.startswith(p.url("intake") + "/") for u in origins), origins
+    assert not failures, failures
 
     # a session that ends (here: the cookie is gone) shows "please sign in again"
     await context.clear_cookies()
@@ -285,4 +298,5 @@ async def test_a_volunteer_answers_offers_and_completes_one_with_hours(
     await expect(page.locator("#login-form")).to_be_visible()
     r = await page.request.get(p.url("intake") + "/v1/session")
     assert r.status == 401
+    assert not failures, failures
     await context.close()
