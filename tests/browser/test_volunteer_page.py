@@ -8,6 +8,7 @@ every request the page makes stays on its own origin."""
 from __future__ import annotations
 
 import os
+import re
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
@@ -221,6 +222,23 @@ async def test_a_volunteer_answers_offers_and_completes_one_with_hours(
     cookies = {c["name"]: c for c in await context.cookies()}
     assert cookies[SESSION_COOKIE]["httpOnly"] is True
     assert SESSION_COOKIE not in await page.evaluate("document.cookie")
+
+    # the countdown: orange in its last 5 minutes, and at zero the offer cannot be answered
+    # (a second tab on the same session, whose clock is moved on; the services' is not)
+    later = await browser.new_context(viewport=PHONE, locale="zh-CN", timezone_id="Asia/Shanghai")
+    await later.add_cookies(await context.cookies())
+    await later.clock.install()
+    tab = await later.new_page()
+    await tab.goto(p.url("intake") + "/v/")
+    countdown = tab.locator(f'#offers .card[data-task="{accepted["id"]}"] .countdown')
+    await expect(countdown).to_contain_text("内回应")
+    await expect(countdown).not_to_have_class(re.compile(r"\bsoon\b"))
+    await tab.clock.fast_forward("26:00")
+    await expect(countdown).to_have_class(re.compile(r"\bsoon\b"))
+    await tab.clock.fast_forward("05:00")
+    await expect(countdown).to_contain_text("已过接受截止时间")
+    await expect(tab.locator("#offers .card button:disabled")).to_have_count(6)
+    await later.close()
 
     # decline one with a reason
     card = page.locator(f'#offers .card[data-task="{declined["id"]}"]')
