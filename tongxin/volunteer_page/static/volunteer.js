@@ -310,7 +310,8 @@ async function refresh() {
 // repaint a list only when what it shows changed, so a form being filled survives a refresh
 function paintList(name, items, signature, render, empty) {
   const sig = items.map(signature).join("|");
-  $(`#${name}-count`) && ($(`#${name}-count`).textContent = items.length ? `（${items.length}）` : "");
+  const count = $(`#${name}-count`);
+  if (count) count.textContent = items.length ? `（${items.length}）` : "";
   if (state.shown[name] === sig) return;
   state.shown[name] = sig;
   const box = $(`#${name}`);
@@ -408,6 +409,13 @@ function acceptedCard(task) {
   return card;
 }
 
+// what was just done, at the top of the page until the next thing is (a refresh keeps it)
+function announce(text, code) {
+  const box = $("#home-message");
+  message(box, text, "ok", code);
+  box.dataset.kind = "done";
+}
+
 // accept / decline / complete one task, then show the outcome and refresh the lists
 async function answer(card, status, buttons, action, body, okText) {
   for (const b of buttons) b.disabled = true;
@@ -421,8 +429,7 @@ async function answer(card, status, buttons, action, body, okText) {
     if (err.status === 409) setTimeout(refresh, 2500);
     return;
   }
-  message($("#home-message"), okText, "ok", action);
-  $("#home-message").dataset.kind = "done";
+  announce(okText, action);
   await refresh();
 }
 
@@ -486,7 +493,7 @@ function visitCard(visit) {
       done.disabled = false;
       return;
     }
-    message($("#home-message"), "走访已登记，谢谢您！", "ok", "record");
+    announce("走访已登记，谢谢您！", "record");
     await refresh();
   });
   return card;
