@@ -318,3 +318,55 @@ async def test_a_volunteer_answers_offers_and_completes_one_with_hours(
     assert r.status == 401
     assert not failures, failures
     await context.close()
+
+
+async def test_a_locked_account_and_a_staff_account_are_told_in_words(
+    browser: Browser, volunteer_platform: ConsolePlatform, artifacts: Path
+) -> None:
+    p = volunteer_platform
+    admin = p.headers(Role.ADMIN, None, "admin")
+    volunteer, staff = unique("lock").lower(), unique("staff").lower()
+    first = f"Initial-{unique('pw')}"
+    async with httpx.AsyncClient(base_url=p.url("intake"), timeout=30) as intake:
+        for name, extra in (
+            (volunteer, {"role": "volunteer", "subject": f"vol:{volunteer}"}),
+            (staff, {"role": "staff", "unit": COMMUNITY}),
+        ):
+            r = await intake.post(
+                "/v1/accounts", headers=admin, json={"name": name, "password": first, **extra}
+            )
+            assert r.status_code == 201, r.text
+    context = await browser.new_context(viewport=PHONE, locale="zh-CN", timezone_id="Asia/Shanghai")
+    page = await context.new_page()
+    await page.goto(p.url("intake") + "/v/")
+    message = page.locator("#signin-message .error")
+
+    # five wrong passwords lock the name: the page says for how long (Retry-After)
+    for i in range(5):
+        await page.fill("#login-name", volunteer)
+        await page.fill("#login-password", f"wrong-password-{i}")
+        async with page.expect_response(lambda r: r.url.endswith("/v1/session")) as answer:
+            await page.click("#login-form button[type=submit]")
+        status = (await answer.value).status
+        if i < 4:
+            assert status == 401
+            await expect(message).to_have_text("用户名或密码错误。")
+    assert status == 429
+    await expect(message).to_have_text(re.compile(r"^尝试次数过多，请 \d+ 分钟后再试。$"))
+    await expect(page.locator("#home-view")).to_be_hidden()
+    await shot(page, artifacts, "volunteer-phone-locked")
+
+    # a staff account signs in (its new password first) and is sent to the console
+    await page.fill("#login-name", staff)
+    await page.fill("#login-password", first)
+    await page.click("#login-form button[type=submit]")
+    chosen = f"Chosen-{unique('pw')}"
+    await page.fill("#pw-new", chosen)
+    await page.fill("#pw-new2", chosen)
+    await page.click("#password-form button[type=submit]")
+    await expect(message).to_have_attribute("data-code", "not_volunteer")
+    await expect(message).to_contain_text("/console/")
+    await expect(page.locator("#home-view")).to_be_hidden()
+    await page.click("#signout")
+    await expect(page.locator("#signin-message .notice")).to_have_text("已退出登录。")
+    await context.close()
