@@ -317,9 +317,22 @@ def dlq_list(
 @dlq_app.command("replay")
 def dlq_replay(
     topic: Annotated[str, typer.Argument(help="e.g. tongxin.cases.v1 (or its .dlq)")],
+    force: Annotated[
+        bool,
+        typer.Option(
+            "--force",
+            help="replay records older than the processed-event marks are kept "
+            "(TONGXIN_PROCESSED_KEEP_S): consumers that handled them before do so again",
+        ),
+    ] = False,
 ) -> None:
-    """Put every parked, not yet replayed record back on its topic (once the cause is fixed)."""
-    from tongxin.runtime.dlq import replay
+    """Put every parked, not yet replayed record back on its topic (once the cause is fixed).
+
+    Refuses, replaying nothing, when a record is older than the processed-event marks are
+    kept (docs/operations.md, "Retention"), unless --force."""
+    from datetime import timedelta
+
+    from tongxin.runtime.dlq import TooOld, replay
     from tongxin.runtime.kafka import KafkaSecurity, make_producer
 
     settings = ServiceSettings()
@@ -338,7 +351,17 @@ def dlq_replay(
                 settings.topic(topic),
                 cast("Producer", progress),  # sends through, counting
                 security=security,
+                max_age=None if force else timedelta(seconds=settings.processed_keep_s),
             )
+        except TooOld as exc:
+            for p in exc.old[:20]:
+                typer.echo(f"too old: {p.partition}:{p.offset} {p.ce_type} at {p.time}", err=True)
+            typer.echo(
+                f"REFUSED: {exc}. Nothing was replayed. Handle them by hand, or replay them "
+                "with --force if handling them twice is harmless.",
+                err=True,
+            )
+            raise typer.Exit(1) from None
         finally:
             await producer.stop()
         for p in done:

@@ -21,7 +21,7 @@ from services.notify.domain.templates import Templates
 from services.notify.handlers import subscriptions
 from services.notify.metrics import NotifyMetrics
 from services.notify.service import NotifyService
-from services.notify.store import INDEXES, NotifyStore
+from services.notify.store import INDEXES, NotifyStore, delivery_expiries
 from tongxin.contracts.enums import NotifyChannel
 from tongxin.runtime.openapi import serve_docs
 from tongxin.runtime.scheduler import BatchScheduler
@@ -110,6 +110,7 @@ def create_app(settings: NotifySettings | None = None) -> FastAPI:
             sweep_interval=settings.notify_sweep_interval_s,
         )
         rt.extra["ctx"] = api.NotifyContext(rt, settings, service, health)
+        rt.retention += delivery_expiries(timedelta(seconds=settings.notify_deliveries_keep_s))
         scheduler = BatchScheduler(rt.db, rt.uow, service.on_release)
         rt.run_in_background("deadlines", scheduler.run, scheduler.stop)
         rt.run_in_background("resume", service.run_sweeper, service.stop_sweeper)

@@ -96,6 +96,9 @@ class NotifySettings(ServiceSettings):
     notify_delivery_lease_s: float = Field(default=30.0, gt=0)
     # How often each replica looks for open deliveries nobody holds.
     notify_sweep_interval_s: float = Field(default=5.0, gt=0)
+    # Sent and failed deliveries are deleted this long after their last attempt's lease
+    # (docs/operations.md, "Retention"): the API's history of a request's notifications.
+    notify_deliveries_keep_s: float = Field(default=180 * 86400.0, gt=0)
 
     @model_validator(mode="after")
     def _positive_limits(self) -> NotifySettings:

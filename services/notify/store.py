@@ -32,7 +32,7 @@ from __future__ import annotations
 import time
 from collections import OrderedDict
 from collections.abc import Iterable, Sequence
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
 from pymongo.asynchronous.database import AsyncDatabase
@@ -41,6 +41,7 @@ from services.notify.domain.delivery import OPEN_STATUSES, Delivery, DeliveryQue
 from services.notify.domain.kept import Contact, KnownCase
 from services.notify.domain.plan import SavedPreference
 from tongxin.runtime.mongo import Doc, IndexSpec
+from tongxin.runtime.retention import Expiry
 from tongxin.runtime.scheduler import DEADLINE_INDEXES
 from tongxin.runtime.uow import Effects
 
@@ -67,6 +68,16 @@ INDEXES = [
     IndexSpec(CASES, [("request_id", 1)]),
     *DEADLINE_INDEXES,
 ]
+
+
+def delivery_expiries(window: timedelta) -> list[Expiry]:
+    """Sent and failed deliveries serve no one ``window`` after their last attempt's lease
+    (the ``resumable`` index: equality on the status, a range on ``lease_until``, which
+    every delivery has and its last claim set just before its outcome)."""
+    return [
+        Expiry(DELIVERIES, "lease_until", window, {"status": s.value})
+        for s in (Status.SENT, Status.FAILED)
+    ]
 
 
 def _ids(values: Iterable[str]) -> list[str]:

@@ -5,6 +5,11 @@
 ``x-*`` headers (adding ``x-replayed``), so the consumers handle them again once the cause
 is fixed; handlers are idempotent, so a record that did succeed somewhere changes nothing.
 Replay progress is a consumer group of its own, so each parked record is replayed once.
+
+A replayed event is handled again by every consumer of its topic; those that handled it
+before skip it by their processed-event mark, which is kept ``processed_keep_s`` (30 days;
+docs/operations.md, "Retention"). A record older than that would be handled twice, so
+:func:`replay` refuses to put back anything older than ``max_age`` unless forced.
 """
 
 from __future__ import annotations
@@ -14,6 +19,7 @@ import contextlib
 import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
 
 from aiokafka import AIOKafkaConsumer, ConsumerRecord, TopicPartition
 from prometheus_client import Gauge
@@ -39,6 +45,8 @@ class Parked:
     consumer: str
     ce_id: str | None
     ce_type: str | None
+    # the event's time (its ``ce_time``), else when it was parked
+    time: datetime | None = None
 
 
 def replay_headers(headers: Sequence[tuple[str, bytes]]) -> list[tuple[str, bytes]]:
@@ -53,6 +61,18 @@ def replay_headers(headers: Sequence[tuple[str, bytes]]) -> list[tuple[str, byte
     return [*out, ("x-replayed", str(count + 1).encode())]
 
 
+def _event_time(h: dict[str, str], timestamp: int | None) -> datetime | None:
+    """The event's own time (``ce_time``), else the DLQ record's timestamp (when parked)."""
+    try:
+        t = datetime.fromisoformat(h["ce_time"])
+        return t if t.tzinfo else t.replace(tzinfo=UTC)
+    except (KeyError, ValueError):
+        pass
+    if timestamp is None or timestamp < 0:
+        return None
+    return datetime.fromtimestamp(timestamp / 1000, UTC)
+
+
 def _parked(rec: ConsumerRecord[bytes, bytes]) -> Parked:
     h = {k: v.decode(errors="replace") for k, v in rec.headers}
     return Parked(
@@ -64,6 +84,7 @@ def _parked(rec: ConsumerRecord[bytes, bytes]) -> Parked:
         consumer=h.get("x-consumer", ""),
         ce_id=h.get("ce_id"),
         ce_type=h.get("ce_type"),
+        time=_event_time(h, rec.timestamp),
     )
 
 
@@ -141,19 +162,43 @@ async def list_parked(
         await consumer.stop()
 
 
+class TooOld(Exception):
+    """Parked records older than the processed-event marks are kept: replayed, they would be
+    handled again by the consumers that handled them before (nothing was replayed)."""
+
+    def __init__(self, old: Sequence[Parked], max_age: timedelta) -> None:
+        self.old = list(old)
+        self.max_age = max_age
+        super().__init__(
+            f"{len(old)} parked record(s) are older than the processed-event marks are kept "
+            f"({max_age}); replayed, consumers that handled them before would do so again"
+        )
+
+
 async def replay(
     bootstrap: str,
     topic: str,
     producer: Producer,
     *,
     security: KafkaSecurity = PLAINTEXT,
+    max_age: timedelta | None = None,
+    now: datetime | None = None,
 ) -> list[Parked]:
-    """Republish every not-yet-replayed record of ``topic``'s DLQ; returns what was replayed."""
+    """Republish every not-yet-replayed record of ``topic``'s DLQ; returns what was replayed.
+
+    With ``max_age`` (the processed-event marks' window), raises :class:`TooOld` before
+    anything is sent if a record's event is older than that."""
     dlq = dlq_name(topic)
     original = dlq[: -len(DLQ_SUFFIX)]
     consumer = await _assigned(bootstrap, dlq, REPLAY_GROUP, security)
     try:
         records = await _drain(consumer)
+        if max_age is not None:
+            cutoff = (now or datetime.now(UTC)) - max_age
+            parked = [_parked(r) for r in records]
+            old = [p for p in parked if p.time is not None and p.time < cutoff]
+            if old:
+                raise TooOld(old, max_age)
         for rec in records:
             await producer.send_and_wait(
                 original,

@@ -90,6 +90,18 @@ class Metrics:
             ["topic"],
             registry=r,
         )
+        self.db_documents = Gauge(
+            "tongxin_db_documents",
+            "Documents in each collection of the service's database (estimated count)",
+            ["collection"],
+            registry=r,
+        )
+        self.retention_deleted = Counter(
+            "tongxin_retention_deleted_total",
+            "Documents the retention sweeper deleted once their window was over",
+            ["collection"],
+            registry=r,
+        )
         self.uow_batch = Histogram(
             "tongxin_unit_of_work_inputs",
             "Inputs (records, requests, deadlines) decided and committed in one transaction",

@@ -22,6 +22,7 @@ from pymongo import UpdateOne
 from pymongo.asynchronous.database import AsyncDatabase
 
 from tongxin.runtime.mongo import Doc, IndexSpec
+from tongxin.runtime.retention import Expiry
 from tongxin.runtime.uow import Decision, Effects, UnitOfWork
 
 log = logging.getLogger(__name__)
@@ -33,6 +34,16 @@ DEADLINE_INDEXES = [
 ]
 
 PENDING, FIRED, CANCELLED = "pending", "fired", "cancelled"
+
+
+def deadline_expiries(window: timedelta) -> list[Expiry]:
+    """Fired deadlines serve no one ``window`` after their due time, cancelled ones
+    ``window`` after they were cancelled (a case's resolve deadline may be due weeks after
+    it was cancelled). Both found through the ``due`` index's status."""
+    return [
+        Expiry(DEADLINES, "due_at", window, {"status": FIRED}),
+        Expiry(DEADLINES, "cancelled_at", window, {"status": CANCELLED}),
+    ]
 
 
 def due_filter(now: datetime) -> Doc:

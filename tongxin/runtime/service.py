@@ -40,6 +40,7 @@ from tongxin.runtime.kafka import (
 from tongxin.runtime.logs import configure_logging
 from tongxin.runtime.metrics import Metrics
 from tongxin.runtime.mongo import (
+    PROCESSED,
     PROCESSED_INDEXES,
     Busy,
     Doc,
@@ -56,6 +57,8 @@ from tongxin.runtime.outbox import (
     MongoRelayLease,
     OutboxRelay,
 )
+from tongxin.runtime.retention import Expiry, Sweeper
+from tongxin.runtime.scheduler import deadline_expiries
 from tongxin.runtime.settings import ServiceSettings
 from tongxin.runtime.uow import Batcher, Handle, UnitOfWork
 
@@ -96,6 +99,9 @@ class ServiceRuntime:
     # set when the process begins to stop; a service's loops and sends watch it
     stopping: asyncio.Event = field(default_factory=asyncio.Event)
     extra: dict[str, Any] = field(default_factory=dict)
+    # what the retention sweeper deletes once it served its purpose: the kernel's (marks,
+    # deadlines) and those a service's setup adds (docs/operations.md, "Retention")
+    retention: list[Expiry] = field(default_factory=list)
     # closed after the consumers stopped, in reverse order (e.g. a service's HTTP clients)
     closers: list[Callable[[], Awaitable[None]]] = field(default_factory=list)
 
@@ -182,6 +188,11 @@ async def start_runtime(
     outbox.listen(relay.handoff)
     uow = UnitOfWork(mongo, db.name, outbox, on_batch=metrics.observe_batch)
     rt = ServiceRuntime(name, settings, metrics, mongo, db, producer, outbox, relay, uow)
+    rt.retention += [
+        # no index on ``at`` (each costs every insert): swept in insertion order
+        Expiry(PROCESSED, "at", timedelta(seconds=settings.processed_keep_s), oldest_first=True),
+        *deadline_expiries(timedelta(seconds=settings.deadlines_keep_s)),
+    ]
     rt.tasks.append(asyncio.create_task(relay.run(), name=f"{name}:outbox-relay"))
     policy = RetryPolicy(
         max_attempts=settings.consumer_max_attempts,
@@ -209,6 +220,15 @@ async def start_runtime(
             )
             await runner.start()
             rt.consumers.append(runner)
+        sweeper = Sweeper(
+            db,
+            rt.retention,
+            documents=metrics.db_documents,
+            deleted=metrics.retention_deleted,
+            interval=settings.retention_interval_s,
+            count_interval=settings.retention_count_interval_s,
+        )
+        rt.tasks.append(asyncio.create_task(sweeper.run(rt.stopping), name=f"{name}:retention"))
         consumed = sorted({t for c in rt.consumers for t in c.topics})
         if consumed:
             rt.tasks.append(

@@ -96,6 +96,16 @@ class ServiceSettings(BaseSettings):
     outbox_poll_interval_s: float = Field(default=0.5, gt=0)
     # how long published outbox records are kept before the relay deletes them
     outbox_keep_sent_s: float = Field(default=3600.0, gt=0)
+    # Retention (docs/operations.md, "Retention"): how long what grows with traffic is kept.
+    # Processed-event marks must outlive Kafka's retention plus the DLQ replay window (a
+    # record redelivered or replayed after its mark is gone would be handled twice);
+    # `tongxin dlq replay` refuses parked records older than this without --force.
+    processed_keep_s: float = Field(default=30 * 86400.0, gt=0)
+    # fired and cancelled deadlines, counted from their due time
+    deadlines_keep_s: float = Field(default=7 * 86400.0, gt=0)
+    # how often expired documents are deleted, and the collections counted (gauge)
+    retention_interval_s: float = Field(default=3600.0, gt=0)
+    retention_count_interval_s: float = Field(default=60.0, gt=0)
     # How often each service counts the records waiting on the DLQs of what it consumes.
     dlq_watch_interval_s: float = Field(default=30.0, gt=0)
     # Under overload: writes (POST/PUT/PATCH/DELETE) handled at once per process, and how

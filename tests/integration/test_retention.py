@@ -1,0 +1,412 @@
+"""Bounded storage on real SecantusDB and Kafka: the sweeper deletes what outlived its window
+and nothing else, `tongxin dlq replay` refuses records older than the processed-event marks,
+and under steady load the swept collections of the four services level off (a soak with
+windows of a few seconds)."""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import AsyncIterator, Iterator
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+from prometheus_client import CollectorRegistry, Counter, Gauge
+from prometheus_client.parser import text_string_to_metric_families
+from pymongo.asynchronous.database import AsyncDatabase
+
+from tests.platform import Platform, platform_env
+from tests.support import WebhookSink, eventually, read_topic, unique
+from tongxin.contracts.envelope import Envelope, encode_record
+from tongxin.contracts.events import RequestSubmitted, Submitter
+from tongxin.contracts.topics import dlq_topic
+from tongxin.devstack.stack import LocalStack
+from tongxin.runtime.consumer import dlq_headers
+from tongxin.runtime.dlq import pending_counts
+from tongxin.runtime.kafka import ensure_topics, make_producer
+from tongxin.runtime.mongo import PROCESSED, Doc, ensure_indexes, make_client
+from tongxin.runtime.retention import Expiry, Sweeper
+from tongxin.runtime.scheduler import (
+    CANCELLED,
+    DEADLINE_INDEXES,
+    DEADLINES,
+    FIRED,
+    PENDING,
+    deadline_expiries,
+)
+
+NOW = datetime(2026, 12, 1, 12, 0, tzinfo=UTC)
+DAY = timedelta(days=1)
+
+
+@pytest.fixture
+async def db(stack: LocalStack) -> AsyncIterator[AsyncDatabase[Doc]]:
+    client = make_client(stack.mongodb_uri)
+    database = client[unique("retention_")]
+    await ensure_indexes(database, DEADLINE_INDEXES)
+    yield database
+    await client.drop_database(database.name)
+    await client.close()
+
+
+def sweeper(db: AsyncDatabase[Doc], rules: list[Expiry], batch: int = 500) -> Sweeper:
+    r = CollectorRegistry()
+    return Sweeper(
+        db,
+        rules,
+        documents=Gauge("docs", "", ["collection"], registry=r),
+        deleted=Counter("deleted", "", ["collection"], registry=r),
+        batch=batch,
+        clock=lambda: NOW,
+    )
+
+
+async def test_the_sweeper_deletes_what_outlived_its_window_and_nothing_else(
+    db: AsyncDatabase[Doc],
+) -> None:
+    # marks in insertion order, oldest first, as consumers write them; one out of order
+    ages = [40, 35, 31, 31, 20, 32, 1, 0.5]  # days before NOW
+    await db[PROCESSED].insert_many(
+        [{"_id": f"c|{i}", "at": NOW - a * DAY} for i, a in enumerate(ages)]
+    )
+    deadlines: list[Doc] = [
+        {"_id": "fired-old", "status": FIRED, "due_at": NOW - 8 * DAY},
+        {"_id": "fired-new", "status": FIRED, "due_at": NOW - 6 * DAY},
+        # cancelled ones count from their cancellation, not from when they would be due
+        {
+            "_id": "cancelled-old",
+            "status": CANCELLED,
+            "due_at": NOW + 9 * DAY,
+            "cancelled_at": NOW - 8 * DAY,
+        },
+        {
+            "_id": "cancelled-new",
+            "status": CANCELLED,
+            "due_at": NOW - 30 * DAY,
+            "cancelled_at": NOW - 6 * DAY,
+        },
+        {"_id": "pending-old", "status": PENDING, "due_at": NOW - 30 * DAY},
+    ]
+    await db[DEADLINES].insert_many(deadlines)
+    rules = [
+        Expiry(PROCESSED, "at", timedelta(days=30), oldest_first=True),
+        *deadline_expiries(timedelta(days=7)),
+    ]
+    s = sweeper(db, rules, batch=2)  # several batches per rule
+
+    deleted = await s.sweep()
+
+    assert deleted == {PROCESSED: 4, DEADLINES: 2}
+    # the 32-day-old mark behind a 20-day-old one waits for it (at most one window longer)
+    left = [d["_id"] async for d in db[PROCESSED].find({})]
+    assert left == ["c|4", "c|5", "c|6", "c|7"]
+    kept = {d["_id"] async for d in db[DEADLINES].find({})}
+    assert kept == {"fired-new", "cancelled-new", "pending-old"}
+    assert await s.sweep() == {PROCESSED: 0, DEADLINES: 0}
+    counts = await s.count()
+    assert counts[PROCESSED] == 4 and counts[DEADLINES] == 3
+    assert s.documents.labels(collection=PROCESSED)._value.get() == 4
+    assert s.deleted.labels(collection=DEADLINES)._value.get() == 2
+
+
+async def test_a_deadline_scheduled_anew_after_it_was_read_is_kept(
+    db: AsyncDatabase[Doc],
+) -> None:
+    await db[DEADLINES].insert_one({"_id": "d", "status": FIRED, "due_at": NOW - 9 * DAY})
+    rule = deadline_expiries(timedelta(days=7))[0]
+    s = sweeper(db, [rule])
+    real = db[DEADLINES]
+
+    class Found:
+        """A read that is followed by a reschedule before the sweeper's delete."""
+
+        def __init__(self, *a: Any, **kw: Any) -> None:
+            self.cursor = real.find(*a, **kw)
+
+        def limit(self, n: int) -> Found:
+            self.cursor = self.cursor.limit(n)
+            return self
+
+        async def __aiter__(self) -> AsyncIterator[Doc]:
+            async for d in self.cursor:
+                yield d
+            await real.update_one({"_id": "d"}, {"$set": {"status": PENDING, "due_at": NOW}})
+
+    class Racing:
+        def find(self, *a: Any, **kw: Any) -> Found:
+            return Found(*a, **kw)
+
+        def __getattr__(self, name: str) -> Any:
+            return getattr(real, name)
+
+    class Db:
+        def __getitem__(self, name: str) -> Racing:
+            return Racing()
+
+    s.db = Db()  # type: ignore[assignment]
+    assert await s.sweep_one(rule, NOW) == 0
+    assert (await db[DEADLINES].find_one({"_id": "d"}) or {}).get("status") == PENDING
+
+
+# — `tongxin dlq replay` and the marks' window —
+
+
+def cli(stack: LocalStack, *args: str, **env: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "tongxin.cli", *args],
+        env={**os.environ, **stack.service_env(), **env},
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+
+
+async def test_replay_refuses_records_older_than_the_marks_unless_forced(
+    stack: LocalStack,
+) -> None:
+    topic = unique("it.retention.")
+    await ensure_topics(stack.bootstrap, [(topic, 1), (dlq_topic(topic), 1)])
+    event = RequestSubmitted(
+        request_id="YS-OLD1",
+        channel="platform",
+        category="sanitation",
+        title="垃圾清运",
+        description="垃圾清运不及时",
+        community="community:liyuan",
+        submitter=Submitter(name="王五"),
+        submitted_at=datetime.now(UTC) - 3 * DAY,
+    )
+    old = dataclasses.replace(Envelope.wrap(event, "/tests"), time=datetime.now(UTC) - 3 * DAY)
+    key, value, headers = encode_record(old)
+    producer = make_producer(stack.bootstrap, idempotence=stack.broker_kind != "tansu")
+    await producer.start()
+    try:
+        await producer.send_and_wait(
+            dlq_topic(topic),
+            value=value,
+            key=key,
+            headers=dlq_headers(headers, "ValueError: bug", 5, "routing.requests"),
+        )
+    finally:
+        await producer.stop()
+    keep = {"TONGXIN_PROCESSED_KEEP_S": str(2 * 86400)}  # marks kept 2 days: it is older
+
+    refused = cli(stack, "dlq", "replay", topic, **keep)
+    assert refused.returncode == 1, refused.stdout + refused.stderr
+    assert "REFUSED" in refused.stderr and "tongxin.request.submitted.v1" in refused.stderr
+    assert await pending_counts(stack.bootstrap, [topic]) == {dlq_topic(topic): 1}
+
+    within = cli(stack, "dlq", "replay", topic, TONGXIN_PROCESSED_KEEP_S=str(4 * 86400))
+    assert within.returncode == 0, within.stderr[-2000:]
+    assert "1 record(s) replayed" in within.stdout
+    back = await read_topic(stack.bootstrap, topic, min_count=1)
+    assert len(back) == 1 and back[0].value == value
+
+
+async def test_replay_with_force_puts_old_records_back(stack: LocalStack) -> None:
+    topic = unique("it.retention.")
+    await ensure_topics(stack.bootstrap, [(topic, 1), (dlq_topic(topic), 1)])
+    event = RequestSubmitted(
+        request_id="YS-OLD2",
+        channel="platform",
+        category="sanitation",
+        title="垃圾清运",
+        description="垃圾清运不及时",
+        community="community:liyuan",
+        submitter=Submitter(name="王五"),
+        submitted_at=datetime.now(UTC) - 3 * DAY,
+    )
+    old = dataclasses.replace(Envelope.wrap(event, "/tests"), time=datetime.now(UTC) - 3 * DAY)
+    key, value, headers = encode_record(old)
+    producer = make_producer(stack.bootstrap, idempotence=stack.broker_kind != "tansu")
+    await producer.start()
+    try:
+        await producer.send_and_wait(
+            dlq_topic(topic),
+            value=value,
+            key=key,
+            headers=dlq_headers(headers, "ValueError: bug", 5, "routing.requests"),
+        )
+    finally:
+        await producer.stop()
+
+    forced = cli(stack, "dlq", "replay", topic, "--force", TONGXIN_PROCESSED_KEEP_S=str(2 * 86400))
+    assert forced.returncode == 0, forced.stderr[-2000:]
+    assert "1 record(s) replayed" in forced.stdout
+    assert await pending_counts(stack.bootstrap, [topic]) == {dlq_topic(topic): 0}
+
+
+# — the soak —
+
+WINDOW_S = 3  # every swept window, scaled down from days to seconds
+WARM_UP_S = 15.0
+LOAD_S = 42.0  # sampled, after the warm-up
+RATE = 2.0  # requests per second
+SAMPLE_S = 2.0
+# (service, collection, filter): what grows with traffic and is swept. Pending deadlines
+# are not: an open case's resolve deadline (7 days, scaled: 10 min) waits beyond the soak
+DONE: Doc = {"status": {"$in": [FIRED, CANCELLED]}}
+SWEPT: list[tuple[str, str, Doc]] = [
+    ("intake", "outbox", {}),
+    ("routing", "outbox", {}),
+    ("routing", PROCESSED, {}),
+    ("routing", DEADLINES, DONE),
+    ("volunteer", PROCESSED, {}),
+    ("volunteer", DEADLINES, DONE),
+    ("notify", PROCESSED, {}),
+    ("notify", "deliveries", {"status": {"$in": ["sent", "failed"]}}),
+]
+
+
+@pytest.fixture(scope="module")
+def soak_platform(stack: LocalStack) -> Iterator[Platform]:
+    sink = WebhookSink().start()
+    run = unique("soak")
+    window = str(WINDOW_S)
+    env = platform_env(
+        stack.service_env(),
+        run,
+        sink,
+        # a case's deadlines (the whole escalation chain, 15 days at most) all fire within
+        # seconds of its routing, so the fired ones reach their steady state in the soak
+        TONGXIN_DEADLINE_SCALE="0.00001",
+        TONGXIN_PROCESSED_KEEP_S=window,
+        TONGXIN_DEADLINES_KEEP_S=window,
+        TONGXIN_OUTBOX_KEEP_SENT_S=window,
+        TONGXIN_NOTIFY_DELIVERIES_KEEP_S=window,
+        # a delivery's window starts when its last attempt's lease ends (30 s by default)
+        TONGXIN_NOTIFY_DELIVERY_LEASE_S="2",
+        TONGXIN_RETENTION_INTERVAL_S="1",
+        TONGXIN_RETENTION_COUNT_INTERVAL_S="1",
+    )
+    p = Platform(env, sink, Path(tempfile.mkdtemp(prefix=f"{run}-logs-")))
+    try:
+        p.start()
+        yield p
+    finally:
+        p.stop()
+        sink.stop()
+
+
+def request(n: int) -> dict[str, object]:
+    return {
+        "channel": "grid_worker",
+        "category": "elderly_care",
+        "title": f"独居老人助餐 {n}",
+        "description": "6栋独居老人行动不便，需要志愿者帮忙送餐。",
+        "community": "community:liyuan",
+        "compound": "compound:jinyuan",
+        "submitter": {"name": "李建华", "phone": "13987654321"},
+    }
+
+
+async def test_under_steady_load_the_swept_collections_level_off(
+    soak_platform: Platform, stack: LocalStack
+) -> None:
+    p = soak_platform
+    client = make_client(stack.mongodb_uri)
+    stop = asyncio.Event()
+    accepted: list[float] = []
+
+    async def load() -> None:
+        async with httpx.AsyncClient(base_url=p.url("intake"), timeout=10) as http:
+            n = 0
+            began = time.monotonic()
+            while not stop.is_set():
+                n += 1
+                r = await http.post("/v1/requests", json=request(n))
+                if r.status_code == 201:
+                    accepted.append(time.monotonic())
+                # a steady rate: the n-th request at n / RATE s (none skipped when late)
+                await asyncio.sleep(max(0.0, began + n / RATE - time.monotonic()))
+
+    async def counts() -> dict[tuple[str, str], int]:
+        out: dict[tuple[str, str], int] = {}
+        for service, col, flt in SWEPT:
+            out[(service, col)] = await client[p.db(service)][col].count_documents(flt)
+        return out
+
+    loader = asyncio.create_task(load())
+    try:
+        # the pipeline runs: a task was offered for one of the first requests
+        await eventually(
+            lambda: _async(p.sink.matching(event_type="task.offered")),
+            timeout=60,
+            what="a task.offered notification",
+        )
+        await asyncio.sleep(WARM_UP_S)  # the first cases' deadlines fire meanwhile
+        started = time.monotonic()
+        samples: list[dict[tuple[str, str], int]] = []
+        while time.monotonic() - started < LOAD_S:
+            samples.append(await counts())
+            await asyncio.sleep(SAMPLE_S)
+        load_ended = time.monotonic()
+    finally:
+        stop.set()
+        await loader
+    try:
+        third = len(samples) // 3
+        before, last = samples[: 2 * third], samples[2 * third :]
+        # the load went on through the last third, at about its rate
+        in_last = [t for t in accepted if load_ended - LOAD_S / 3 <= t <= load_ended]
+        assert len(in_last) >= 0.5 * RATE * LOAD_S / 3, (len(in_last), len(accepted))
+        report = {f"{s}.{c}": [x[(s, c)] for x in samples] for s, c, _ in SWEPT}
+        print("counts every", SAMPLE_S, "s:", report)  # shown with -s, and on failure
+        for service, col, _ in SWEPT:
+            # the peak of the last third is no higher than those before it (bursts of a
+            # consumer's batches come and go: a peak, not a mean, with a margin)
+            key = (service, col)
+            peak_before = max(x[key] for x in before)
+            peak_last = max(x[key] for x in last)
+            assert peak_last <= 1.2 * peak_before + 5, f"{key} grew: {report}"
+        # the sweepers did delete: far more went through than is left
+        deleted = await _deleted(p)
+        for service, col in [("routing", PROCESSED), ("notify", PROCESSED)]:
+            assert deleted.get((service, col), 0) > samples[-1][(service, col)], (
+                service,
+                col,
+                deleted,
+                report,
+            )
+        # and the gauge shows the collections' sizes
+        gauge = await _documents_gauge(p, "routing")
+        assert PROCESSED in gauge and "cases" in gauge, gauge
+    finally:
+        await client.close()
+
+
+async def _async(value: object) -> object:
+    return value
+
+
+async def _scrape(p: Platform, service: str) -> str:
+    async with httpx.AsyncClient(base_url=p.url(service), timeout=10) as http:
+        r = await http.get("/metrics")
+        r.raise_for_status()
+        return r.text
+
+
+async def _deleted(p: Platform) -> dict[tuple[str, str], float]:
+    out: dict[tuple[str, str], float] = {}
+    for service in ("intake", "routing", "volunteer", "notify"):
+        for fam in text_string_to_metric_families(await _scrape(p, service)):
+            if fam.name == "tongxin_retention_deleted":
+                for s in fam.samples:
+                    if s.name.endswith("_total"):
+                        out[(service, s.labels["collection"])] = s.value
+    return out
+
+
+async def _documents_gauge(p: Platform, service: str) -> dict[str, float]:
+    for fam in text_string_to_metric_families(await _scrape(p, service)):
+        if fam.name == "tongxin_db_documents":
+            return {s.labels["collection"]: s.value for s in fam.samples}
+    return {}
