@@ -21,10 +21,10 @@ from pathlib import Path
 
 import httpx
 from fastapi import APIRouter, Request, Response
-from fastapi.responses import FileResponse, RedirectResponse
 
 from tongxin.runtime.auth import Principal, TokenVerifier
 from tongxin.runtime.errors import ApiError
+from tongxin.runtime.pages import serve_static_page
 from tongxin.runtime.service import CurrentPrincipal, ServiceRuntime
 
 log = logging.getLogger(__name__)
@@ -127,27 +127,7 @@ def start(rt: ServiceRuntime, upstreams: dict[str, str], timeout_s: float) -> Co
     return proxy
 
 
-@router.get("")
-async def console_root() -> RedirectResponse:
-    """``/console`` → ``/console/``."""
-    return RedirectResponse("/console/", status_code=308)
-
-
-@router.get("/")
-async def console_page() -> FileResponse:
-    """The console's single page (zh-CN)."""
-    return FileResponse(
-        STATIC / "index.html", media_type="text/html; charset=utf-8", headers=SECURITY_HEADERS
-    )
-
-
-@router.get("/static/{name}")
-async def console_asset(name: str) -> FileResponse:
-    """A script or stylesheet of the console (a fixed list; nothing else is served)."""
-    media = ASSETS.get(name)
-    if media is None:
-        raise ApiError(404, "not_found", "No such file.")
-    return FileResponse(STATIC / name, media_type=media, headers=SECURITY_HEADERS)
+serve_static_page(router, "/console", STATIC, ASSETS, SECURITY_HEADERS)
 
 
 @router.get("/api/me")

@@ -18,9 +18,9 @@ from urllib.parse import urlsplit
 
 import segno
 from fastapi import APIRouter, Query, Request, Response
-from fastapi.responses import FileResponse, RedirectResponse
 
 from tongxin.runtime.errors import ApiError
+from tongxin.runtime.pages import serve_static_page
 
 STATIC = Path(__file__).parent / "static"
 PREFIX = "/r"
@@ -55,27 +55,7 @@ TRACK_FRAGMENT = re.compile(r"/track\?id=[A-Z]{1,8}-\d{8}-\d{6}&code=[A-Za-z0-9_
 router = APIRouter(prefix=PREFIX, include_in_schema=False)
 
 
-@router.get("")
-async def resident_root() -> RedirectResponse:
-    """``/r`` → ``/r/``."""
-    return RedirectResponse(f"{PREFIX}/", status_code=308)
-
-
-@router.get("/")
-async def resident_page() -> FileResponse:
-    """The resident page (zh-CN)."""
-    return FileResponse(
-        STATIC / "index.html", media_type="text/html; charset=utf-8", headers=SECURITY_HEADERS
-    )
-
-
-@router.get("/static/{name}")
-async def resident_asset(name: str) -> FileResponse:
-    """The page's script or stylesheet (a fixed list; nothing else is served)."""
-    media = ASSETS.get(name)
-    if media is None:
-        raise ApiError(404, "not_found", "No such file.")
-    return FileResponse(STATIC / name, media_type=media, headers=SECURITY_HEADERS)
+serve_static_page(router, PREFIX, STATIC, ASSETS, SECURITY_HEADERS)
 
 
 def tracking_link_problem(data: str, host: str | None) -> str | None:

@@ -17,9 +17,8 @@ from __future__ import annotations
 from pathlib import Path
 
 from fastapi import APIRouter
-from fastapi.responses import FileResponse, RedirectResponse
 
-from tongxin.runtime.errors import ApiError
+from tongxin.runtime.pages import serve_static_page
 
 STATIC = Path(__file__).parent / "static"
 PREFIX = "/v"
@@ -44,24 +43,4 @@ SECURITY_HEADERS = {
 router = APIRouter(prefix=PREFIX, include_in_schema=False)
 
 
-@router.get("")
-async def volunteer_root() -> RedirectResponse:
-    """``/v`` → ``/v/``."""
-    return RedirectResponse(f"{PREFIX}/", status_code=308)
-
-
-@router.get("/")
-async def volunteer_page() -> FileResponse:
-    """The volunteer page (zh-CN)."""
-    return FileResponse(
-        STATIC / "index.html", media_type="text/html; charset=utf-8", headers=SECURITY_HEADERS
-    )
-
-
-@router.get("/static/{name}")
-async def volunteer_asset(name: str) -> FileResponse:
-    """The page's script or stylesheet (a fixed list; nothing else is served)."""
-    media = ASSETS.get(name)
-    if media is None:
-        raise ApiError(404, "not_found", "No such file.")
-    return FileResponse(STATIC / name, media_type=media, headers=SECURITY_HEADERS)
+serve_static_page(router, PREFIX, STATIC, ASSETS, SECURITY_HEADERS)
