@@ -169,13 +169,12 @@ def cli(stack: LocalStack, *args: str, **env: str) -> subprocess.CompletedProces
     )
 
 
-async def test_replay_refuses_records_older_than_the_marks_unless_forced(
-    stack: LocalStack,
-) -> None:
+async def _park_three_days_old(stack: LocalStack, request_id: str) -> tuple[str, bytes]:
+    """A fresh topic whose DLQ holds one parked event from three days ago: (topic, value)."""
     topic = unique("it.retention.")
     await ensure_topics(stack.bootstrap, [(topic, 1), (dlq_topic(topic), 1)])
     event = RequestSubmitted(
-        request_id="YS-OLD1",
+        request_id=request_id,
         channel="platform",
         category="sanitation",
         title="垃圾清运",
@@ -197,6 +196,13 @@ async def test_replay_refuses_records_older_than_the_marks_unless_forced(
         )
     finally:
         await producer.stop()
+    return topic, value
+
+
+async def test_replay_refuses_records_older_than_the_marks_unless_forced(
+    stack: LocalStack,
+) -> None:
+    topic, value = await _park_three_days_old(stack, "YS-OLD1")
     keep = {"TONGXIN_PROCESSED_KEEP_S": str(2 * 86400)}  # marks kept 2 days: it is older
 
     refused = cli(stack, "dlq", "replay", topic, **keep)
@@ -212,31 +218,7 @@ async def test_replay_refuses_records_older_than_the_marks_unless_forced(
 
 
 async def test_replay_with_force_puts_old_records_back(stack: LocalStack) -> None:
-    topic = unique("it.retention.")
-    await ensure_topics(stack.bootstrap, [(topic, 1), (dlq_topic(topic), 1)])
-    event = RequestSubmitted(
-        request_id="YS-OLD2",
-        channel="platform",
-        category="sanitation",
-        title="垃圾清运",
-        description="垃圾清运不及时",
-        community="community:liyuan",
-        submitter=Submitter(name="王五"),
-        submitted_at=datetime.now(UTC) - 3 * DAY,
-    )
-    old = dataclasses.replace(Envelope.wrap(event, "/tests"), time=datetime.now(UTC) - 3 * DAY)
-    key, value, headers = encode_record(old)
-    producer = make_producer(stack.bootstrap, idempotence=stack.broker_kind != "tansu")
-    await producer.start()
-    try:
-        await producer.send_and_wait(
-            dlq_topic(topic),
-            value=value,
-            key=key,
-            headers=dlq_headers(headers, "ValueError: bug", 5, "routing.requests"),
-        )
-    finally:
-        await producer.stop()
+    topic, _ = await _park_three_days_old(stack, "YS-OLD2")
 
     forced = cli(stack, "dlq", "replay", topic, "--force", TONGXIN_PROCESSED_KEEP_S=str(2 * 86400))
     assert forced.returncode == 0, forced.stderr[-2000:]
