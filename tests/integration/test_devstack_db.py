@@ -3,13 +3,18 @@
 from __future__ import annotations
 
 import shutil
+import subprocess
+import sys
 import tempfile
+import time
 from pathlib import Path
 
 import pytest
 from pymongo import MongoClient
+from pymongo.errors import OperationFailure
 
 from tongxin.devstack.procs import free_port
+from tongxin.devstack.secantus_main import TRANSACTION_LIFETIME_S
 from tongxin.devstack.servers import DB_CACHE_SIZE, DB_CHECKPOINT_S, SecantusServer
 from tongxin.devstack.stack import StackConfig
 
@@ -49,3 +54,61 @@ def test_the_defaults_are_the_database_s_own(monkeypatch: pytest.MonkeyPatch) ->
     assert (
         (cfg.db_checkpoint_s, cfg.db_cache_size) == (DB_CHECKPOINT_S, DB_CACHE_SIZE) == (60, "1G")
     )
+
+
+_HOLDER = """
+import sys, time
+from pymongo import MongoClient
+client = MongoClient(sys.argv[1], serverSelectionTimeoutMS=10000)
+with client.start_session(causal_consistency=False) as s:
+    s.start_transaction()
+    client.t.cases.update_one({"_id": "c1"}, {"$set": {"by": "killed"}}, session=s)
+    print("holding", flush=True)
+    time.sleep(600)
+"""
+
+
+def test_a_killed_process_s_open_transaction_stops_holding_its_documents_soon() -> None:
+    """A service SIGKILLed between its writes and its commit leaves the transaction open;
+    the local database reaps it after TRANSACTION_LIFETIME_S (SecantusDB's default, like
+    mongod's, is 60 s — a minute in which the restarted service conflicts on its own
+    records). Seen here: the document is locked at first, and free again well before
+    the default lifetime would free it."""
+    data = Path(tempfile.mkdtemp(prefix="tongxin-txn-"))
+    server = SecantusServer(data / "db", free_port())
+    server.start()
+    try:
+        with MongoClient(server.uri, serverSelectionTimeoutMS=10000) as client:
+            client.t.cases.insert_one({"_id": "c1", "by": "nobody"})
+            holder = subprocess.Popen(
+                [sys.executable, "-c", _HOLDER, server.uri], stdout=subprocess.PIPE, text=True
+            )
+            try:
+                assert holder.stdout is not None and holder.stdout.readline() == "holding\n"
+            finally:
+                holder.kill()
+                holder.wait()
+            killed = time.monotonic()
+
+            def update_in_transaction() -> bool:
+                with client.start_session(causal_consistency=False) as s:
+                    s.start_transaction()
+                    try:
+                        client.t.cases.update_one(
+                            {"_id": "c1"}, {"$set": {"by": "successor"}}, session=s
+                        )
+                        s.commit_transaction()
+                        return True
+                    except OperationFailure as exc:
+                        assert exc.has_error_label("TransientTransactionError"), exc
+                        return False
+
+            assert not update_in_transaction(), "the killed process's transaction held nothing"
+            while not update_in_transaction():
+                assert time.monotonic() - killed < 30, "the open transaction held on for 30 s"
+                time.sleep(0.5)
+            assert client.t.cases.find_one({"_id": "c1"}) == {"_id": "c1", "by": "successor"}
+            assert TRANSACTION_LIFETIME_S <= 10
+    finally:
+        server.stop()
+        shutil.rmtree(data, ignore_errors=True)
