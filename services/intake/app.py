@@ -16,6 +16,7 @@ from services.intake.metrics import IntakeMetrics
 from services.intake.service import IntakeService
 from services.intake.store import INDEXES, RequestStore
 from tongxin import accounts, console, resident, volunteer_page
+from tongxin.accounts.handlers import subscriptions as account_subscriptions
 from tongxin.contracts.enums import Category
 from tongxin.runtime.openapi import serve_docs
 from tongxin.runtime.service import ServiceRuntime, Subscription, create_service_app
@@ -59,8 +60,9 @@ def create_app(settings: IntakeSettings | None = None) -> FastAPI:
         rt.extra["ctx"] = api.IntakeContext(rt, settings, store, registry, service)
         service.start_housekeeping(PURGE_INTERVAL_S)
         console.start(rt, settings.console_upstreams(), settings.console_upstream_timeout_s)
-        accounts.start(rt, settings, frozenset(names))
-        return subscriptions(service)
+        account_service = accounts.start(rt, settings, frozenset(names))
+        # the accounts follow the volunteer registry (a registered volunteer's account)
+        return [*subscriptions(service), *account_subscriptions(account_service)]
 
     app = create_service_app(
         name="intake",

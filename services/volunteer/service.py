@@ -48,13 +48,14 @@ from services.volunteer.domain.volunteers import (
     ServiceHours,
     Squad,
     Volunteer,
+    registry_events,
 )
 from services.volunteer.metrics import VolunteerMetrics
 from services.volunteer.store import HoursSummary, SkillHours, VolunteerStore, now_utc
 from tongxin.contracts.enums import CareType
 from tongxin.contracts.envelope import Envelope
 from tongxin.contracts.events import CaseClosed, CaseResolved, CaseRouted, Event
-from tongxin.contracts.topics import VOLUNTEER_TASKS
+from tongxin.contracts.topics import VOLUNTEER_REGISTRY, VOLUNTEER_TASKS
 from tongxin.runtime.auth import STAFF_ROLES, Principal, Role
 from tongxin.runtime.mongo import Doc
 from tongxin.runtime.scheduler import add, cancel, cancel_subject, schedule
@@ -955,6 +956,8 @@ class _RegistryBatch:
     loaded_brigade: Brigade | None
     brigade: Brigade | None = None
     brigade_changed: bool = False
+    # what the batch's registry changes publish, in order
+    events: list[Event] = field(default_factory=list)
 
 
 class Registry:
@@ -972,13 +975,15 @@ class Registry:
         self.settings = settings
         self.places = places
         self.clock = clock
+        self.source = rt.source
         self.edits: Batcher[RegistryInput, RegistryRecord] = rt.batcher(
             "registry-edits", self.decide
         )
 
     async def decide(self, inputs: Sequence[RegistryInput]) -> Decision[RegistryRecord]:
         """Load the volunteers, squads and brigade the batch touches once, apply each input
-        in order, write each changed record once."""
+        in order, write each changed record once; a registration or a deactivation is
+        published (``tongxin.volunteer.registry.v1``) through the outbox in the same commit."""
         now = self.clock()
         decision: Decision[RegistryRecord] = Decision()
         fx = decision.effects
@@ -1019,6 +1024,8 @@ class Registry:
         if batch.brigade_changed and batch.brigade is not None:
             read = batch.loaded_brigade.version if batch.loaded_brigade else None
             self.store.save_brigade(fx, batch.brigade, read)
+        for event in batch.events:
+            fx.emit(VOLUNTEER_REGISTRY.name, Envelope.wrap(event, self.source))
         return decision
 
     async def _volunteer_ids(self, inputs: Sequence[RegistryInput], fx: Effects) -> dict[int, str]:
@@ -1060,6 +1067,7 @@ class Registry:
         vol = Volunteer.from_doc({**f, "_id": vid, "lat": lat, "lng": lng})
         vol.created_at = vol.updated_at = now
         batch.volunteers.keep(vol, new=True)
+        batch.events += registry_events(None, vol, now)
         return vol
 
     def _edit_volunteer(
@@ -1087,6 +1095,7 @@ class Registry:
         vol = copy.deepcopy(current)
         vol.change(changes, now)
         batch.volunteers.keep(vol)
+        batch.events += registry_events(current, vol, now)
         return vol
 
     def _captain(self, captain: str | None, skill: str, batch: _RegistryBatch) -> None:

@@ -13,13 +13,14 @@ import asyncio
 import logging
 import secrets
 import weakref
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError, VerifyMismatchError
+from pydantic import ValidationError
 
 from tongxin.accounts.config import AccountSettings
 from tongxin.accounts.domain.accounts import (
@@ -30,12 +31,26 @@ from tongxin.accounts.domain.accounts import (
 )
 from tongxin.accounts.domain.passwords import PasswordRejected, check_password
 from tongxin.accounts.domain.throttle import Counter, Limit, record_failure, retry_after
+from tongxin.accounts.domain.volunteers import (
+    VOLUNTEER_ROLE,
+    Plan,
+    Step,
+    login_name_for,
+    on_deactivated,
+    on_registered,
+)
 from tongxin.accounts.metrics import AccountMetrics
 from tongxin.accounts.store import AccountExists, AccountStore
+from tongxin.contracts.envelope import Envelope
+from tongxin.contracts.events import VolunteerDeactivated, VolunteerRegistered, parse_event
+from tongxin.runtime.uow import Decision, Effects
+from tongxin.runtime.uow import Refused as EventRefused
 
 log = logging.getLogger(__name__)
 
 BAD_CREDENTIALS = "用户名或密码错误。"
+# who changes an account when the volunteer registry does (the audit records' ``by``)
+REGISTRY_ACTOR = "volunteer-registry"
 # sign-in attempts one client address may have in progress at once (per process)
 CLIENT_IN_FLIGHT = 4
 
@@ -326,6 +341,110 @@ class AccountService:
     async def audit(self, name: str | None = None, limit: int = 100) -> list[dict[str, Any]]:
         """The newest audit records."""
         return await self.store.audit_of(name, limit)
+
+    # — following the volunteer registry —
+
+    async def on_volunteers(self, envs: Sequence[Envelope]) -> Decision[None]:
+        """``tongxin.volunteer.registry.v1``: a registered volunteer gets an account with
+        no password anyone knows (an admin's reset hands one over, changed at the first
+        sign-in), or keeps the one bound to them; a deactivated one's account is
+        deactivated (its sessions end). Each change is an audit record, committed with it;
+        a payload that does not parse is refused (parked on the DLQ with why)."""
+        decision: Decision[None] = Decision()
+        events: dict[int, VolunteerRegistered | VolunteerDeactivated] = {}
+        for n, env in enumerate(envs):
+            try:
+                event = parse_event(env.type, env.data)
+            except ValidationError as exc:
+                decision.refuse(n, InvalidVolunteerEvent(f"{env.type}: {exc}"))
+                continue
+            if isinstance(event, VolunteerRegistered | VolunteerDeactivated):
+                events[n] = event
+            else:
+                decision.refuse(n, InvalidVolunteerEvent(f"not a registry event: {env.type}"))
+        vids = {e.volunteer_id for e in events.values()}
+        names = {name for v in vids if (name := login_name_for(v))}
+        bound, named = await self.store.of_volunteers(vids, names)
+        now = self.clock()
+        fx = decision.effects
+        for n, event in events.items():
+            if isinstance(event, VolunteerRegistered):
+                plan = on_registered(
+                    event.volunteer_id,
+                    bound.get(event.volunteer_id),
+                    named.get(login_name_for(event.volunteer_id) or ""),
+                )
+            else:
+                plan = on_deactivated(bound.get(event.volunteer_id))
+            await self._follow(plan, event, envs[n], bound, named, fx, now)
+            decision.done(n, None)
+        return decision
+
+    async def _follow(
+        self,
+        plan: Plan,
+        event: VolunteerRegistered | VolunteerDeactivated,
+        env: Envelope,
+        bound: dict[str, Account],
+        named: dict[str, Account],
+        fx: Effects,
+        now: datetime,
+    ) -> None:
+        """Write what ``plan`` says into ``fx`` and keep the batch's view of the accounts
+        (a later event of the batch sees it)."""
+        vid = event.volunteer_id
+        account: Account | None = None
+        if plan.step == Step.CREATE and isinstance(event, VolunteerRegistered):
+            assert plan.name is not None
+            account = Account(
+                name=plan.name,
+                display_name=event.name.strip() or plan.name,
+                role=VOLUNTEER_ROLE,
+                unit=None,
+                active=event.active,
+                must_change_password=True,
+                subject=vid,
+                created_at=now,
+                updated_at=now,
+            )
+            # a password nobody knows, forgotten at once: the account cannot be signed in
+            # to until an admin resets it (which hands a password over)
+            self.store.add(fx, account, await self._hash(secrets.token_urlsafe(32)))
+        elif plan.step == Step.LINK and plan.name in named:
+            self.store.bind(fx, plan.name, vid, now)
+            account = replace(named[plan.name], subject=vid, updated_at=now)
+        elif plan.step == Step.DEACTIVATE and vid in bound:
+            self.store.disable(fx, bound[vid].name, now)
+            account = replace(bound[vid], active=False, updated_at=now)
+        if account is not None:
+            bound[vid] = named[account.name] = account
+        if plan.outcome is None:
+            return
+        entry = {
+            "at": now,
+            "event": plan.step.value if plan.step != Step.NOTHING else event.event_type,
+            "outcome": plan.outcome,
+            "name": plan.name or "",
+            "by": REGISTRY_ACTOR,
+            "client": env.source,
+            "volunteer_id": vid,
+            "event_id": env.id,
+        }
+        self.store.log(fx, entry)
+        level = logging.INFO if plan.step != Step.NOTHING else logging.WARNING
+        fx.on_commit(
+            lambda: log.log(
+                level,
+                "account %s: %s",
+                entry["event"],
+                entry["outcome"],
+                extra={"account": entry["name"], "by": REGISTRY_ACTOR, "volunteer": vid},
+            )
+        )
+
+
+class InvalidVolunteerEvent(EventRefused):
+    """A registry event whose payload does not parse."""
 
 
 def _account_key(name: str) -> str:

@@ -8,7 +8,7 @@ The hash is read only by :meth:`AccountStore.credentials`; every other read leav
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from datetime import UTC, datetime
 from typing import Any
 
@@ -18,6 +18,7 @@ from pymongo.errors import DuplicateKeyError
 from tongxin.accounts.domain.accounts import Account
 from tongxin.accounts.domain.throttle import Counter
 from tongxin.runtime.mongo import Doc, IndexSpec
+from tongxin.runtime.uow import Effects
 
 ACCOUNTS = "accounts"
 AUDIT = "account_audit"
@@ -66,6 +67,22 @@ def _counter(d: Doc | None) -> tuple[Counter, int]:
     return c, int(d.get("v", 0))
 
 
+def _doc(account: Account, password_hash: str) -> Doc:
+    return {
+        "_id": account.name,
+        "display_name": account.display_name,
+        "role": account.role,
+        "unit": account.unit,
+        "active": account.active,
+        "must_change_password": account.must_change_password,
+        "subject": account.subject,
+        "created_at": account.created_at,
+        "updated_at": account.updated_at,
+        "session_gen": account.session_gen,
+        "password_hash": password_hash,
+    }
+
+
 class AccountStore:
     """Reads and writes of the accounts' collections."""
 
@@ -78,21 +95,8 @@ class AccountStore:
 
     async def insert(self, account: Account, password_hash: str) -> None:
         """Store a new account; :class:`AccountExists` when the name is taken."""
-        doc = {
-            "_id": account.name,
-            "display_name": account.display_name,
-            "role": account.role,
-            "unit": account.unit,
-            "active": account.active,
-            "must_change_password": account.must_change_password,
-            "subject": account.subject,
-            "created_at": account.created_at,
-            "updated_at": account.updated_at,
-            "session_gen": account.session_gen,
-            "password_hash": password_hash,
-        }
         try:
-            await self.accounts.insert_one(doc)
+            await self.accounts.insert_one(_doc(account, password_hash))
         except DuplicateKeyError as exc:
             raise AccountExists(account.name) from exc
 
@@ -145,6 +149,50 @@ class AccountStore:
             change["$inc"] = {"session_gen": 1}
         r = await self.accounts.update_one({"_id": name}, change)
         return None if r.matched_count == 0 else await self.get(name)
+
+    # — following the volunteer registry (effects for the unit of work) —
+
+    async def of_volunteers(
+        self, subjects: Iterable[str], names: Iterable[str]
+    ) -> tuple[dict[str, Account], dict[str, Account]]:
+        """The accounts answering as ``subjects`` and those holding ``names``, each by its
+        key (one query; no hashes)."""
+        subjects, names = list(subjects), list(names)
+        if not subjects and not names:
+            return {}, {}
+        query = {"$or": [{"subject": {"$in": subjects}}, {"_id": {"$in": names}}]}
+        found = [_account(d) async for d in self.accounts.find(query, _PUBLIC)]
+        wanted = set(names)
+        return (
+            {a.subject: a for a in found},
+            {a.name: a for a in found if a.name in wanted},
+        )
+
+    def add(self, fx: Effects, account: Account, password_hash: str) -> None:
+        """A new account, in ``fx`` (a taken name decides the batch again)."""
+        fx.insert(ACCOUNTS, _doc(account, password_hash))
+
+    def bind(self, fx: Effects, name: str, subject: str, now: datetime) -> None:
+        """An account still answering as its own name answers as ``subject`` from now on
+        (its sessions end), in ``fx``; if it changed since it was read, decided again."""
+        fx.update(
+            ACCOUNTS,
+            {"_id": name, "subject": name},
+            {"$set": {"subject": subject, "updated_at": now}, "$inc": {"session_gen": 1}},
+            must_match=True,
+        )
+
+    def disable(self, fx: Effects, name: str, now: datetime) -> None:
+        """Deactivate an account (its sessions end), in ``fx``."""
+        fx.update(
+            ACCOUNTS,
+            {"_id": name},
+            {"$set": {"active": False, "updated_at": now}, "$inc": {"session_gen": 1}},
+        )
+
+    def log(self, fx: Effects, entry: dict[str, Any]) -> None:
+        """One audit record, in ``fx`` (never a password or hash in it)."""
+        fx.insert(AUDIT, dict(entry))
 
     # — audit —
 

@@ -49,6 +49,11 @@ VOLUNTEER_TASKS = Topic(
         "care.visit_overdue",
     ),
 )
+VOLUNTEER_REGISTRY = Topic(
+    "tongxin.volunteer.registry.v1",
+    "volunteer",
+    ("volunteer.registered", "volunteer.deactivated"),
+)
 NOTIFICATIONS = Topic(
     "tongxin.notifications.v1",
     "notify",
@@ -70,6 +75,7 @@ TOPICS: tuple[Topic, ...] = (
     REQUESTS,
     CASES,
     VOLUNTEER_TASKS,
+    VOLUNTEER_REGISTRY,
     NOTIFICATIONS,
     INBOUND_REQUESTS,
     INBOUND_CASE_COMMANDS,

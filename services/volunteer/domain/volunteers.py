@@ -12,6 +12,7 @@ from typing import Any
 from services.volunteer.domain.availability import Window, parse_hhmm
 from services.volunteer.domain.matching import Candidate
 from tongxin.contracts.enums import Skill
+from tongxin.contracts.events import Event, VolunteerDeactivated, VolunteerRegistered
 
 BRIGADE_ID = "brigade"
 
@@ -104,6 +105,25 @@ class Volunteer:
             windows=self.windows(),
             active=self.active,
         )
+
+
+def registry_events(before: Volunteer | None, after: Volunteer, now: datetime) -> list[Event]:
+    """What a registry change publishes: a new volunteer is ``volunteer.registered``; an
+    active one made inactive is ``volunteer.deactivated``; any other edit, nothing."""
+    if before is None:
+        registered = VolunteerRegistered(
+            request_id=after.id,
+            volunteer_id=after.id,
+            name=after.name,
+            community=after.community,
+            skills=[Skill(s) for s in after.skills],
+            active=after.active,
+            at=now,
+        )
+        return [registered]
+    if before.active and not after.active:
+        return [VolunteerDeactivated(request_id=after.id, volunteer_id=after.id, at=now)]
+    return []
 
 
 @dataclass

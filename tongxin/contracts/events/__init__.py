@@ -4,15 +4,15 @@ Events are named in the past tense, commands in the imperative; each carries its
 type (``case.routed``) and version. The CloudEvents ``type`` is
 ``tongxin.<type>.v<version>``. Consumers ignore unknown fields and unknown types.
 
-One module per owning service (``requests``, ``cases``, ``tasks``, ``notifications``);
-this package re-exports them and keeps the registry.
+One module per owning service (``requests``, ``cases``, ``tasks``, ``volunteers``,
+``notifications``); this package re-exports them and keeps the registry.
 """
 
 from __future__ import annotations
 
 from typing import Any
 
-from tongxin.contracts.events import cases, notifications, requests, tasks
+from tongxin.contracts.events import cases, notifications, requests, tasks, volunteers
 from tongxin.contracts.events.base import (
     CE_TYPE_PREFIX,
     UPCASTERS,
@@ -26,9 +26,12 @@ from tongxin.contracts.events.cases import *  # noqa: F403
 from tongxin.contracts.events.notifications import *  # noqa: F403
 from tongxin.contracts.events.requests import *  # noqa: F403
 from tongxin.contracts.events.tasks import *  # noqa: F403
+from tongxin.contracts.events.volunteers import *  # noqa: F403
+
+_MODULES = (requests, cases, tasks, volunteers, notifications)
 
 EVENT_MODELS: dict[str, type[Event]] = {
-    m.ce_type(): m for module in (requests, cases, tasks, notifications) for m in module.MODELS
+    m.ce_type(): m for module in _MODULES for m in module.MODELS
 }
 
 __all__ = [
@@ -42,7 +45,7 @@ __all__ = [
     "parse_ce_type",
     "parse_event",
     "upcast",
-    *(m.__name__ for module in (requests, cases, tasks, notifications) for m in module.MODELS),
+    *(m.__name__ for module in _MODULES for m in module.MODELS),
 ]
 
 
