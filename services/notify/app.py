@@ -15,13 +15,14 @@ from services.notify.channels import PLUGS, ChannelHealth, ChannelSender
 from services.notify.config import NotifySettings
 from services.notify.dispatch import Dispatch
 from services.notify.domain.directory import Directory
+from services.notify.domain.kept import Retention
 from services.notify.domain.plan import Planner
 from services.notify.domain.rules import RuleSet
 from services.notify.domain.templates import Templates
 from services.notify.handlers import subscriptions
 from services.notify.metrics import NotifyMetrics
 from services.notify.service import NotifyService
-from services.notify.store import INDEXES, NotifyStore, delivery_expiries
+from services.notify.store import INDEXES, NotifyStore, delivery_expiries, kept_expiries
 from tongxin.contracts.enums import NotifyChannel
 from tongxin.runtime.openapi import serve_docs
 from tongxin.runtime.scheduler import BatchScheduler
@@ -87,7 +88,11 @@ def create_app(settings: NotifySettings | None = None) -> FastAPI:
     planner = load_planner(settings)
 
     async def setup(rt: ServiceRuntime) -> list[Subscription]:
-        store = NotifyStore(rt.db)
+        kept = Retention(
+            after_close=timedelta(seconds=settings.notify_contacts_keep_s),
+            cap=timedelta(seconds=settings.notify_contacts_cap_s),
+        )
+        store = NotifyStore(rt.db, retention=kept)
         metrics = NotifyMetrics(rt.metrics.registry)
         health = channel_health(settings, planner.enabled)
         senders = _senders(settings, rt)
@@ -111,6 +116,7 @@ def create_app(settings: NotifySettings | None = None) -> FastAPI:
         )
         rt.extra["ctx"] = api.NotifyContext(rt, settings, service, health)
         rt.retention += delivery_expiries(timedelta(seconds=settings.notify_deliveries_keep_s))
+        rt.retention += kept_expiries(kept)
         scheduler = BatchScheduler(rt.db, rt.uow, service.on_release)
         rt.run_in_background("deadlines", scheduler.run, scheduler.stop)
         rt.run_in_background("resume", service.run_sweeper, service.stop_sweeper)

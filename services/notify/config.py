@@ -99,6 +99,12 @@ class NotifySettings(ServiceSettings):
     # Sent and failed deliveries are deleted this long after their last attempt's lease
     # (docs/operations.md, "Retention"): the API's history of a request's notifications.
     notify_deliveries_keep_s: float = Field(default=180 * 86400.0, gt=0)
+    # A submitter's contact (name, phone) and the case notify kept of a request are deleted
+    # this long after notify heard the request closed (case.closed, request.withdrawn), and
+    # at the latest this long after they were stored (a request that never closes). PIPL:
+    # notify needs them only for the request's messages (docs/operations.md, "Retention").
+    notify_contacts_keep_s: float = Field(default=30 * 86400.0, gt=0)
+    notify_contacts_cap_s: float = Field(default=365 * 86400.0, gt=0)
 
     @model_validator(mode="after")
     def _positive_limits(self) -> NotifySettings:

@@ -35,7 +35,14 @@ from pydantic import ValidationError
 from services.notify.dispatch import Dispatch, Ready, Result, Stopping
 from services.notify.domain.delivery import Delivery, DeliveryQuery, Status, Take, planned
 from services.notify.domain.directory import Recipient
-from services.notify.domain.kept import Contact, KnownCase, case_after, case_id_of, contact_from
+from services.notify.domain.kept import (
+    Contact,
+    KnownCase,
+    case_after,
+    case_id_of,
+    closes,
+    contact_from,
+)
 from services.notify.domain.plan import Planned, Planner, Preference, SavedPreference
 from services.notify.domain.quiet import QuietHours
 from services.notify.domain.rules import Facts
@@ -293,6 +300,8 @@ class NotifyService:
                 self.store.save_contact(fx, told, now)
             if case is not None and case != state.cases.get(case.case_id):
                 self.store.save_case(fx, case, now)
+            if closes(inc.event):  # the contact and case go a window from now
+                self.store.mark_closed(fx, inc.event.request_id, now)
             state.keep(told, case)
             decision.done(n, ready)
         fx.on_commit(lambda: self._planned(done))
@@ -319,7 +328,8 @@ class NotifyService:
                 told_cases.add(cid)
             elif cid not in told_cases:
                 cases.add(cid)
-        return await self.store.contacts(contacts), await self.store.cases(cases)
+        now = self.clock()
+        return await self.store.contacts(contacts, now), await self.store.cases(cases, now)
 
     def _record_plan(
         self,
@@ -441,7 +451,7 @@ class NotifyService:
             return r, "directory"
         if rid.startswith("submitter:"):
             request_id = rid.removeprefix("submitter:")
-            contact = (await self.store.contacts([request_id])).get(request_id)
+            contact = (await self.store.contacts([request_id], self.clock())).get(request_id)
             if contact is not None:
                 facts = Facts("preference", {}, None, contact.facts())
                 return self.planner.recipient(rid, facts), "defaults"

@@ -25,6 +25,11 @@ update's filter at all. So:
   than half a ``bulk_write`` of one conditional ``UpdateOne`` per id.
 
 ``tests/integration/notify/test_query_plans.py`` explains each read's filter.
+
+Contacts and cases are kept a window after their request closed and at most a cap after
+they were stored (``domain.kept.Retention``, docs/operations.md "Retention"): the retention
+sweeper deletes them (:func:`kept_expiries`), and neither a read nor the contacts kept in
+memory hand one out past its window.
 """
 
 from __future__ import annotations
@@ -32,13 +37,14 @@ from __future__ import annotations
 import time
 from collections import OrderedDict
 from collections.abc import Iterable, Sequence
-from datetime import datetime, timedelta
+from dataclasses import replace
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from pymongo.asynchronous.database import AsyncDatabase
 
 from services.notify.domain.delivery import OPEN_STATUSES, Delivery, DeliveryQuery, Status, Take
-from services.notify.domain.kept import Contact, KnownCase
+from services.notify.domain.kept import Contact, KnownCase, Retention
 from services.notify.domain.plan import SavedPreference
 from tongxin.runtime.mongo import Doc, IndexSpec
 from tongxin.runtime.retention import Expiry
@@ -66,6 +72,11 @@ INDEXES = [
     # the resume sweep: open deliveries whose lease ran out (and the API's status filter)
     IndexSpec(DELIVERIES, [("status", 1), ("lease_until", 1)], name="resumable"),
     IndexSpec(CASES, [("request_id", 1)]),
+    # retention: the closed ones by when they closed. One entry per request in each (not
+    # partial on ``$exists``: SecantusDB's planner cannot tell that ``closed_at < t``
+    # implies it, and scans); a request's deliveries carry five indexes each.
+    IndexSpec(CONTACTS, [("closed_at", 1)], name="closed"),
+    IndexSpec(CASES, [("closed_at", 1)], name="closed"),
     *DEADLINE_INDEXES,
 ]
 
@@ -77,6 +88,21 @@ def delivery_expiries(window: timedelta) -> list[Expiry]:
     return [
         Expiry(DELIVERIES, "lease_until", window, {"status": s.value})
         for s in (Status.SENT, Status.FAILED)
+    ]
+
+
+def kept_expiries(retention: Retention) -> list[Expiry]:
+    """Contacts and cases serve no one ``after_close`` after their request closed (the
+    ``closed`` index), nor ``cap`` after they were stored (in insertion order, no
+    index: they are stored in that order; one stored before ``stored_at`` existed is timed
+    by its ``updated_at``)."""
+    return [
+        rule
+        for col in (CONTACTS, CASES)
+        for rule in (
+            Expiry(col, "closed_at", retention.after_close),
+            Expiry(col, "stored_at", retention.cap, oldest_first=True, fallback="updated_at"),
+        )
     ]
 
 
@@ -125,16 +151,25 @@ def claim_filter(ids: Sequence[str], take: Take, owner: str, now: datetime) -> D
 class NotifyStore:
     """Reads and writes of notify's collections."""
 
-    def __init__(self, db: AsyncDatabase[Doc], preferences_ttl: float = 2.0) -> None:
+    def __init__(
+        self,
+        db: AsyncDatabase[Doc],
+        preferences_ttl: float = 2.0,
+        retention: Retention | None = None,
+    ) -> None:
         self.deliveries = db[DELIVERIES]
         self.contacts_col = db[CONTACTS]
         self.cases_col = db[CASES]
         self.preferences_col = db[PREFERENCES]
-        # Kept in memory to save reads. A request's contact never changes once written
-        # (bounded, least recently used first out). Preferences are read whole and kept
-        # ``preferences_ttl`` seconds: a change through this process applies at once, one
-        # through another replica within that time.
-        self._contacts: OrderedDict[str, Contact] = OrderedDict()
+        # None: contacts and cases never expire (tests of other things)
+        self.retention = retention
+        # Kept in memory to save reads. A request's contact never changes once written but
+        # for its close (bounded, least recently used first out), each with the time until
+        # which it may be used unread (``Retention.fresh_until``: no copy outlives the
+        # contact's window, whichever replica heard of the close). Preferences are read
+        # whole and kept ``preferences_ttl`` seconds: a change through this process applies
+        # at once, one through another replica within that time.
+        self._contacts: OrderedDict[str, tuple[Contact, datetime]] = OrderedDict()
         self._preferences: dict[str, SavedPreference] = {}
         self._preferences_at = -1e9
         self._preferences_many = False
@@ -142,36 +177,63 @@ class NotifyStore:
 
     # — what a batch of events needs (one query per collection) —
 
-    async def contacts(self, request_ids: Iterable[str]) -> dict[str, Contact]:
-        """The kept submitter contacts of these requests (one query for those not in
-        memory)."""
+    async def contacts(
+        self, request_ids: Iterable[str], now: datetime | None = None
+    ) -> dict[str, Contact]:
+        """The kept submitter contacts of these requests, none past its window (one query
+        for those not in memory, or in memory longer than they may be used unread)."""
+        now = now or datetime.now(UTC)
         ids = _ids(request_ids)
-        found = {i: self._contacts[i] for i in ids if i in self._contacts}
-        for i in found:
-            self._contacts.move_to_end(i)
+        found: dict[str, Contact] = {}
+        for i in ids:
+            kept = self._contacts.get(i)
+            if kept is None:
+                continue
+            if now < kept[1]:
+                found[i] = kept[0]
+                self._contacts.move_to_end(i)
+            else:
+                del self._contacts[i]
         missing = [i for i in ids if i not in found]
         if missing:
             async for doc in self.contacts_col.find({"_id": {"$in": missing}}):
                 contact = Contact.from_doc(doc)
-                self.remember(contact)
+                if self._expired(doc, now):
+                    continue  # the sweeper has not come by yet
+                self.remember(contact, now)
                 found[contact.request_id] = contact
         return found
 
-    def remember(self, contact: Contact) -> None:
-        """Keep a contact in memory (once written or read)."""
-        self._contacts[contact.request_id] = contact
+    def remember(self, contact: Contact, now: datetime) -> None:
+        """Keep a contact in memory (once written or read at ``now``)."""
+        until = datetime.max.replace(tzinfo=UTC)
+        if self.retention is not None:
+            until = self.retention.fresh_until(contact.stored_at, contact.closed_at, now)
+        self._contacts[contact.request_id] = (contact, until)
         self._contacts.move_to_end(contact.request_id)
         while len(self._contacts) > CONTACTS_KEPT:
             self._contacts.popitem(last=False)
 
-    async def cases(self, case_ids: Iterable[str]) -> dict[str, KnownCase]:
-        """The cases among ``case_ids`` notify heard of (one query)."""
+    def _expired(self, doc: Doc, now: datetime) -> bool:
+        """Whether a contact or case read at ``now`` is past its window."""
+        if self.retention is None:
+            return False
+        stored = doc.get("stored_at") or doc.get("updated_at")
+        return self.retention.expired(stored, doc.get("closed_at"), now)
+
+    async def cases(
+        self, case_ids: Iterable[str], now: datetime | None = None
+    ) -> dict[str, KnownCase]:
+        """The cases among ``case_ids`` notify heard of, none past its window (one
+        query)."""
+        now = now or datetime.now(UTC)
         ids = _ids(case_ids)
         if not ids:
             return {}
         return {
             d["_id"]: KnownCase.from_doc(d)
             async for d in self.cases_col.find({"_id": {"$in": ids}})
+            if not self._expired(d, now)
         }
 
     async def preferences(self, recipients: Iterable[str]) -> dict[str, SavedPreference]:
@@ -216,23 +278,41 @@ class NotifyStore:
     # — what notify keeps from events, as effects —
 
     def save_contact(self, fx: Effects, contact: Contact, now: datetime) -> None:
-        """Keep the submitter's contact (only notify keeps it) for later messages."""
+        """Keep the submitter's contact (only notify keeps it) for later messages; its
+        ``stored_at`` is set once, by the write that creates it."""
         fx.update(
             CONTACTS,
             {"_id": contact.request_id},
-            {"$set": {**contact.fields(), "updated_at": now}},
+            {"$set": {**contact.fields(), "updated_at": now}, "$setOnInsert": {"stored_at": now}},
             upsert=True,
         )
-        fx.on_commit(lambda: self.remember(contact))
+        fx.on_commit(lambda: self.remember(replace(contact, stored_at=now), now))
 
     def save_case(self, fx: Effects, case: KnownCase, now: datetime) -> None:
-        """Remember a case as it is now: its request, units, community and tier."""
+        """Remember a case as it is now: its request, units, community and tier (and,
+        once, when it was first stored)."""
         fx.update(
             CASES,
             {"_id": case.case_id},
-            {"$set": {**case.fields(), "updated_at": now}},
+            {"$set": {**case.fields(), "updated_at": now}, "$setOnInsert": {"stored_at": now}},
             upsert=True,
         )
+
+    def mark_closed(self, fx: Effects, request_id: str, now: datetime) -> None:
+        """The request closed: its contact and case are kept ``after_close`` from ``now``
+        (the first close counts; one not kept, or deleted already, is not brought back)."""
+        open_: Doc = {"closed_at": {"$exists": False}}
+        fx.update(CONTACTS, {"_id": request_id, **open_}, {"$set": {"closed_at": now}})
+        fx.update(
+            CASES, {"request_id": request_id, **open_}, {"$set": {"closed_at": now}}, many=True
+        )
+
+        def closed() -> None:
+            kept = self._contacts.get(request_id)
+            if kept is not None and kept[0].closed_at is None:
+                self.remember(replace(kept[0], closed_at=now), now)
+
+        fx.on_commit(closed)
 
     # — deliveries, as effects —
 

@@ -1,7 +1,8 @@
 """Bounded storage on real SecantusDB and Kafka: the sweeper deletes what outlived its window
-and nothing else, `tongxin dlq replay` refuses records older than the processed-event marks,
-and under steady load the swept collections of the four services level off (a soak with
-windows of a few seconds)."""
+and nothing else, notify's contacts and cases go a window after their request closed or at a
+cap (PIPL), `tongxin dlq replay` refuses records older than the processed-event marks, and
+under steady load the swept collections of the four services level off (a soak with windows
+of a few seconds)."""
 
 from __future__ import annotations
 
@@ -23,6 +24,9 @@ from prometheus_client import CollectorRegistry, Counter, Gauge
 from prometheus_client.parser import text_string_to_metric_families
 from pymongo.asynchronous.database import AsyncDatabase
 
+from services.notify.domain.kept import Contact, Retention
+from services.notify.store import CASES, CONTACTS, NotifyStore, kept_expiries
+from services.notify.store import INDEXES as NOTIFY_INDEXES
 from tests.platform import Platform, platform_env
 from tests.support import WebhookSink, eventually, read_topic, unique
 from tongxin.contracts.envelope import Envelope, encode_record
@@ -154,6 +158,101 @@ async def test_a_deadline_scheduled_anew_after_it_was_read_is_kept(
     s.db = Db()  # type: ignore[assignment]
     assert await s.sweep_one(rule, NOW) == 0
     assert (await db[DEADLINES].find_one({"_id": "d"}) or {}).get("status") == PENDING
+
+
+# — notify's contacts and cases (personal information: PIPL) —
+
+KEPT = Retention(after_close=30 * DAY, cap=365 * DAY)
+
+
+def _indexes_used(plan: object) -> set[str]:
+    """Every index an explained plan scans."""
+    if isinstance(plan, dict):
+        found = {plan["indexName"]} if plan.get("stage") == "IXSCAN" else set()
+        return found.union(*(_indexes_used(v) for v in plan.values()))
+    if isinstance(plan, list):
+        return set().union(*(_indexes_used(v) for v in plan))
+    return set()
+
+
+async def test_contacts_and_cases_go_a_window_after_their_request_closed_or_at_the_cap(
+    db: AsyncDatabase[Doc],
+) -> None:
+    await ensure_indexes(db, NOTIFY_INDEXES)
+
+    def at(stored: float | None, closed: float | None = None, legacy: float | None = None) -> Doc:
+        doc: Doc = {"phone": "13900000000"}
+        if stored is not None:
+            doc |= {"stored_at": NOW - stored * DAY, "updated_at": NOW - stored * DAY}
+        if closed is not None:
+            doc["closed_at"] = NOW - closed * DAY
+        if legacy is not None:  # stored before this version: no stored_at
+            doc["updated_at"] = NOW - legacy * DAY
+        return doc
+
+    # in insertion order, as notify stores them (days before NOW)
+    contacts = {
+        "legacy-old": at(None, legacy=400),
+        "open-old": at(366),
+        "closed-lately-but-capped": at(370, closed=1),
+        "closed-old": at(100, closed=31),
+        "closed-new": at(100, closed=29),
+        "legacy-new": at(None, legacy=300),
+        "open-new": at(10),
+    }
+    await db[CONTACTS].insert_many([{"_id": k, **v} for k, v in contacts.items()])
+    cases = {"C-closed-old": at(100, closed=31), "C-legacy-old": at(None, legacy=400)}
+    cases |= {"C-open-new": at(10), "C-closed-new": at(40, closed=2)}
+    await db[CASES].insert_many([{"_id": k, "request_id": k, **v} for k, v in cases.items()])
+    s = sweeper(db, kept_expiries(KEPT), batch=2)
+
+    # a closed one is found through its index, not by reading them all
+    closed_rule = kept_expiries(KEPT)[0]
+    for col in (CONTACTS, CASES):
+        explained = await db.command("explain", {"find": col, "filter": closed_rule.expired(NOW)})
+        assert _indexes_used(explained["queryPlanner"]["winningPlan"]) == {"closed"}, explained
+
+    deleted = await s.sweep()
+
+    assert deleted == {CONTACTS: 4, CASES: 2}
+    left = {d["_id"] async for d in db[CONTACTS].find({})}
+    assert left == {"closed-new", "legacy-new", "open-new"}
+    assert {d["_id"] async for d in db[CASES].find({})} == {"C-open-new", "C-closed-new"}
+    assert await s.sweep() == {CONTACTS: 0, CASES: 0}
+
+
+async def test_notify_reads_no_contact_past_its_window_and_memory_brings_none_back(
+    db: AsyncDatabase[Doc],
+) -> None:
+    await ensure_indexes(db, NOTIFY_INDEXES)
+    read_at = NOW - 40 * DAY
+    await db[CONTACTS].insert_many(
+        [
+            {"_id": "YS-1", "phone": "1", "stored_at": read_at, "updated_at": read_at},
+            {"_id": "YS-2", "phone": "2", "stored_at": read_at, "updated_at": read_at},
+            # closed and past its window, the sweeper not by yet
+            {"_id": "YS-3", "phone": "3", "stored_at": read_at, "closed_at": NOW - 31 * DAY},
+        ]
+    )
+    await db[CASES].insert_one(
+        {"_id": "C-3", "request_id": "YS-3", "stored_at": read_at, "closed_at": NOW - 31 * DAY}
+    )
+    store = NotifyStore(db, retention=KEPT)  # one replica, which reads both 40 days ago
+    assert set(await store.contacts(["YS-1", "YS-2"], read_at)) == {"YS-1", "YS-2"}
+    # another replica heard both requests close, 39 days ago
+    await db[CONTACTS].update_many({}, {"$set": {"closed_at": NOW - 39 * DAY}})
+    # within a window of the read: the copies in memory serve (the requests' messages)
+    within = await store.contacts(["YS-1", "YS-2"], read_at + 29 * DAY)
+    assert set(within) == {"YS-1", "YS-2"} and within["YS-1"].closed_at is None
+    # a window after the close the sweeper deleted one; the other it has not come to yet
+    await db[CONTACTS].delete_one({"_id": "YS-1"})
+
+    # now: none of them, though one is still stored and all were in memory
+    assert await store.contacts(["YS-1", "YS-2", "YS-3"], NOW) == {}
+    assert await store.cases(["C-3"], NOW) == {}
+    assert set(await store.cases(["C-3"], NOW - 2 * DAY)) == {"C-3"}
+    left = [Contact.from_doc(d) async for d in db[CONTACTS].find({})]
+    assert {c.request_id for c in left} == {"YS-2", "YS-3"}  # reading deletes nothing
 
 
 # — `tongxin dlq replay` and the marks' window —

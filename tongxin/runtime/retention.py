@@ -18,7 +18,8 @@ written on the hot path keeps the indexes it has and is found either
   returns documents in the order they were stored, and stops at its limit) and deleted by
   ``_id`` up to the first one still inside its window. The cost is what is deleted plus one
   batch; a document stored out of time order waits until the ones before it expire (at
-  most one window longer).
+  most one window longer). A document stored before its collection had ``since`` is
+  timed by ``fallback`` (another time field it has) instead.
 
 Deletes go by ``_id`` in batches, so the first sweep over a year of data is many short
 commands, not one long one. Replicas may sweep at once: a delete is idempotent.
@@ -54,6 +55,13 @@ class Expiry:
     where: Doc = field(default_factory=dict)
     # no index on ``since``: read in insertion order instead (see the module)
     oldest_first: bool = False
+    # with ``oldest_first``: the time field of a document without ``since`` (one stored
+    # before the field existed); without either, a document counts as expired
+    fallback: str | None = None
+
+    def __post_init__(self) -> None:
+        if self.fallback is not None and not self.oldest_first:
+            raise ValueError("a fallback time field needs oldest_first (a filter has one field)")
 
     def expired(self, now: datetime) -> Doc:
         """The filter of what has outlived the window at ``now``."""
@@ -92,10 +100,11 @@ class Sweeper:
         total = 0
         while True:
             if rule.oldest_first:
-                docs = [d async for d in col.find({}, {rule.since: 1}).limit(self.batch)]
+                fields = [rule.since] + ([rule.fallback] if rule.fallback else [])
+                docs = [d async for d in col.find({}, dict.fromkeys(fields, 1)).limit(self.batch)]
                 ids = []
                 for d in docs:
-                    at = d.get(rule.since)
+                    at = next((d[f] for f in fields if d.get(f) is not None), None)
                     if isinstance(at, datetime) and _aware(at) >= cutoff:
                         break
                     ids.append(d["_id"])
