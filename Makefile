@@ -41,6 +41,13 @@ lock:
 kafka-jars: $(STAMP)
 	$(BIN)/tongxin devstack fetch-kafka
 
+## The OpenID Provider the sign-in tests run (tests/oidc: the certified oidc-provider, from
+## npm with its lock); again only when the lock changes.
+OIDC_STAMP := tests/oidc/node_modules/.installed
+$(OIDC_STAMP): tests/oidc/package.json tests/oidc/package-lock.json
+	cd tests/oidc && npm ci --no-audit --no-fund --silent
+	@touch $(OIDC_STAMP)
+
 ## Debian packages the tests use when missing: promtool (prometheus) and chromium.
 system-deps:
 	bash tools/ci/system-deps.sh
@@ -54,7 +61,7 @@ demo: $(STAMP)
 
 ## The whole test suite: lint, unit, integration, e2e, then the fault scenarios with a short load
 ## (real Apache Kafka + SecantusDB).
-test: $(STAMP) kafka-jars system-deps
+test: $(STAMP) kafka-jars system-deps $(OIDC_STAMP)
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy

@@ -4,7 +4,9 @@ admins, volunteers): a place of its own, like the console, with a service's anat
 
 The front door (intake) mounts :data:`routers` and calls :func:`start` in its lifespan:
 the accounts live in its database, and its session cookie is same-origin with the
-console it serves. Every other service keeps verifying tokens only.
+console it serves. Every other service keeps verifying tokens only. With
+``TONGXIN_OIDC_ISSUER`` set, people may also sign in through the county's identity provider
+(tongxin.accounts.oidc).
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ from fastapi import FastAPI, Request
 from tongxin.accounts.api import SESSION_GEN, accounts_router, session_router
 from tongxin.accounts.config import AccountSettings
 from tongxin.accounts.metrics import AccountMetrics
+from tongxin.accounts.oidc import OidcClient
 from tongxin.accounts.service import AccountService
 from tongxin.accounts.store import INDEXES, AccountStore
 from tongxin.runtime.auth import Principal
@@ -38,6 +41,18 @@ def start(
     metrics = AccountMetrics.of(rt.metrics.registry)
     service = AccountService(AccountStore(rt.db), settings, known_units, metrics=metrics)
     rt.extra["accounts"] = service
+    if settings.oidc_issuer is not None and settings.oidc_client_id is not None:
+        secret = settings.oidc_client_secret
+        oidc = OidcClient(
+            settings.oidc_issuer,
+            settings.oidc_client_id,
+            secret.get_secret_value() if secret is not None else None,
+            scope=settings.oidc_scope,
+            claim=settings.oidc_claim,
+            timeout_s=settings.oidc_timeout_s,
+        )
+        rt.extra["oidc"] = oidc  # discovery waits for the first sign-in: the provider may be down
+        rt.closers.append(oidc.aclose)
     stop = asyncio.Event()
 
     async def housekeeping() -> None:

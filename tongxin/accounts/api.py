@@ -5,20 +5,35 @@ The session is the platform's own HS256 token in an ``HttpOnly``, ``SameSite=Str
 cookie (``Secure`` outside development and test); its CSRF token (an HMAC of it) is
 answered in the body and must come back in ``X-CSRF-Token`` on every write the cookie
 authenticates. Bearer tokens keep working everywhere and need no CSRF token.
+
+With an identity provider configured (``TONGXIN_OIDC_ISSUER``), ``/v1/session/oidc/login``
+sends the browser there (OpenID Connect, code flow with PKCE) and its callback signs the
+matching account in through the same session cookie, then returns to the console.
 """
 
 from __future__ import annotations
 
+import logging
 from datetime import UTC, datetime
 from typing import Annotated, Any
+from urllib.parse import urlencode
 
 import jwt
 from fastapi import APIRouter, Depends, Request, Response
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, RedirectResponse
 from pydantic import BaseModel, ConfigDict, Field
 
 from tongxin.accounts.config import AccountSettings
 from tongxin.accounts.domain.accounts import Account
+from tongxin.accounts.oidc import (
+    FLOW_COOKIE,
+    FLOW_TTL_S,
+    OidcClient,
+    OidcFailed,
+    open_flow,
+    seal_flow,
+    state_matches,
+)
 from tongxin.accounts.service import AccountService, Actor, Refused
 from tongxin.runtime.auth import (
     HS256,
@@ -33,6 +48,8 @@ from tongxin.runtime.auth import (
 from tongxin.runtime.errors import ApiError, error_body
 from tongxin.runtime.openapi import ErrorResponse
 from tongxin.runtime.service import CurrentPrincipal
+
+log = logging.getLogger(__name__)
 
 SIGN_IN_AGAIN = "请重新登录。"
 # the claim of a session token naming its account's session generation
@@ -195,18 +212,19 @@ def _expiry(token: str) -> datetime:
     return datetime.fromtimestamp(int(claims["exp"]), UTC)
 
 
-def _start_session(request: Request, account: Account) -> JSONResponse:
+def _mint_session(request: Request, account: Account) -> tuple[str, SessionRead]:
+    """A session of ``account``: its token (for the cookie) and what to answer about it
+    (with its CSRF token). Every way of signing in mints here."""
     settings = _settings(request)
-    ttl = settings.session_ttl_s
     token = mint_token(
         settings.jwt_secret,
         sub=account.subject,
         role=Role(account.role),
         unit=account.unit,
-        ttl_s=ttl,
+        ttl_s=settings.session_ttl_s,
         extra={SESSION_GEN: account.session_gen},
     )
-    body = SessionRead(
+    return token, SessionRead(
         name=account.subject,
         display_name=account.display_name,
         role=account.role,
@@ -214,17 +232,28 @@ def _start_session(request: Request, account: Account) -> JSONResponse:
         expires_at=_expiry(token),
         csrf_token=csrf_token(settings.jwt_secret, token),
     )
-    response = JSONResponse(body.model_dump(mode="json"), 200)
+
+
+def _set_session_cookie(request: Request, response: Response, token: str) -> None:
+    """The session cookie on ``response``: HttpOnly, SameSite=Strict, Secure outside
+    development and test; the answer is not cached."""
+    settings = _settings(request)
     response.set_cookie(
         SESSION_COOKIE,
         token,
-        max_age=ttl,
+        max_age=settings.session_ttl_s,
         path="/",
         httponly=True,
         secure=settings.secure_cookies,
         samesite="strict",
     )
     response.headers["cache-control"] = "no-store"
+
+
+def _start_session(request: Request, account: Account) -> JSONResponse:
+    token, body = _mint_session(request, account)
+    response = JSONResponse(body.model_dump(mode="json"), 200)
+    _set_session_cookie(request, response, token)
     return response
 
 
@@ -309,6 +338,140 @@ async def sign_out(request: Request) -> Response:
         secure=_settings(request).secure_cookies,
         samesite="strict",
     )
+    return response
+
+
+# — signing in through the identity provider (OpenID Connect) —
+
+# where a sign-in through the identity provider ends, signed in or with ?oidc_error=<code>
+CONSOLE = "/console/"
+# the sign-in-under-way cookie is sent only to these routes
+OIDC_PATH = "/v1/session/oidc"
+
+
+class OidcOffer(BaseModel):
+    """Whether people may sign in through the county's identity provider here."""
+
+    enabled: bool
+
+
+def _oidc(request: Request) -> OidcClient:
+    client: OidcClient | None = request.app.state.rt.extra.get("oidc")
+    if client is None:
+        raise ApiError(404, "not_found", "Sign-in through an identity provider is not configured.")
+    return client
+
+
+def _redirect_uri(request: Request) -> str:
+    return _settings(request).oidc_redirect_uri or str(request.url_for("oidc_callback"))
+
+
+def _back_to_console(request: Request, error: str | None = None) -> RedirectResponse:
+    """To the console (with the reason it was not signed in), the flow's cookie gone."""
+    url = CONSOLE if error is None else f"{CONSOLE}?{urlencode({'oidc_error': error})}"
+    response = RedirectResponse(url, status_code=303)
+    response.delete_cookie(
+        FLOW_COOKIE,
+        path=OIDC_PATH,
+        httponly=True,
+        secure=_settings(request).secure_cookies,
+        samesite="lax",
+    )
+    response.headers["cache-control"] = "no-store"
+    return response
+
+
+@session_router.get("/oidc", response_model=OidcOffer)
+async def oidc_offer(request: Request) -> OidcOffer:
+    """Whether the console shows "通过统一身份认证登录" (an identity provider is configured)."""
+    return OidcOffer(enabled=request.app.state.rt.extra.get("oidc") is not None)
+
+
+@session_router.get(
+    "/oidc/login",
+    status_code=303,
+    responses=_answers(s404="No identity provider is configured."),
+)
+async def oidc_login(request: Request) -> Response:
+    """Leave for the identity provider's sign-in (303): an authorization request with a
+    fresh state, nonce and PKCE S256 challenge, which a cookie of this browser keeps for
+    10 minutes (signed; ``SameSite=Lax``, as the provider's redirect back is cross-site)."""
+    client = _oidc(request)
+    try:
+        url, flow = await client.begin(_redirect_uri(request))
+    except OidcFailed as exc:
+        log.warning(
+            "identity provider unavailable", extra={"reason": exc.reason, "error": str(exc)}
+        )
+        return _back_to_console(request, "oidc_unavailable")
+    response = RedirectResponse(url, status_code=303)
+    response.set_cookie(
+        FLOW_COOKIE,
+        seal_flow(flow, _settings(request).jwt_secret),
+        max_age=FLOW_TTL_S,
+        path=OIDC_PATH,
+        httponly=True,
+        secure=_settings(request).secure_cookies,
+        samesite="lax",
+    )
+    response.headers["cache-control"] = "no-store"
+    return response
+
+
+@session_router.get(
+    "/oidc/callback",
+    status_code=303,
+    responses=_answers(s404="No identity provider is configured."),
+)
+async def oidc_callback(
+    request: Request,
+    accounts: AccountsDep,
+    code: str | None = None,
+    state: str | None = None,
+    error: str | None = None,
+    iss: str | None = None,
+) -> Response:
+    """The identity provider's redirect back (303 to the console either way).
+
+    Accepted only in the browser that started the sign-in, once, with its state; the code
+    is exchanged with the PKCE verifier and the ID token validated (signature by the
+    provider's JWKS, issuer, audience, expiry, nonce). The account whose login name is the
+    configured claim's value (``TONGXIN_OIDC_CLAIM``) is signed in with the session cookie
+    of a password sign-in. Otherwise no cookie, and ``/console/?oidc_error=`` one of
+    ``oidc_expired`` (no sign-in under way here, or another state), ``oidc_failed`` (the
+    provider refused, or its answer did not validate), ``oidc_unavailable``, ``no_account``,
+    ``account_disabled``. Every outcome is an audit record."""
+    client = _oidc(request)
+    actor = Actor("-", client_address(request))
+    flow = open_flow(request.cookies.get(FLOW_COOKIE), _settings(request).jwt_secret)
+    reason, shown = None, "oidc_failed"
+    if flow is None or not state_matches(flow, state):
+        reason, shown = "state_mismatch", "oidc_expired"
+    elif iss is not None and iss.rstrip("/") != client.issuer:  # RFC 9207: mix-up
+        reason = "issuer_mismatch"
+    elif error is not None or not code:
+        reason = "provider_refused"
+    if reason is not None or flow is None or code is None:
+        said = error[:200] if error is not None else None  # the provider's error code
+        await accounts.external_failed(reason or "provider_refused", actor, error=said)
+        return _back_to_console(request, shown)
+    try:
+        claims = await client.finish(flow, code, _redirect_uri(request))
+    except OidcFailed as exc:
+        log.warning("sign-in through the identity provider failed", extra={"reason": exc.reason})
+        await accounts.external_failed(exc.reason, actor, error=str(exc))
+        unavailable = exc.reason == "provider_unavailable"
+        return _back_to_console(request, "oidc_unavailable" if unavailable else "oidc_failed")
+    login = str(claims[client.claim])
+    try:
+        account = await accounts.sign_in_external(
+            login, Actor(login, actor.client), subject=str(claims.get("sub", ""))
+        )
+    except Refused as exc:
+        return _back_to_console(request, exc.code)
+    token, _session = _mint_session(request, account)
+    response = _back_to_console(request)
+    _set_session_cookie(request, response, token)
     return response
 
 

@@ -3,7 +3,9 @@
 // volunteer through intake's proxy /console/api/{service}/... with the caller's token.
 // People sign in with name and password (POST /v1/session): the session is an HttpOnly
 // cookie this script never sees; writes carry the session's CSRF token in X-CSRF-Token.
-// A pasted API token (bearer) still works, kept in sessionStorage.
+// A pasted API token (bearer) still works, kept in sessionStorage. Where the county's
+// identity provider is configured (GET /v1/session/oidc), "通过统一身份认证登录" leaves for it
+// and its callback returns here signed in (the same cookie), or with ?oidc_error=<code>.
 "use strict";
 
 const TOKEN_KEY = "tongxin.console.token";
@@ -59,6 +61,10 @@ const ERROR_LABEL = {
   password_change_required: "请先设置新密码",
   weak_password: "新密码不符合要求",
   csrf: "登录已过期",
+  no_account: "没有对应账号",
+  oidc_expired: "登录请求已失效",
+  oidc_failed: "统一身份认证未通过",
+  oidc_unavailable: "统一身份认证暂时无法访问",
   cross_site: "请求被拒绝",
   forbidden: "无权进行此操作",
   not_found: "未找到",
@@ -289,6 +295,32 @@ async function resumeSession() {
   }
   await startSession(r.data);
   return true;
+}
+
+// sign-in through the identity provider: the button where it is configured, and why the
+// provider's callback did not sign in (the reason's code only ever comes in the URL)
+const OIDC_MESSAGE = {
+  no_account: "统一身份认证账号在本平台没有对应账号，请联系管理员开通。",
+  account_disabled: "该账号已停用，请联系管理员。",
+  oidc_expired: "登录请求已失效或不是从本页面发起，请重新点击“通过统一身份认证登录”。",
+  oidc_failed: "统一身份认证登录未成功，请重试。",
+  oidc_unavailable: "统一身份认证服务暂时无法访问，请稍后再试或使用用户名和密码登录。",
+};
+
+async function offerOidc() {
+  const params = new URLSearchParams(location.search);
+  const code = params.get("oidc_error");
+  if (code !== null) {
+    history.replaceState(null, "", location.pathname + location.hash);
+    const known = Object.hasOwn(OIDC_MESSAGE, code) ? code : "oidc_failed";
+    $("#signin-error").replaceChildren(errorBox({ code: known, message: OIDC_MESSAGE[known] }));
+  }
+  try {
+    const r = await call("/v1/session/oidc", { auth: false });
+    $("#oidc-signin").hidden = !(r.data && r.data.enabled);
+  } catch {
+    $("#oidc-signin").hidden = true;
+  }
 }
 
 // the session cookie is HttpOnly: only the server can clear it
@@ -870,6 +902,7 @@ document.addEventListener("DOMContentLoaded", async () => {
     signOut();
   });
   state.timer = setInterval(tick, 1000);
+  const offered = offerOidc();
   const saved = sessionStorage.getItem(TOKEN_KEY);
   if (saved) {
     try {
@@ -882,5 +915,6 @@ document.addEventListener("DOMContentLoaded", async () => {
   } else if (await resumeSession()) {
     return;
   }
+  await offered;
   showSignedOut();
 });
