@@ -457,7 +457,14 @@ def demo(
     typer.echo(f"submitting {total} sample requests to {intake_url}, one at a time …")
     with httpx.Client(timeout=10) as http:
         for i, body in enumerate(DEMO_REQUESTS, 1):
+            # submitted as a resident would, anonymously: the anonymous limit applies (a few
+            # demos in a minute meet it), so wait as long as intake asks, and say so
             r = http.post(f"{intake_url}/v1/requests", json=body)
+            while r.status_code == 429:
+                pause = min(float(r.headers.get("Retry-After") or 5), 60.0)
+                typer.echo(f"  anonymous submission limit reached; waiting {pause:g} s as asked …")
+                time.sleep(pause)
+                r = http.post(f"{intake_url}/v1/requests", json=body)
             if r.status_code != 201:
                 typer.echo(f"submit failed: {r.status_code} {r.text}", err=True)
                 raise typer.Exit(1)

@@ -1,6 +1,8 @@
 """Enumerations shared across topics and APIs (SPEC §1)."""
 
+from collections.abc import Mapping
 from enum import StrEnum
+from typing import Any
 
 
 class Tier(StrEnum):
@@ -49,6 +51,24 @@ CATEGORY_NAMES_ZH: dict[Category, str] = {
     Category.PUBLIC_AFFAIRS: "小区公共事务",
     Category.SUGGESTION: "意见建议",
 }
+
+# The zh-CN names people read, one place for all: notify's templates use them, and the
+# pages (console, resident, volunteer) get them as /static/labels.js (tongxin.runtime.pages).
+TIER_NAMES_ZH: dict[Tier, str] = {
+    Tier.ROUTINE: "常规事项",
+    Tier.GENERAL: "一般事项",
+    Tier.MAJOR: "重大事项",
+    Tier.SPECIAL: "特定事项",
+}
+# how each tier is handled (党员群众提、大家一起议、社区接单办)
+TIER_MODES_ZH: dict[Tier, str] = {
+    Tier.ROUTINE: "即知即办",
+    Tier.GENERAL: "定期速办",
+    Tier.MAJOR: "吹哨报到",
+    Tier.SPECIAL: "灵活专办",
+}
+# the escalation chain's levels (a case not taken in time goes up one)
+LEVEL_NAMES_ZH: dict[str, str] = {"community": "社区", "town": "镇党委", "county": "县委县政府"}
 
 
 class Channel(StrEnum):
@@ -110,3 +130,40 @@ class CareType(StrEnum):
     DISABLED = "disabled"
     HARDSHIP = "hardship"
     LEFT_BEHIND_CHILD = "left_behind_child"
+
+
+SKILL_NAMES_ZH: dict[Skill, str] = {
+    Skill.LEGAL: "法治类",
+    Skill.EMPLOYMENT: "就业类",
+    Skill.CONVENIENCE: "便民类",
+    Skill.CHARITY: "慈善类",
+    Skill.TUTORING: "四点半课堂",
+    Skill.ELDER_CARE: "助老",
+    Skill.HEALTH: "健康",
+    Skill.CULTURE_SPORTS: "文体",
+}
+CARE_NAMES_ZH: dict[CareType, str] = {
+    CareType.ELDERLY_ALONE: "独居老人",
+    CareType.DISABLED: "残疾人",
+    CareType.HARDSHIP: "困难群众",
+    CareType.LEFT_BEHIND_CHILD: "留守儿童",
+}
+RATING_NAMES_ZH: dict[Rating, str] = {
+    Rating.SATISFIED: "满意",
+    Rating.BASICALLY_SATISFIED: "基本满意",
+    Rating.DISSATISFIED: "不满意",
+}
+
+
+def labels_zh() -> dict[str, dict[str, str]]:
+    """Every zh-CN name above by kind and value, as the pages get them (labels.js)."""
+    kinds: dict[str, Mapping[Any, str]] = {
+        "category": CATEGORY_NAMES_ZH,
+        "tier": TIER_NAMES_ZH,
+        "mode": TIER_MODES_ZH,
+        "level": LEVEL_NAMES_ZH,
+        "skill": SKILL_NAMES_ZH,
+        "care": CARE_NAMES_ZH,
+        "rating": RATING_NAMES_ZH,
+    }
+    return {kind: {str(k): v for k, v in names.items()} for kind, names in kinds.items()}

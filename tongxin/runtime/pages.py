@@ -1,18 +1,30 @@
 """A static page mounted by a service (the staff console, the resident and volunteer pages):
 its index at ``<prefix>/``, ``<prefix>`` redirected there, and a fixed list of assets at
-``<prefix>/static/<name>`` — each with the page's security headers, nothing else served."""
+``<prefix>/static/<name>`` — each with the page's security headers, nothing else served.
+
+Every page also gets ``<prefix>/static/labels.js``: the zh-CN names of categories, tiers,
+skills, care types, ratings and escalation levels (``LABELS``), written from
+``tongxin.contracts.enums`` — the scripts show the names notify's messages use, from the
+one place they are kept."""
 
 from __future__ import annotations
 
+import json
 from collections.abc import Mapping
 from pathlib import Path
 
 from fastapi import APIRouter
-from fastapi.responses import FileResponse, RedirectResponse
+from fastapi.responses import FileResponse, RedirectResponse, Response
 
+from tongxin.contracts.enums import labels_zh
 from tongxin.runtime.errors import ApiError
 
 HTML = "text/html; charset=utf-8"
+JS = "text/javascript; charset=utf-8"
+LABELS_JS = (
+    '"use strict";\n// written by tongxin.runtime.pages from tongxin.contracts.enums\n'
+    f"const LABELS = {json.dumps(labels_zh(), ensure_ascii=False, sort_keys=True)};\n"
+)
 
 
 def serve_static_page(
@@ -34,7 +46,9 @@ def serve_static_page(
     async def page() -> FileResponse:
         return FileResponse(static / "index.html", media_type=HTML, headers=extra)
 
-    async def asset(name: str) -> FileResponse:
+    async def asset(name: str) -> Response:
+        if name == "labels.js":
+            return Response(LABELS_JS, media_type=JS, headers=extra)
         media = assets.get(name)
         if media is None:
             raise ApiError(404, "not_found", "No such file.")

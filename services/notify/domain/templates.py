@@ -16,27 +16,9 @@ from jinja2.sandbox import SandboxedEnvironment
 from pydantic import BaseModel, ConfigDict, Field
 
 from services.notify.domain.quiet import SHANGHAI
-from tongxin.contracts.enums import CATEGORY_NAMES_ZH, Category, NotifyChannel
+from tongxin.contracts.enums import CATEGORY_NAMES_ZH, Category, NotifyChannel, labels_zh
 
-TIER_ZH = {"routine": "常规事项", "general": "一般事项", "major": "重大事项", "special": "特定事项"}
-SKILL_ZH = {
-    "legal": "法治类",
-    "employment": "就业类",
-    "convenience": "便民类",
-    "charity": "慈善类",
-    "tutoring": "四点半课堂",
-    "elder_care": "助老",
-    "health": "健康",
-    "culture_sports": "文体",
-}
-CARE_ZH = {
-    "elderly_alone": "独居老人",
-    "disabled": "残疾人",
-    "hardship": "困难群众",
-    "left_behind_child": "留守儿童",
-}
-LEVEL_ZH = {"community": "社区", "town": "镇党委", "county": "县委县政府"}
-RATING_ZH = {"satisfied": "满意", "basically_satisfied": "基本满意", "dissatisfied": "不满意"}
+NAMES_ZH = labels_zh()  # tiers, skills, care types, levels, ratings: one place for all
 
 
 class TemplateError(ValueError):
@@ -140,11 +122,11 @@ class Templates:
         )
         self.env.filters.update(
             cn_time=cn_time,
-            tier_zh=lambda v: TIER_ZH.get(str(v), str(v)),
-            skill_zh=lambda v: SKILL_ZH.get(str(v), str(v)),
-            care_zh=lambda v: CARE_ZH.get(str(v), str(v)),
-            level_zh=lambda v: LEVEL_ZH.get(str(v), str(v)),
-            rating_zh=lambda v: RATING_ZH.get(str(v), str(v)),
+            tier_zh=lambda v: NAMES_ZH["tier"].get(str(v), str(v)),
+            skill_zh=lambda v: NAMES_ZH["skill"].get(str(v), str(v)),
+            care_zh=lambda v: NAMES_ZH["care"].get(str(v), str(v)),
+            level_zh=lambda v: NAMES_ZH["level"].get(str(v), str(v)),
+            rating_zh=lambda v: NAMES_ZH["rating"].get(str(v), str(v)),
             category_zh=category_zh,
             unit_name=unit_name or (lambda v: str(v)),
             unit_names=lambda vs: "、".join((unit_name or str)(v) for v in vs or []),

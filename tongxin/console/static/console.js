@@ -9,12 +9,8 @@
 "use strict";
 
 const TOKEN_KEY = "tongxin.console.token";
-const TIERS = [
-  { key: "routine", label: "即知即办" },
-  { key: "general", label: "定期速办" },
-  { key: "major", label: "吹哨报到" },
-  { key: "special", label: "灵活专办" },
-];
+// zh-CN names come from labels.js (LABELS, written from tongxin.contracts.enums)
+const TIERS = ["routine", "general", "major", "special"].map((key) => ({ key, label: LABELS.mode[key] }));
 const TIER_LABEL = Object.fromEntries(TIERS.map((t) => [t.key, t.label]));
 const STATUS_LABEL = {
   routed: "待受理",
@@ -25,7 +21,8 @@ const STATUS_LABEL = {
   reopened: "重新办理",
   closed: "已结案",
 };
-const LEVEL_LABEL = { town: "镇党委", county: "县委县政府" };
+// escalated above the community: the level a case went up to
+const LEVEL_LABEL = Object.fromEntries(Object.entries(LABELS.level).filter(([k]) => k !== "community"));
 const OPEN = new Set(["routed", "acknowledged", "in_progress", "returned", "reopened"]);
 const ROLE_LABEL = {
   staff: "工作人员",
@@ -76,18 +73,8 @@ const ERROR_LABEL = {
   rate_limited: "操作过于频繁",
   internal: "服务内部错误",
 };
-// the red-vest squads' skills (tongxin.contracts.enums.Skill)
-const SKILL_LABEL = {
-  legal: "法治类",
-  employment: "就业类",
-  convenience: "便民类",
-  charity: "慈善类",
-  tutoring: "四点半课堂",
-  elder_care: "助老",
-  health: "健康",
-  culture_sports: "文体",
-};
-const CARE_LABEL = { elderly_alone: "独居老人", disabled: "残疾人", hardship: "困难家庭", left_behind_child: "留守儿童" };
+const SKILL_LABEL = LABELS.skill;
+const CARE_LABEL = LABELS.care;
 const skills = (list) => (list || []).map((s) => SKILL_LABEL[s] || s).join("、");
 const ACTION_LABEL = {
   acknowledge: "受理",

@@ -16,7 +16,7 @@ const STATUS_NAMES = {
   closed: "已办结",
   withdrawn: "已撤回",
 };
-const RATING_NAMES = { satisfied: "满意", basically_satisfied: "基本满意", dissatisfied: "不满意" };
+const RATING_NAMES = LABELS.rating; // labels.js, from tongxin.contracts.enums
 // a field's name in error messages
 const FIELD_NAMES = {
   category: "诉求类别",

@@ -6,19 +6,10 @@
 
 const REFRESH_MS = 20000;
 const VOLUNTEER = "/console/api/volunteer";
-const SKILL_NAMES = {
-  legal: "法治类",
-  employment: "就业类",
-  convenience: "便民类",
-  charity: "慈善类",
-  tutoring: "四点半课堂",
-  elder_care: "助老",
-  health: "健康",
-  culture_sports: "文体",
-};
-const CARE_NAMES = { elderly_alone: "独居老人", disabled: "残疾人", hardship: "困难家庭", left_behind_child: "留守儿童" };
+// zh-CN names from labels.js (LABELS, written from tongxin.contracts.enums)
+const SKILL_NAMES = LABELS.skill;
+const CARE_NAMES = LABELS.care;
 const VISIT_STATUS = { open: "待走访", overdue: "已逾期", completed: "已走访", cancelled: "已取消" };
-const TIER_NAMES = { immediate: "即知即办", routine: "常规", special: "特殊", major: "重大" };
 const EXPIRED_TEXT = "登录已过期，请重新登录。";
 const NETWORK_TEXT = "网络连接失败，请检查网络后再试。";
 // a refusal's code → what the volunteer reads
