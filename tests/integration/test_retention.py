@@ -328,6 +328,9 @@ async def test_replay_with_force_puts_old_records_back(stack: LocalStack) -> Non
 # — the soak —
 
 WINDOW_S = 3  # every swept window, scaled down from days to seconds
+# notify's cap on a contact whose request never closes (365 days): the open requests'
+# contacts level off once it has passed, before the sampling's last third
+CAP_S = 25
 WARM_UP_S = 15.0
 LOAD_S = 42.0  # sampled, after the warm-up
 RATE = 2.0  # requests per second
@@ -344,6 +347,10 @@ SWEPT: list[tuple[str, str, Doc]] = [
     ("volunteer", DEADLINES, DONE),
     ("notify", PROCESSED, {}),
     ("notify", "deliveries", {"status": {"$in": ["sent", "failed"]}}),
+    # every other request is withdrawn at once (closed: gone WINDOW_S after), the rest stay
+    # open (gone CAP_S after they were stored)
+    ("notify", "contacts", {}),
+    ("notify", "cases", {}),
 ]
 
 
@@ -363,6 +370,8 @@ def soak_platform(stack: LocalStack) -> Iterator[Platform]:
         TONGXIN_DEADLINES_KEEP_S=window,
         TONGXIN_OUTBOX_KEEP_SENT_S=window,
         TONGXIN_NOTIFY_DELIVERIES_KEEP_S=window,
+        TONGXIN_NOTIFY_CONTACTS_KEEP_S=window,
+        TONGXIN_NOTIFY_CONTACTS_CAP_S=str(CAP_S),
         # a delivery's window starts when its last attempt's lease ends (30 s by default)
         TONGXIN_NOTIFY_DELIVERY_LEASE_S="2",
         TONGXIN_RETENTION_INTERVAL_S="1",
@@ -396,6 +405,7 @@ async def test_under_steady_load_the_swept_collections_level_off(
     client = make_client(stack.mongodb_uri)
     stop = asyncio.Event()
     accepted: list[float] = []
+    withdrawn: list[str] = []
 
     async def load() -> None:
         async with httpx.AsyncClient(base_url=p.url("intake"), timeout=10) as http:
@@ -406,6 +416,14 @@ async def test_under_steady_load_the_swept_collections_level_off(
                 r = await http.post("/v1/requests", json=request(n))
                 if r.status_code == 201:
                     accepted.append(time.monotonic())
+                    if n % 2 == 0:  # the resident withdraws it: the request closes
+                        got = r.json()
+                        w = await http.post(
+                            f"/v1/requests/{got['id']}/withdraw",
+                            json={"tracking_code": got["tracking_code"], "reason": "已自行解决"},
+                        )
+                        if w.status_code == 200:
+                            withdrawn.append(got["id"])
                 # a steady rate: the n-th request at n / RATE s (none skipped when late)
                 await asyncio.sleep(max(0.0, began + n / RATE - time.monotonic()))
 
@@ -439,6 +457,7 @@ async def test_under_steady_load_the_swept_collections_level_off(
         # the load went on through the last third, at about its rate
         in_last = [t for t in accepted if load_ended - LOAD_S / 3 <= t <= load_ended]
         assert len(in_last) >= 0.5 * RATE * LOAD_S / 3, (len(in_last), len(accepted))
+        assert len(withdrawn) >= 0.4 * len(accepted), (len(withdrawn), len(accepted))
         report = {f"{s}.{c}": [x[(s, c)] for x in samples] for s, c, _ in SWEPT}
         print("counts every", SAMPLE_S, "s:", report)  # shown with -s, and on failure
         for service, col, _ in SWEPT:
@@ -450,7 +469,8 @@ async def test_under_steady_load_the_swept_collections_level_off(
             assert peak_last <= 1.2 * peak_before + 5, f"{key} grew: {report}"
         # the sweepers did delete: far more went through than is left
         deleted = await _deleted(p)
-        for service, col in [("routing", PROCESSED), ("notify", PROCESSED)]:
+        swept = [("routing", PROCESSED), ("notify", PROCESSED), ("notify", "contacts")]
+        for service, col in swept:
             assert deleted.get((service, col), 0) > samples[-1][(service, col)], (
                 service,
                 col,
@@ -460,6 +480,17 @@ async def test_under_steady_load_the_swept_collections_level_off(
         # and the gauge shows the collections' sizes
         gauge = await _documents_gauge(p, "routing")
         assert PROCESSED in gauge and "cases" in gauge, gauge
+        assert "contacts" in await _documents_gauge(p, "notify")
+        # what notify keeps of a withdrawn request goes its window after the close, long
+        # before the cap: none of the first withdrawn ones is left, while an open request
+        # stored after the last of those (less than the cap ago) still has its contact
+        contacts = client[p.db("notify")]["contacts"]
+        first = withdrawn[: len(withdrawn) // 3]
+        assert await contacts.count_documents({"_id": {"$in": first}}) == 0
+        cutoff = datetime.now(UTC) - timedelta(seconds=CAP_S - 5)
+        assert await contacts.count_documents(
+            {"stored_at": {"$gt": cutoff}, "closed_at": {"$exists": False}}
+        ), "no open request's contact kept"
     finally:
         await client.close()
 
