@@ -9,12 +9,16 @@ from __future__ import annotations
 import os
 import signal
 import subprocess
+import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from tests.support import WebhookSink
+from tests.support import WebhookSink, unique
 from tongxin.cli import SERVICES, start_services, stop_services, wait_ready
 from tongxin.devstack.procs import free_port
+from tongxin.devstack.stack import LocalStack
 
 
 def platform_env(
@@ -78,3 +82,20 @@ class Platform:
     def stop(self) -> None:
         stop_services(self.procs)
         self.procs.clear()
+
+
+@contextmanager
+def running_platform(stack: LocalStack, name: str, **extra: str) -> Iterator[Platform]:
+    """The four services on ``stack`` under a fresh prefix (``name`` and a unique suffix),
+    notify's webhook pointed at a sink of their own, ``extra`` added to their environment;
+    all stopped afterwards, also when one fails to start."""
+    sink = WebhookSink().start()
+    run = unique(name)
+    env = platform_env(stack.service_env(), run, sink, **extra)
+    p = Platform(env, sink, Path(tempfile.mkdtemp(prefix=f"{run}-logs-")))
+    try:
+        p.start()
+        yield p
+    finally:
+        p.stop()
+        sink.stop()

@@ -2,26 +2,15 @@
 
 from __future__ import annotations
 
-import tempfile
 from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
 
-from tests.platform import Platform, platform_env
-from tests.support import WebhookSink, unique
+from tests.platform import Platform, running_platform
 from tongxin.devstack.stack import LocalStack
 
 
 @pytest.fixture(scope="module")
 def platform(stack: LocalStack) -> Iterator[Platform]:
-    sink = WebhookSink().start()
-    run = unique("e2e")
-    env = platform_env(stack.service_env(), run, sink, TONGXIN_DEADLINE_SCALE="0.001")
-    p = Platform(env, sink, Path(tempfile.mkdtemp(prefix=f"{run}-logs-")))
-    try:
-        p.start()
+    with running_platform(stack, "e2e", TONGXIN_DEADLINE_SCALE="0.001") as p:
         yield p
-    finally:  # also when a service fails to start: leave no process behind
-        p.stop()
-        sink.stop()

@@ -4,14 +4,11 @@ from __future__ import annotations
 
 import subprocess
 import sys
-import tempfile
 from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
 
-from tests.platform import Platform, platform_env
-from tests.support import WebhookSink, unique
+from tests.platform import Platform, running_platform
 from tongxin.cli import DEMO_REQUESTS
 from tongxin.devstack.stack import LocalStack
 
@@ -19,23 +16,14 @@ from tongxin.devstack.stack import LocalStack
 @pytest.fixture(scope="module")
 def limited(stack: LocalStack) -> Iterator[Platform]:
     """A platform whose anonymous limit lets two submissions through, then one a second."""
-    sink = WebhookSink().start()
-    run = unique("demo")
-    env = platform_env(
-        stack.service_env(),
-        run,
-        sink,
+    with running_platform(
+        stack,
+        "demo",
         TONGXIN_INTAKE_ANONYMOUS_LIMIT="true",
         TONGXIN_INTAKE_ANONYMOUS_BURST="2",
         TONGXIN_INTAKE_ANONYMOUS_PER_MINUTE="60",
-    )
-    p = Platform(env, sink, Path(tempfile.mkdtemp(prefix=f"{run}-logs-")))
-    try:
-        p.start()
+    ) as p:
         yield p
-    finally:
-        p.stop()
-        sink.stop()
 
 
 def test_the_demo_follows_every_sample_through_the_tiers_waiting_out_the_limit(
