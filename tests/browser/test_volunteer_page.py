@@ -89,6 +89,22 @@ async def test_a_volunteer_answers_offers_and_completes_one_with_hours(
     login = unique("hong").lower()
     first, chosen = f"Initial-{unique('pw')}", f"Chosen-{unique('pw')}"
 
+    # her account first, answering as her volunteer id: registered first, intake's
+    # accounts would make her one of their own (vol-…), and this one would be refused
+    async with httpx.AsyncClient(base_url=p.url("intake"), timeout=30) as intake:
+        r = await intake.post(
+            "/v1/accounts",
+            headers=p.headers(Role.ADMIN, None, "admin"),
+            json={
+                "name": login,
+                "display_name": "赵红梅",
+                "role": "volunteer",
+                "subject": vid,
+                "password": first,
+            },
+        )
+        assert r.status_code == 201, r.text
+
     async with httpx.AsyncClient(base_url=p.url("volunteer"), timeout=30) as vol:
         for seeded in SEEDED_ELDER_CARE:
             r = await vol.delete(f"/v1/volunteers/{seeded}", headers=staff)
@@ -126,18 +142,6 @@ async def test_a_volunteer_answers_offers_and_completes_one_with_hours(
         recipient = r.json()["id"]
 
     async with httpx.AsyncClient(base_url=p.url("intake"), timeout=30) as intake:
-        r = await intake.post(
-            "/v1/accounts",
-            headers=p.headers(Role.ADMIN, None, "admin"),
-            json={
-                "name": login,
-                "display_name": "赵红梅",
-                "role": "volunteer",
-                "subject": vid,
-                "password": first,
-            },
-        )
-        assert r.status_code == 201, r.text
         requests = []
         for title, text in (
             ("独居老人助餐", "6栋独居老人行动不便，需要志愿者每天中午帮忙送餐。"),

@@ -489,7 +489,9 @@ async def list_accounts(_admin: AdminPrincipal, accounts: AccountsDep) -> list[A
     response_model=AccountRead,
     status_code=201,
     responses=_answers(
-        s409="The name is taken.", s422="Not a valid account or password (zh-CN reason)."
+        s409="The name is taken (account_exists), or the subject (a volunteer's id) has an "
+        "account already (subject_taken: reset that one's password instead).",
+        s422="Not a valid account or password (zh-CN reason).",
     ),
 )
 async def create_account(

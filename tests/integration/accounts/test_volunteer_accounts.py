@@ -132,6 +132,20 @@ async def test_a_registered_volunteer_gets_an_account_and_loses_it_when_deactiva
         "赵红梅",
     )
     assert account["active"] is True and account["must_change_password"] is True
+    # one account per volunteer: a second one answering as them is refused
+    r = await front.call(
+        "POST",
+        "/v1/accounts",
+        headers=front.admin(),
+        json={
+            "name": unique("zhao"),
+            "role": "volunteer",
+            "subject": vid,
+            "password": f"Other-{unique('pw')}-密码",
+        },
+    )
+    assert r.status_code == 409 and r.json()["error"]["code"] == "subject_taken", r.text
+    assert name in r.json()["error"]["message"]
     # no password was handed over yet: nothing signs in
     r = await front.sign_in(name, "Guess-1234-abc", "10.7.0.1")
     assert r.status_code == 401, r.text
