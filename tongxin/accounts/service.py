@@ -49,6 +49,8 @@ from tongxin.runtime.uow import Refused as EventRefused
 log = logging.getLogger(__name__)
 
 BAD_CREDENTIALS = "用户名或密码错误。"
+# the identity provider vouched for someone who has no account here
+NO_ACCOUNT = "统一身份认证账号在本平台没有对应账号，请联系管理员开通。"
 # who changes an account when the volunteer registry does (the audit records' ``by``)
 REGISTRY_ACTOR = "volunteer-registry"
 # sign-in attempts one client address may have in progress at once (per process)
@@ -325,6 +327,30 @@ class AccountService:
         await self._audit("change_password", "ok", name, actor)
         changed = await self.store.get(name)  # in its new session generation
         return changed or replace(account, must_change_password=False)
+
+    # — signing in through the identity provider (OpenID Connect) —
+
+    async def sign_in_external(self, login: str, actor: Actor, **more: Any) -> Account:
+        """The account the identity provider vouched for, by the login name its claim
+        gave; Refused when there is none or it is deactivated. No password is involved:
+        the provider authenticated the person (a password change this platform asks of a
+        new account concerns its own password only). Audited like every sign-in
+        (``method``: ``oidc``; ``more``: e.g. the provider's subject)."""
+        name = login.strip().lower()
+        account = await self.store.get(name) if name else None
+        if account is None:
+            await self._audit("signin", "no_account", name or "-", actor, method="oidc", **more)
+            raise Refused(403, "no_account", NO_ACCOUNT)
+        if not account.active:
+            await self._audit("signin", "inactive", name, actor, method="oidc", **more)
+            raise Refused(403, "account_disabled", "该账号已停用，请联系管理员。")
+        await self._audit("signin", "ok", name, actor, method="oidc", **more)
+        return account
+
+    async def external_failed(self, reason: str, actor: Actor, **more: Any) -> None:
+        """Audit a sign-in through the identity provider that failed before naming anyone
+        (a forged or replayed callback, the provider's refusal, an invalid ID token)."""
+        await self._audit("signin", reason, "-", actor, method="oidc", **more)
 
     async def purge(self) -> tuple[int, int]:
         """Remove sign-in counters that can no longer lock, and audit records past their
