@@ -19,6 +19,7 @@ from services.intake.config import IntakeSettings
 from tests.oidc import OpenIDProvider, openid_provider, sign_in_at_provider
 from tests.support import on_stack, unique
 from tongxin.accounts.oidc import FLOW_COOKIE
+from tongxin.devstack.procs import free_port
 from tongxin.devstack.stack import LocalStack
 from tongxin.runtime.auth import SESSION_COOKIE, Role, mint_token
 
@@ -225,3 +226,23 @@ async def test_without_a_provider_the_console_offers_none(stack: LocalStack) -> 
             assert r.status_code == 200 and r.json() == {"enabled": False}
             assert (await http.get("/v1/session/oidc/login")).status_code == 404
             assert (await http.get("/v1/session/oidc/callback?code=x&state=y")).status_code == 404
+
+
+async def test_a_provider_that_does_not_answer_sends_back_with_the_reason(
+    stack: LocalStack,
+) -> None:
+    settings = IntakeSettings(
+        **on_stack(stack, unique("downoidc")),
+        oidc_issuer=f"http://127.0.0.1:{free_port()}",  # nothing listens there
+        oidc_client_id="tongxin-console",
+        oidc_client_secret="not-used",
+    )
+    app = create_app(settings)
+    async with app.router.lifespan_context(app):
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(transport=transport, base_url=BASE, timeout=30) as http:
+            assert (await http.get("/v1/session/oidc")).json() == {"enabled": True}
+            r = await http.get("/v1/session/oidc/login")
+            assert r.status_code == 303
+            assert r.headers["location"] == "/console/?oidc_error=oidc_unavailable"
+            assert SESSION_COOKIE not in set_cookies(r)

@@ -24,18 +24,24 @@ import hmac
 import logging
 import secrets
 import time
+import warnings
 from dataclasses import dataclass
 from typing import Any
 
 import httpx
 import jwt
 from authlib.integrations.base_client import OAuthError
-from authlib.integrations.httpx_client import AsyncOAuth2Client
 from authlib.oidc.core import CodeIDToken
 from joserfc import jwt as jose_jwt
 from joserfc.errors import InvalidKeyIdError, JoseError
 from joserfc.jwk import KeySet
 from joserfc.jws import JWSRegistry
+
+with warnings.catch_warnings():
+    # Authlib 1.9 would rather run on the httpx2 fork and says so on every start when it
+    # finds httpx, which the platform uses everywhere and its client works with alike
+    warnings.filterwarnings("ignore", "The httpx module is deprecated", DeprecationWarning)
+    from authlib.integrations.httpx_client import AsyncOAuth2Client
 
 log = logging.getLogger(__name__)
 
