@@ -95,14 +95,21 @@ def kept_expiries(retention: Retention) -> list[Expiry]:
     """Contacts and cases serve no one ``after_close`` after their request closed (the
     ``closed`` index), nor ``cap`` after they were stored (in insertion order, no
     index: they are stored in that order; one stored before ``stored_at`` existed is timed
-    by its ``updated_at``)."""
+    by its ``updated_at``).
+
+    A submitter's preference (``submitter:<request id>``, set after notify kept the contact)
+    serves no one once that contact is gone, at the latest ``cap`` after it was stored —
+    so ``cap`` after its own last change (few: a scan of a small collection)."""
     return [
-        rule
-        for col in (CONTACTS, CASES)
-        for rule in (
-            Expiry(col, "closed_at", retention.after_close),
-            Expiry(col, "stored_at", retention.cap, oldest_first=True, fallback="updated_at"),
-        )
+        *(
+            rule
+            for col in (CONTACTS, CASES)
+            for rule in (
+                Expiry(col, "closed_at", retention.after_close),
+                Expiry(col, "stored_at", retention.cap, oldest_first=True, fallback="updated_at"),
+            )
+        ),
+        Expiry(PREFERENCES, "updated_at", retention.cap, {"_id": {"$regex": "^submitter:"}}),
     ]
 
 

@@ -25,7 +25,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from pymongo.asynchronous.database import AsyncDatabase
 
 from services.notify.domain.kept import Contact, Retention
-from services.notify.store import CASES, CONTACTS, NotifyStore, kept_expiries
+from services.notify.store import CASES, CONTACTS, PREFERENCES, NotifyStore, kept_expiries
 from services.notify.store import INDEXES as NOTIFY_INDEXES
 from tests.platform import Platform, platform_env
 from tests.support import WebhookSink, eventually, read_topic, unique
@@ -204,6 +204,13 @@ async def test_contacts_and_cases_go_a_window_after_their_request_closed_or_at_t
     cases = {"C-closed-old": at(100, closed=31), "C-legacy-old": at(None, legacy=400)}
     cases |= {"C-open-new": at(10), "C-closed-new": at(40, closed=2)}
     await db[CASES].insert_many([{"_id": k, "request_id": k, **v} for k, v in cases.items()])
+    # a submitter's preference goes a cap after its last change; a directory recipient's stays
+    prefs = {
+        "submitter:old": {"channels": ["sms"], "updated_at": NOW - 366 * DAY},
+        "submitter:new": {"channels": ["sms"], "updated_at": NOW - 300 * DAY},
+        "staff:duty": {"channels": ["webhook"], "updated_at": NOW - 900 * DAY},
+    }
+    await db[PREFERENCES].insert_many([{"_id": k, **v} for k, v in prefs.items()])
     s = sweeper(db, kept_expiries(KEPT), batch=2)
 
     # a closed one is found through its index, not by reading them all
@@ -214,11 +221,12 @@ async def test_contacts_and_cases_go_a_window_after_their_request_closed_or_at_t
 
     deleted = await s.sweep()
 
-    assert deleted == {CONTACTS: 4, CASES: 2}
+    assert deleted == {CONTACTS: 4, CASES: 2, PREFERENCES: 1}
     left = {d["_id"] async for d in db[CONTACTS].find({})}
     assert left == {"closed-new", "legacy-new", "open-new"}
     assert {d["_id"] async for d in db[CASES].find({})} == {"C-open-new", "C-closed-new"}
-    assert await s.sweep() == {CONTACTS: 0, CASES: 0}
+    assert {d["_id"] async for d in db[PREFERENCES].find({})} == {"submitter:new", "staff:duty"}
+    assert await s.sweep() == {CONTACTS: 0, CASES: 0, PREFERENCES: 0}
 
 
 async def test_notify_reads_no_contact_past_its_window_and_memory_brings_none_back(

@@ -11,7 +11,14 @@ import pytest
 
 from services.notify.config import NotifySettings
 from services.notify.domain.kept import Contact, Retention, closes, contact_from
-from services.notify.store import CASES, CONTACTS, INDEXES, NotifyStore, kept_expiries
+from services.notify.store import (
+    CASES,
+    CONTACTS,
+    INDEXES,
+    PREFERENCES,
+    NotifyStore,
+    kept_expiries,
+)
 from tongxin.contracts.events import (
     CaseClosed,
     CaseResolved,
@@ -96,7 +103,12 @@ def test_a_contact_is_timed_by_the_store_not_by_its_facts() -> None:
 
 def test_the_sweeper_finds_closed_ones_by_index_and_the_cap_in_insertion_order() -> None:
     rules = kept_expiries(KEPT)
-    assert {r.collection for r in rules} == {CONTACTS, CASES}
+    assert {r.collection for r in rules} == {CONTACTS, CASES, PREFERENCES}
+    (prefs,) = [r for r in rules if r.collection == PREFERENCES]
+    assert prefs.expired(NOW) == {
+        "_id": {"$regex": "^submitter:"},
+        "updated_at": {"$lt": NOW - 365 * DAY},
+    }
     for col in (CONTACTS, CASES):
         closed, cap = [r for r in rules if r.collection == col]
         assert closed.expired(NOW) == {"closed_at": {"$lt": NOW - 30 * DAY}}
