@@ -6,6 +6,7 @@ get none; every outcome is an audit record."""
 
 from __future__ import annotations
 
+import logging
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import Any
@@ -16,6 +17,7 @@ import pytest
 
 from services.intake.app import create_app
 from services.intake.config import IntakeSettings
+from tests.integration.accounts.conftest import Lines
 from tests.oidc import OpenIDProvider, openid_provider, sign_in_at_provider
 from tests.support import on_stack, unique
 from tongxin.accounts.oidc import FLOW_COOKIE
@@ -42,6 +44,7 @@ class Setup:
     provider: OpenIDProvider
     settings: IntakeSettings
     http: httpx.AsyncClient  # to intake, in process
+    logs: Lines  # every log line written meanwhile
 
     def admin(self) -> dict[str, str]:
         token = mint_token(self.settings.jwt_secret, sub="admin-1", role=Role.ADMIN)
@@ -64,10 +67,12 @@ async def oidc(stack: LocalStack) -> AsyncIterator[Setup]:
             oidc_client_secret=provider.client_secret,
         )
         app = create_app(settings)
+        logs = Lines()
+        logging.getLogger().addHandler(logs)
         async with app.router.lifespan_context(app):
             transport = httpx.ASGITransport(app=app)
             async with httpx.AsyncClient(transport=transport, base_url=BASE, timeout=30) as http:
-                setup = Setup(provider, settings, http)
+                setup = Setup(provider, settings, http, logs)
                 for name, unit in ((KNOWN, "community:liyuan"), (GONE, None)):
                     r = await http.post(
                         "/v1/accounts",
@@ -83,7 +88,10 @@ async def oidc(stack: LocalStack) -> AsyncIterator[Setup]:
                     assert r.status_code == 201, r.text
                 r = await http.post(f"/v1/accounts/{GONE}/deactivate", headers=setup.admin())
                 assert r.status_code == 200, r.text
-                yield setup
+                try:
+                    yield setup
+                finally:
+                    logging.getLogger().removeHandler(logs)
 
 
 def set_cookies(r: httpx.Response) -> dict[str, str]:
@@ -246,3 +254,16 @@ async def test_a_provider_that_does_not_answer_sends_back_with_the_reason(
             assert r.status_code == 303
             assert r.headers["location"] == "/console/?oidc_error=oidc_unavailable"
             assert SESSION_COOKIE not in set_cookies(r)
+
+
+async def test_no_secret_or_token_reaches_the_audit_or_the_log(oidc: Setup) -> None:
+    authorize, flow = await start(oidc)
+    back = await at_provider(oidc, authorize, "wang")
+    code = parse_qs(urlsplit(back).query)["code"][0]
+    r = await callback(oidc, back, flow)
+    session = value(set_cookies(r)[SESSION_COOKIE])
+    audit = await oidc.http.get("/v1/accounts/audit", headers=oidc.admin())
+    text = audit.text + "\n".join(oidc.logs.lines)
+    assert KNOWN in text and "identity provider" in text  # the records and lines are there …
+    for secret in (oidc.provider.client_secret, code, flow, session):
+        assert secret not in text  # … but no secret, code, flow or session token
