@@ -54,7 +54,13 @@ from services.volunteer.metrics import VolunteerMetrics
 from services.volunteer.store import HoursSummary, SkillHours, VolunteerStore, now_utc
 from tongxin.contracts.enums import CareType
 from tongxin.contracts.envelope import Envelope
-from tongxin.contracts.events import CaseClosed, CaseResolved, CaseRouted, Event
+from tongxin.contracts.events import (
+    CaseClosed,
+    CaseResolved,
+    CaseRouted,
+    Event,
+    VolunteerDeactivated,
+)
 from tongxin.contracts.topics import VOLUNTEER_REGISTRY, VOLUNTEER_TASKS
 from tongxin.runtime.auth import STAFF_ROLES, Principal, Role
 from tongxin.runtime.mongo import Doc
@@ -1026,6 +1032,14 @@ class Registry:
             self.store.save_brigade(fx, batch.brigade, read)
         for event in batch.events:
             fx.emit(VOLUNTEER_REGISTRY.name, Envelope.wrap(event, self.source))
+        gone = [e.volunteer_id for e in batch.events if isinstance(e, VolunteerDeactivated)]
+        for task in await self.store.offered_to(gone):
+            # a deactivated volunteer's pending offer lapses now: its deadline, moved to
+            # this instant, walks the task on to the next candidate (an answer or a later
+            # offer before it fires leaves it nothing to do)
+            payload = {"task_id": task.id, "attempt": task.attempt}
+            deadline = offer_deadline_id(task.id, task.attempt)
+            schedule(fx, deadline, OFFER_EXPIRY, now, task.id, payload)
         return decision
 
     async def _volunteer_ids(self, inputs: Sequence[RegistryInput], fx: Effects) -> dict[int, str]:

@@ -24,7 +24,7 @@ from pymongo import UpdateOne
 from pymongo.asynchronous.database import AsyncDatabase
 
 from services.volunteer.domain.care import Recipient, Visit, VisitStatus
-from services.volunteer.domain.tasks import OPEN_STATES, Task
+from services.volunteer.domain.tasks import OPEN_STATES, Task, TaskStatus
 from services.volunteer.domain.volunteers import (
     BRIGADE_ID,
     Brigade,
@@ -145,6 +145,13 @@ class VolunteerStore:
         if not wanted:
             return {}
         return {d["_id"]: Task.from_doc(d) async for d in self.tasks.find({"_id": {"$in": wanted}})}
+
+    async def offered_to(self, volunteer_ids: Sequence[str]) -> list[Task]:
+        """The tasks whose pending offer is to any of ``volunteer_ids`` (one query)."""
+        if not volunteer_ids:
+            return []
+        flt = open_tasks_filter(TaskStatus.OFFERED.value, sorted(set(volunteer_ids)))
+        return [Task.from_doc(d) async for d in self.tasks.find(flt)]
 
     async def volunteers_by_id(self, ids: Iterable[str]) -> dict[str, Volunteer]:
         """The registered volunteers among ``ids``, active or not (one query)."""

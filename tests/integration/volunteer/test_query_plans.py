@@ -275,6 +275,8 @@ async def test_hot_path_reads_use_an_index(db: Db) -> None:
     reads["a pool's recent hours"] = rec_.take()
     assert set(await s.tasks_by_id(["task:C-1", "task:C-9"])) == {"task:C-1"}
     reads["a batch's tasks"] = rec_.take()
+    assert [t.id for t in await s.offered_to(["v:a", "v:c"])] == ["task:C-1"]
+    reads["a deactivation's pending offers"] = rec_.take()
     visits = await s.visits_for(["V-care:2-1"], ["care:1"])
     assert set(visits) == {"V-care:2-1", "V-care:1-3"}  # care:1's open one only
     reads["a care batch's visits"] = rec_.take()
@@ -307,6 +309,7 @@ async def test_hot_path_reads_use_an_index(db: Db) -> None:
     assert len(plans["a pool's open tasks"]) == len(OPEN_STATES)
     assert all("IXSCAN status_1_volunteer_id_1" in p for p in plans["a pool's open tasks"])
     assert plans["a pool's candidates"] == [["FETCH", "IXSCAN active_1_skills_1"]]
+    assert plans["a deactivation's pending offers"] == [["FETCH", "IXSCAN status_1_volunteer_id_1"]]
     assert plans["a pool's recent hours"] == [["FETCH", "IXSCAN _id_"]]
     assert plans["a deadline batch's visits"] == [["FETCH", "IXSCAN _id_"]]
     assert sorted(map(" ".join, plans["a care batch's visits"])) == [
