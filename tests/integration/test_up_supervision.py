@@ -195,7 +195,7 @@ def test_killed_processes_come_back_and_every_request_is_routed_once(up: Up) -> 
         *((name, f"tongxin.cli serve {name}") for name in ("routing", "volunteer", "notify")),
         ("intake", "tongxin.cli serve intake"),
         ("broker", broker),
-        ("database", "-m secantus"),
+        ("database", "-m tongxin.devstack.secantus_main"),
     )
     for what, needle in kills:
         ids += _submit(up, 3)  # just before it dies (acknowledged: they must survive it)
