@@ -80,6 +80,9 @@ def test_kafka_and_mongo_settings(services: dict[str, Any]) -> None:
     assert str(kafka["KAFKA_AUTO_CREATE_TOPICS_ENABLE"]).lower() == "false"
     mongo = services["mongo"]
     assert "--replSet" in mongo["command"] and "rs0" in mongo["command"]
+    # a killed service's open transaction stops holding its documents soon (docs/operations.md)
+    param = mongo["command"][mongo["command"].index("--setParameter") + 1]
+    assert param == "transactionLifetimeLimitSeconds=15"
     assert mongo["healthcheck"]["test"]
     # the replica set is initiated by the mongo-init one-shot the services wait for
     assert "rs.initiate" in " ".join(services["mongo-init"]["command"])
