@@ -561,18 +561,10 @@ class Dispatch:
 
     # — stopping —
 
-    async def stop_sending(self, stopping: asyncio.Event) -> None:
-        """Once ``stopping`` is set, take no new chunk (what is queued is left pending for
-        the next start or another replica); the attempts under way finish."""
-        await stopping.wait()
-        self.stopping = True
-        for lane in self.lanes.values():
-            lane.kick()  # queued jobs are settled as stopped
-
-    async def stop(self, grace: float | None = None) -> None:
-        """Take no new chunk; hand the deliveries between attempts back; wait (bounded) for
-        the attempts under way to be recorded, so they are not left uncertain, before the
-        channel clients are closed."""
+    async def _stop_taking(self) -> None:
+        """No new chunk; the deliveries between attempts go back (pending, for the next start
+        or another replica) and their jobs end as stopped; queued jobs are settled as
+        stopped."""
         self.stopping = True
         waiting = list(self._waiting.values())
         self._waiting.clear()
@@ -583,7 +575,22 @@ class Dispatch:
             for job, _ in waiting:
                 self.settle(job, Outcome(Result.STOPPED, job.delivery))
         for lane in self.lanes.values():
-            lane.kick()  # queued jobs are settled as stopped
+            lane.kick()
+
+    async def stop_sending(self, stopping: asyncio.Event) -> None:
+        """Once ``stopping`` is set, take no new chunk (what is queued is left pending for
+        the next start or another replica) and hand back the deliveries waiting between
+        attempts; the attempts under way finish. The consumer's batch waits for its
+        deliveries' outcomes: one waiting out a retry's backoff (up to 30 s) would hold it
+        past the stop's grace — seen in ``make faults``: notify's SIGTERM took 10.6 s."""
+        await stopping.wait()
+        await self._stop_taking()
+
+    async def stop(self, grace: float | None = None) -> None:
+        """Take no new chunk; hand the deliveries between attempts back; wait (bounded) for
+        the attempts under way to be recorded, so they are not left uncertain, before the
+        channel clients are closed."""
+        await self._stop_taking()
         if grace is None:
             grace = max(self.settings.timeout_for(c) for c in NotifyChannel) + 10.0
         try:
