@@ -11,6 +11,7 @@ from fastapi import FastAPI
 
 from services.routing import api
 from services.routing.config import RoutingSettings
+from services.routing.domain.classify import checked
 from services.routing.domain.policy import Policy
 from services.routing.domain.units import UnitRegistry
 from services.routing.handlers import subscriptions
@@ -30,8 +31,8 @@ def _read_json(path: Path) -> dict[str, Any]:
 
 
 def load_policy(settings: RoutingSettings) -> Policy:
-    """The policy file, scaled by TONGXIN_DEADLINE_SCALE."""
-    return Policy.load(settings.policy_path()).scaled(settings.deadline_scale)
+    """The policy file, scaled by TONGXIN_DEADLINE_SCALE; each rule it names must exist."""
+    return checked(Policy.load(settings.policy_path()).scaled(settings.deadline_scale))
 
 
 def load_units(settings: RoutingSettings) -> UnitRegistry:

@@ -9,7 +9,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from services.routing.domain.policy import Policy
+from services.routing.domain.policy import Policy, PolicyError
 from tongxin.contracts.enums import Category, Skill, Tier, Urgency
 
 
@@ -209,6 +209,15 @@ RULES_BY_NAME: dict[str, Rule] = {
 }
 
 RULES: tuple[Rule, ...] = tuple(RULES_BY_NAME.values())
+
+
+def checked(policy: Policy) -> Policy:
+    """``policy``, if every rule it names is one of :data:`RULES_BY_NAME`
+    (:class:`PolicyError` otherwise: raised at start-up, not at the first case)."""
+    unknown = [r for r in policy.rules if r not in RULES_BY_NAME]
+    if unknown:
+        raise PolicyError(f"unknown classification rules: {unknown}")
+    return policy
 
 
 def classify(inp: ClassifyInput, policy: Policy, rules: tuple[Rule, ...] | None = None) -> Decision:

@@ -8,8 +8,10 @@ from pathlib import Path
 
 import pytest
 
+from services.routing.app import load_policy
+from services.routing.config import RoutingSettings
 from services.routing.domain import lifecycle, meetings
-from services.routing.domain.classify import ClassifyInput, classify
+from services.routing.domain.classify import ClassifyInput, checked, classify
 from services.routing.domain.policy import (
     MeetingSchedule,
     Policy,
@@ -73,7 +75,7 @@ def test_policy_overrides_and_refusals() -> None:
     assert p.deadlines[Tier.ROUTINE] == TierDeadlines(timedelta(minutes=15), timedelta(hours=2))
     assert p.deadlines[Tier.GENERAL].acknowledge == timedelta(hours=24)
     with pytest.raises(PolicyError):
-        Policy.from_dict(edited(rules=["no-such-rule", "default-general"]))
+        checked(Policy.from_dict(edited(rules=["no-such-rule", "default-general"])))
     with pytest.raises(PolicyError):
         Policy.from_dict(edited(rules=["department"]))
     with pytest.raises(PolicyError):
@@ -198,3 +200,13 @@ def test_agenda_lists_undecided_deliberation_items_and_escalated_open_cases() ->
         ("C-1", "deliberation"),
         ("C-2", "escalated"),
     ]
+
+
+def test_a_policy_naming_a_rule_this_code_lacks_is_refused_at_start(tmp_path: Path) -> None:
+    raw = file_policy()
+    assert list(checked(Policy.from_dict(raw)).rules) == raw["rules"]
+    raw["rules"] = ["no-such-rule", *raw["rules"]]  # type: ignore[misc]
+    with pytest.raises(PolicyError, match="no-such-rule"):
+        written = tmp_path / "routing.json"
+        written.write_text(json.dumps(raw, ensure_ascii=False), encoding="utf-8")
+        load_policy(RoutingSettings(env="test", routing_policy_file=written))
