@@ -235,8 +235,10 @@ def conflict(exc: BaseException) -> bool:
 
 
 def unavailable(exc: BaseException) -> bool:
-    """The database cannot be reached."""
-    return isinstance(exc, ConnectionFailure)
+    """The database cannot be reached — or another part of the infrastructure the use case
+    needed (a ``ConnectionError``: notify stopping before a batch's deliveries were sent).
+    No input's fault: the caller gets it for the whole batch, which is not split."""
+    return isinstance(exc, (ConnectionFailure, ConnectionError))
 
 
 # — the committer —
