@@ -25,14 +25,9 @@ from services.intake.limits import anonymous_limit
 from services.intake.service import IntakeService, Invalid, is_staff, scope_filter
 from services.intake.store import RequestStore
 from tongxin.contracts.enums import Category, Channel, Tier, Urgency
-from tongxin.runtime.auth import Principal
+from tongxin.runtime.auth import CurrentPrincipal, OptionalPrincipal, Principal
 from tongxin.runtime.errors import ApiError
-from tongxin.runtime.service import (
-    CurrentPrincipal,
-    OptionalPrincipal,
-    ServiceRuntime,
-    WriteDeadline,
-)
+from tongxin.runtime.service import ServiceRuntime, WriteDeadline
 
 router = APIRouter(prefix="/v1", tags=["requests"])
 

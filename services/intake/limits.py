@@ -13,8 +13,8 @@ from typing import Any
 
 from fastapi import HTTPException, Request
 
+from tongxin.runtime.auth import OptionalPrincipal
 from tongxin.runtime.errors import error_body
-from tongxin.runtime.service import OptionalPrincipal
 
 Scope = MutableMapping[str, Any]
 Message = MutableMapping[str, Any]

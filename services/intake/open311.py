@@ -30,9 +30,10 @@ from services.intake.domain.requests import RequestCreate
 from services.intake.limits import limit_anonymous
 from services.intake.service import Invalid, is_staff, pydantic_errors, scope_filter
 from tongxin.contracts.enums import Category
+from tongxin.runtime.auth import OptionalPrincipal
 from tongxin.runtime.errors import ApiError
 from tongxin.runtime.mongo import Doc
-from tongxin.runtime.service import OptionalPrincipal, WriteDeadline
+from tongxin.runtime.service import WriteDeadline
 
 router = APIRouter(prefix="/open311/v2", tags=["open311"])
 

@@ -21,9 +21,9 @@ from services.notify.service import (
     UnknownRecipient,
 )
 from tongxin.contracts.enums import NotifyChannel
-from tongxin.runtime.auth import STAFF_ROLES, Principal, Role
+from tongxin.runtime.auth import STAFF_ROLES, CurrentPrincipal, Principal, Role
 from tongxin.runtime.errors import ApiError
-from tongxin.runtime.service import CurrentPrincipal, ServiceRuntime, WriteDeadline
+from tongxin.runtime.service import ServiceRuntime, WriteDeadline
 
 router = APIRouter(prefix="/v1", tags=["notifications"])
 

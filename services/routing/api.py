@@ -34,15 +34,17 @@ from services.routing.domain.units import UnitKind, UnitRegistry
 from services.routing.service import CaseNotFound, Change, RoutingService
 from services.routing.store import CaseStore
 from tongxin.contracts.enums import Tier
-from tongxin.runtime.auth import STAFF_ROLES, UNIT_ROLES, Principal, Role
-from tongxin.runtime.errors import ApiError
-from tongxin.runtime.mongo import Doc
-from tongxin.runtime.service import (
+from tongxin.runtime.auth import (
+    STAFF_ROLES,
+    UNIT_ROLES,
     CurrentPrincipal,
-    ServiceRuntime,
-    WriteDeadline,
+    Principal,
+    Role,
     require_principal,
 )
+from tongxin.runtime.errors import ApiError
+from tongxin.runtime.mongo import Doc
+from tongxin.runtime.service import ServiceRuntime, WriteDeadline
 from tongxin.runtime.uow import Effects as Writes
 
 router = APIRouter(prefix="/v1", tags=["cases"], dependencies=[Depends(require_principal)])

@@ -47,15 +47,10 @@ from services.volunteer.service import (
     VolunteerService,
 )
 from tongxin.contracts.enums import CareType, Skill
-from tongxin.runtime.auth import STAFF_ROLES, Principal, Role
+from tongxin.runtime.auth import STAFF_ROLES, CurrentPrincipal, Principal, Role, require_principal
 from tongxin.runtime.errors import ApiError
 from tongxin.runtime.mongo import Doc
-from tongxin.runtime.service import (
-    CurrentPrincipal,
-    ServiceRuntime,
-    WriteDeadline,
-    require_principal,
-)
+from tongxin.runtime.service import ServiceRuntime, WriteDeadline
 
 router = APIRouter(prefix="/v1", tags=["volunteers"], dependencies=[Depends(require_principal)])
 care_router = APIRouter(

@@ -38,6 +38,7 @@ from tongxin.accounts.service import AccountService, Actor, Refused
 from tongxin.runtime.auth import (
     HS256,
     SESSION_COOKIE,
+    CurrentPrincipal,
     Principal,
     Role,
     TokenVerifier,
@@ -47,7 +48,6 @@ from tongxin.runtime.auth import (
 )
 from tongxin.runtime.errors import ApiError, error_body
 from tongxin.runtime.openapi import ErrorResponse
-from tongxin.runtime.service import CurrentPrincipal
 
 log = logging.getLogger(__name__)
 

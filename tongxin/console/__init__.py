@@ -22,10 +22,10 @@ from pathlib import Path
 import httpx
 from fastapi import APIRouter, Request, Response
 
-from tongxin.runtime.auth import Principal, TokenVerifier
+from tongxin.runtime.auth import CurrentPrincipal, Principal, TokenVerifier
 from tongxin.runtime.errors import ApiError
 from tongxin.runtime.pages import serve_static_page
-from tongxin.runtime.service import CurrentPrincipal, ServiceRuntime
+from tongxin.runtime.service import ServiceRuntime
 
 log = logging.getLogger(__name__)
 

@@ -23,11 +23,12 @@ import urllib.request
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from enum import StrEnum
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import jwt
 from cryptography.hazmat.primitives.asymmetric.rsa import RSAPublicKey
-from fastapi import FastAPI, Request
+from fastapi import Depends, FastAPI, Request, Security
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
 from tongxin.runtime.errors import ApiError
 
@@ -358,8 +359,6 @@ def install_verifier(app: FastAPI, settings: ServiceSettings) -> TokenVerifier:
     whole app (FastAPI ``dependency_overrides``), so ``CurrentPrincipal`` and
     ``OptionalPrincipal`` accept exactly what the settings allow.
     """
-    from tongxin.runtime.service import get_principal  # service imports this module
-
     verifier = TokenVerifier.from_settings(settings)
     app.dependency_overrides[get_principal] = verifier.dependency
     app.state.verifier = verifier
@@ -428,3 +427,35 @@ def principal_from_header(secret: str, authorization: str | None) -> Principal |
     """The principal of an HS256 ``Authorization: Bearer …`` header, None when absent."""
     token = bearer_token(authorization)
     return None if token is None else decode_token(secret, token)
+
+
+# Declares the bearer scheme in /openapi.json (and the docs' Authorize button); routes that
+# read the principal list it. The header itself is parsed by the verifier.
+BEARER = HTTPBearer(
+    auto_error=False,
+    scheme_name="bearer",
+    bearerFormat="JWT",
+    description="A JWT with claims sub, role, unit, exp (SPEC §4).",
+)
+
+
+def get_principal(
+    request: Request,
+    _bearer: Annotated[HTTPAuthorizationCredentials | None, Security(BEARER)] = None,
+) -> Principal | None:
+    """FastAPI dependency: the bearer-token principal, or None for anonymous callers."""
+    settings: ServiceSettings = request.app.state.rt.settings
+    return principal_from_header(settings.jwt_secret, request.headers.get("authorization"))
+
+
+OptionalPrincipal = Annotated[Principal | None, Depends(get_principal)]
+
+
+def require_principal(principal: OptionalPrincipal) -> Principal:
+    """FastAPI dependency: a valid bearer token is required."""
+    if principal is None:
+        raise ApiError(401, "unauthorized", "A bearer token is required.")
+    return principal
+
+
+CurrentPrincipal = Annotated[Principal, Depends(require_principal)]

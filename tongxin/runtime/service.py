@@ -17,18 +17,17 @@ from dataclasses import dataclass, field
 from datetime import timedelta
 from typing import Annotated, Any, TypeVar
 
-from fastapi import APIRouter, Depends, FastAPI, Request, Response, Security
+from fastapi import APIRouter, Depends, FastAPI, Request, Response
 from fastapi.responses import JSONResponse
-from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from pymongo import AsyncMongoClient
 from pymongo.asynchronous.database import AsyncDatabase
 
-from tongxin.runtime.auth import Principal, install_verifier, principal_from_header
+from tongxin.runtime.auth import install_verifier
 from tongxin.runtime.consumer import BatchConsumer, BatchHandle, RetryPolicy
 from tongxin.runtime.debug import install_task_dump
 from tongxin.runtime.dlq import watch_pending
-from tongxin.runtime.errors import ApiError, install_error_handlers
+from tongxin.runtime.errors import install_error_handlers
 from tongxin.runtime.kafka import (
     KafkaSecurity,
     RenewingProducer,
@@ -292,38 +291,6 @@ def get_write_deadline(request: Request) -> float | None:
 
 
 WriteDeadline = Annotated[float | None, Depends(get_write_deadline)]
-
-
-# Declares the bearer scheme in /openapi.json (and the docs' Authorize button); routes that
-# read the principal list it. The header itself is parsed by the verifier.
-BEARER = HTTPBearer(
-    auto_error=False,
-    scheme_name="bearer",
-    bearerFormat="JWT",
-    description="A JWT with claims sub, role, unit, exp (SPEC §4).",
-)
-
-
-def get_principal(
-    request: Request,
-    _bearer: Annotated[HTTPAuthorizationCredentials | None, Security(BEARER)] = None,
-) -> Principal | None:
-    """FastAPI dependency: the bearer-token principal, or None for anonymous callers."""
-    rt: ServiceRuntime = request.app.state.rt
-    return principal_from_header(rt.settings.jwt_secret, request.headers.get("authorization"))
-
-
-OptionalPrincipal = Annotated[Principal | None, Depends(get_principal)]
-
-
-def require_principal(principal: OptionalPrincipal) -> Principal:
-    """FastAPI dependency: a valid bearer token is required."""
-    if principal is None:
-        raise ApiError(401, "unauthorized", "A bearer token is required.")
-    return principal
-
-
-CurrentPrincipal = Annotated[Principal, Depends(require_principal)]
 
 
 def _health_router() -> APIRouter:

@@ -7,8 +7,9 @@ from typing import Any
 from fastapi import APIRouter
 from pydantic import BaseModel
 
+from tongxin.runtime.auth import CurrentPrincipal, OptionalPrincipal
 from tongxin.runtime.openapi import ErrorResponse
-from tongxin.runtime.service import CurrentPrincipal, OptionalPrincipal, create_service_app
+from tongxin.runtime.service import create_service_app
 from tongxin.runtime.settings import ServiceSettings
 
 
