@@ -12,8 +12,8 @@ from typing import Any
 
 from pymongo import AsyncMongoClient
 
+from tests.integration.notify.harness import routed
 from tests.integration.notify.servers import Reply, ScriptedHTTP
-from tests.integration.notify.test_delivery import routed
 from tests.support import eventually, unique
 from tongxin.cli import start_services, stop_services, wait_ready
 from tongxin.contracts.envelope import Envelope, encode_record

@@ -11,11 +11,9 @@ import dataclasses
 import os
 import subprocess
 import sys
-import tempfile
 import time
 from collections.abc import AsyncIterator, Iterator
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
 from typing import Any
 
 import httpx
@@ -27,8 +25,8 @@ from pymongo.asynchronous.database import AsyncDatabase
 from services.notify.domain.kept import Contact, Retention
 from services.notify.store import CASES, CONTACTS, PREFERENCES, NotifyStore, kept_expiries
 from services.notify.store import INDEXES as NOTIFY_INDEXES
-from tests.platform import Platform, platform_env
-from tests.support import WebhookSink, eventually, read_topic, unique
+from tests.platform import Platform, running_platform
+from tests.support import eventually, read_topic, unique
 from tongxin.contracts.envelope import Envelope, encode_record
 from tongxin.contracts.events import RequestSubmitted, Submitter
 from tongxin.contracts.topics import dlq_topic
@@ -364,13 +362,10 @@ SWEPT: list[tuple[str, str, Doc]] = [
 
 @pytest.fixture(scope="module")
 def soak_platform(stack: LocalStack) -> Iterator[Platform]:
-    sink = WebhookSink().start()
-    run = unique("soak")
     window = str(WINDOW_S)
-    env = platform_env(
-        stack.service_env(),
-        run,
-        sink,
+    with running_platform(
+        stack,
+        "soak",
         # a case's deadlines (the whole escalation chain, 15 days at most) all fire within
         # seconds of its routing, so the fired ones reach their steady state in the soak
         TONGXIN_DEADLINE_SCALE="0.00001",
@@ -384,14 +379,8 @@ def soak_platform(stack: LocalStack) -> Iterator[Platform]:
         TONGXIN_NOTIFY_DELIVERY_LEASE_S="2",
         TONGXIN_RETENTION_INTERVAL_S="1",
         TONGXIN_RETENTION_COUNT_INTERVAL_S="1",
-    )
-    p = Platform(env, sink, Path(tempfile.mkdtemp(prefix=f"{run}-logs-")))
-    try:
-        p.start()
+    ) as p:
         yield p
-    finally:
-        p.stop()
-        sink.stop()
 
 
 def request(n: int) -> dict[str, object]:

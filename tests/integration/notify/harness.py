@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import httpx
@@ -20,7 +20,7 @@ from services.notify.domain.delivery import Delivery
 from services.notify.service import NotifyService
 from tests.support import eventually, on_stack, unique
 from tongxin.contracts.envelope import Envelope, encode_record
-from tongxin.contracts.events import Event
+from tongxin.contracts.events import CaseRouted, Event, RequestSubmitted, Submitter
 from tongxin.contracts.topics import CASES, REQUESTS, VOLUNTEER_TASKS
 from tongxin.devstack.stack import LocalStack
 from tongxin.runtime.auth import Role, mint_token
@@ -137,3 +137,34 @@ class Sweeps:
 
         await eventually(done, timeout=timeout, what=f"{count} more resume sweeps")
         return self.found[first : first + count]
+
+
+# — sample events —
+
+
+def submitted(rid: str) -> RequestSubmitted:
+    return RequestSubmitted(
+        request_id=rid,
+        channel="app",
+        category="sanitation",
+        title="楼道垃圾",
+        description="楼道垃圾无人清理",
+        community="community:liyuan",
+        submitter=Submitter(name="张三", phone="13800001111"),
+        submitted_at=datetime.now(UTC),
+    )
+
+
+def routed(rid: str) -> CaseRouted:
+    now = datetime.now(UTC)
+    return CaseRouted(
+        request_id=rid,
+        case_id=f"C-{rid}",
+        tier="routine",
+        category="sanitation",
+        community="community:liyuan",
+        units=["community:liyuan"],
+        classification={"rule": "everyday", "reason": "日常环境卫生事项"},
+        acknowledge_by=now + timedelta(hours=1),
+        resolve_by=now + timedelta(hours=24),
+    )

@@ -8,8 +8,8 @@ from typing import Any
 
 import pytest
 
-from tests.integration.notify.harness import Notify, running_notify, stack_settings
-from tests.integration.notify.test_delivery import offered, routed
+from tests.integration.notify.harness import Notify, routed, running_notify, stack_settings
+from tests.integration.notify.test_delivery import offered
 from tests.support import eventually, unique
 from tongxin.devstack.stack import LocalStack
 from tongxin.runtime.auth import Role

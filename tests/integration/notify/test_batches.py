@@ -13,16 +13,20 @@ from typing import Any
 import pytest
 
 from services.notify.domain.delivery import Take
-from tests.integration.notify.harness import Notify, running_notify, stack_settings, topic_of
+from tests.integration.notify.harness import (
+    Notify,
+    routed,
+    running_notify,
+    stack_settings,
+    submitted,
+    topic_of,
+)
 from tests.integration.notify.servers import Reply, ScriptedHTTP
-from tests.integration.notify.test_delivery import routed
 from tests.support import eventually, headers_of, read_topic, unique
 from tongxin.contracts.envelope import Envelope, encode_record
 from tongxin.contracts.events import (
     CaseAcknowledged,
     Event,
-    RequestSubmitted,
-    Submitter,
     TaskAccepted,
 )
 from tongxin.devstack.stack import LocalStack
@@ -36,19 +40,6 @@ def sink() -> Iterator[ScriptedHTTP]:
     s = ScriptedHTTP(default=Reply()).start()  # 200 {"errcode": 0}: webhook and WeCom alike
     yield s
     s.stop()
-
-
-def submitted(rid: str) -> RequestSubmitted:
-    return RequestSubmitted(
-        request_id=rid,
-        channel="app",
-        category="sanitation",
-        title="楼道垃圾",
-        description="楼道垃圾无人清理",
-        community="community:liyuan",
-        submitter=Submitter(name="张三", phone="13800001111"),
-        submitted_at=datetime.now(UTC),
-    )
 
 
 def acknowledged(rid: str) -> CaseAcknowledged:

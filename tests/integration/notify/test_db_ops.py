@@ -10,9 +10,8 @@ import pytest
 from pymongo import AsyncMongoClient, monitoring
 
 import tongxin.runtime.service as service_module
-from tests.integration.notify.harness import Notify, running_notify, stack_settings
+from tests.integration.notify.harness import Notify, routed, running_notify, stack_settings
 from tests.integration.notify.servers import Reply, ScriptedHTTP
-from tests.integration.notify.test_delivery import routed
 from tests.support import eventually, headers_of, read_topic, unique
 from tongxin.devstack.stack import LocalStack
 from tongxin.runtime.mongo import Doc

@@ -11,13 +11,12 @@ import pytest
 
 from services.notify.channels import verify
 from services.notify.domain.quiet import SHANGHAI
-from tests.integration.notify.harness import Notify, running_notify, stack_settings
+from tests.integration.notify.harness import Notify, routed, running_notify, stack_settings
 from tests.integration.notify.servers import Reply, ScriptedHTTP
 from tests.support import eventually, headers_of, read_topic, unique
 from tongxin.contracts.envelope import Envelope, encode_record
 from tongxin.contracts.events import (
     CaseEscalated,
-    CaseRouted,
     RequestSubmitted,
     Submitter,
     TaskOffered,
@@ -25,21 +24,6 @@ from tongxin.contracts.events import (
 from tongxin.devstack.stack import LocalStack
 
 SECRET = "webhook-secret-for-tests"
-
-
-def routed(rid: str) -> CaseRouted:
-    now = datetime.now(UTC)
-    return CaseRouted(
-        request_id=rid,
-        case_id=f"C-{rid}",
-        tier="routine",
-        category="sanitation",
-        community="community:liyuan",
-        units=["community:liyuan"],
-        classification={"rule": "everyday", "reason": "日常环境卫生事项"},
-        acknowledge_by=now + timedelta(hours=1),
-        resolve_by=now + timedelta(hours=24),
-    )
 
 
 def offered(rid: str) -> TaskOffered:

@@ -10,14 +10,17 @@ from datetime import UTC, datetime, timedelta
 import pytest
 
 from services.notify.store import CASES, CONTACTS
-from tests.integration.notify.harness import Notify, running_notify, stack_settings
+from tests.integration.notify.harness import (
+    Notify,
+    routed,
+    running_notify,
+    stack_settings,
+    submitted,
+)
 from tests.support import eventually, unique
 from tongxin.contracts.events import (
     CaseClosed,
-    CaseRouted,
-    RequestSubmitted,
     RequestWithdrawn,
-    Submitter,
 )
 from tongxin.devstack.stack import LocalStack
 from tongxin.runtime.mongo import Doc
@@ -37,34 +40,6 @@ async def notify(stack: LocalStack) -> AsyncIterator[Notify]:
     )
     async with running_notify(settings) as n:
         yield n
-
-
-def submitted(rid: str) -> RequestSubmitted:
-    return RequestSubmitted(
-        request_id=rid,
-        channel="app",
-        category="sanitation",
-        title="楼道垃圾",
-        description="楼道垃圾无人清理",
-        community="community:liyuan",
-        submitter=Submitter(name="张三", phone="13800001111"),
-        submitted_at=datetime.now(UTC),
-    )
-
-
-def routed(rid: str) -> CaseRouted:
-    now = datetime.now(UTC)
-    return CaseRouted(
-        request_id=rid,
-        case_id=f"C-{rid}",
-        tier="routine",
-        category="sanitation",
-        community="community:liyuan",
-        units=["community:liyuan"],
-        classification={"rule": "everyday", "reason": "日常环境卫生事项"},
-        acknowledge_by=now + timedelta(hours=1),
-        resolve_by=now + timedelta(hours=24),
-    )
 
 
 async def kept(n: Notify, collection: str, _id: str) -> Doc | None:

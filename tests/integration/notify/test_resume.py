@@ -19,9 +19,8 @@ from pymongo import AsyncMongoClient
 
 from services.notify.config import NotifySettings
 from services.notify.domain.delivery import delivery_id, notification_id
-from tests.integration.notify.harness import Sweeps, running_notify, stack_settings
+from tests.integration.notify.harness import Sweeps, routed, running_notify, stack_settings
 from tests.integration.notify.servers import Reply, ScriptedHTTP
-from tests.integration.notify.test_delivery import routed
 from tests.support import eventually, headers_of, read_topic, unique
 from tongxin.contracts.envelope import Envelope
 from tongxin.devstack.stack import LocalStack

@@ -6,9 +6,8 @@ from __future__ import annotations
 import logging
 from datetime import UTC, datetime
 
-from tests.integration.notify.harness import running_notify, stack_settings
+from tests.integration.notify.harness import routed, running_notify, stack_settings
 from tests.integration.notify.servers import Reply, ScriptedHTTP
-from tests.integration.notify.test_delivery import routed
 from tests.support import eventually, unique
 from tongxin.devstack.stack import LocalStack
 from tongxin.runtime.mongo import make_client
