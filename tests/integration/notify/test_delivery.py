@@ -11,14 +11,18 @@ import pytest
 
 from services.notify.channels import verify
 from services.notify.domain.quiet import SHANGHAI
-from tests.integration.notify.harness import Notify, routed, running_notify, stack_settings
+from tests.integration.notify.harness import (
+    Notify,
+    routed,
+    running_notify,
+    stack_settings,
+    submitted,
+)
 from tests.integration.notify.servers import Reply, ScriptedHTTP
 from tests.support import eventually, headers_of, read_topic, unique
 from tongxin.contracts.envelope import Envelope, encode_record
 from tongxin.contracts.events import (
     CaseEscalated,
-    RequestSubmitted,
-    Submitter,
     TaskOffered,
 )
 from tongxin.devstack.stack import LocalStack
@@ -191,18 +195,7 @@ async def test_a_redelivered_event_sends_nothing_twice(notify: Notify, sink: Scr
 
 async def test_submitter_contact_is_kept_and_used_for_later_messages(notify: Notify) -> None:
     rid = unique("YS-")
-    await notify.publish(
-        RequestSubmitted(
-            request_id=rid,
-            channel="app",
-            category="sanitation",
-            title="楼道垃圾",
-            description="楼道垃圾无人清理",
-            community="community:liyuan",
-            submitter=Submitter(name="张三", phone="13800001111"),
-            submitted_at=datetime.now(UTC),
-        )
-    )
+    await notify.publish(submitted(rid))
     [doc] = await eventually(
         lambda: notify.deliveries(request_id=rid, recipient=f"submitter:{rid}")
     )
